@@ -1,0 +1,160 @@
+//! The transactional outbox: events are written in the same transaction as
+//! the state change that causes them, then relayed to JetStream by
+//! [`OutboxRelay`]. A crash between commit and publish loses nothing; a crash
+//! between publish and delete republishes with the same `Nats-Msg-Id`, which
+//! JetStream drops within its duplicate window (and consumers are idempotent
+//! beyond it).
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::{HeaderMap, jetstream};
+use futures::future::try_join_all;
+use prost::Message;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{BusError, Event, envelope, trace};
+
+/// Writes events into the outbox inside the caller's transaction, and wakes
+/// the relay once the caller has committed.
+#[derive(Clone, Default)]
+pub struct Outbox {
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `event` to the outbox in the caller's transaction.
+    pub async fn enqueue<E: Event>(
+        &self,
+        tx: &mut PgConnection,
+        provider_id: &str,
+        event: &E,
+    ) -> Result<Uuid, BusError> {
+        let envelope = envelope::wrap(provider_id, event, std::time::SystemTime::now());
+        let id = envelope::envelope_id(&envelope)?;
+        sqlx::query("INSERT INTO vigil_outbox (id, subject, envelope, traceparent) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(E::SUBJECT)
+            .bind(envelope.encode_to_vec())
+            .bind(trace::current_traceparent())
+            .execute(tx)
+            .await?;
+        Ok(id)
+    }
+
+    /// Tells the relay there is something to publish. Call after commit.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Publishes committed outbox rows to JetStream and deletes them once
+/// JetStream has acknowledged them.
+pub struct OutboxRelay {
+    pool: PgPool,
+    js: jetstream::Context,
+    outbox: Outbox,
+    poll_interval: Duration,
+    batch_size: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    subject: String,
+    envelope: Vec<u8>,
+    traceparent: Option<String>,
+}
+
+impl OutboxRelay {
+    pub fn new(pool: PgPool, js: jetstream::Context, outbox: Outbox) -> Self {
+        Self {
+            pool,
+            js,
+            outbox,
+            poll_interval: Duration::from_millis(500),
+            batch_size: 256,
+        }
+    }
+
+    /// Runs until `shutdown`, then relays what is left once more.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.drain().await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(error) => {
+                    tracing::warn!(error = %error, "outbox relay failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = self.outbox.wake.notified() => {}
+                () = tokio::time::sleep(self.poll_interval) => {}
+                () = shutdown.cancelled() => {
+                    if let Err(error) = self.drain().await {
+                        tracing::warn!(error = %error, "outbox not fully relayed at shutdown; rows stay for the next start");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Relays batches until the outbox is empty.
+    pub async fn drain(&self) -> Result<(), BusError> {
+        while self.relay_batch().await? == self.batch_size as usize {}
+        Ok(())
+    }
+
+    /// Relays one batch; returns how many rows it published.
+    async fn relay_batch(&self) -> Result<usize, BusError> {
+        let mut tx = self.pool.begin().await?;
+        // SKIP LOCKED lets several replicas relay side by side without
+        // publishing the same row twice.
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, subject, envelope, traceparent FROM vigil_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut acks = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", row.id.to_string().as_str());
+            if let Some(tp) = &row.traceparent {
+                headers.insert("traceparent", tp.as_str());
+            }
+            let ack = self
+                .js
+                .publish_with_headers(row.subject.clone(), headers, row.envelope.clone().into())
+                .await
+                .map_err(|e| BusError::Publish(e.to_string()))?;
+            acks.push(ack.into_future());
+        }
+        // Pipelined: every publish is in flight before the first ack is awaited.
+        try_join_all(acks).await.map_err(|e| BusError::Publish(e.to_string()))?;
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        sqlx::query("DELETE FROM vigil_outbox WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::debug!(count = rows.len(), "relayed outbox events");
+        Ok(rows.len())
+    }
+}

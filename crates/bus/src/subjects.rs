@@ -1,0 +1,18 @@
+//! Every subject Vigil uses: `vigil.<domain>.<event>` for events (captured by
+//! JetStream) and `vigil.rpc.<service>.<method>` for request/reply (never
+//! captured by a stream, or JetStream would answer the requests itself).
+
+pub const PROVIDER_CREATED: &str = "vigil.provider.created";
+pub const USER_CREATED: &str = "vigil.user.created";
+pub const CHALLENGE_CREATED: &str = "vigil.challenge.created";
+pub const CHALLENGE_COMPLETED: &str = "vigil.challenge.completed";
+pub const DELIVERY_REQUESTED: &str = "vigil.delivery.requested";
+pub const DELIVERY_STATUS: &str = "vigil.delivery.status";
+pub const DELIVERY_ANSWERED: &str = "vigil.delivery.answered";
+pub const USAGE_AUTHENTICATION: &str = "vigil.usage.authentication";
+
+pub const RPC_CHALLENGE_PREAUTH: &str = "vigil.rpc.challenge.preauth";
+pub const RPC_CHALLENGE_START: &str = "vigil.rpc.challenge.start";
+pub const RPC_CHALLENGE_VERIFY: &str = "vigil.rpc.challenge.verify";
+pub const RPC_CHALLENGE_STATUS: &str = "vigil.rpc.challenge.status";
+pub const RPC_CHALLENGE_CREATE_USER: &str = "vigil.rpc.challenge.create_user";

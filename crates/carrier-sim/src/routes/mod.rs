@@ -1,0 +1,36 @@
+//! HTTP surface of the simulator.
+
+mod control;
+mod fallback;
+mod health;
+mod messages;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::state::SimState;
+
+/// All routes: the Twilio-compatible Messages API, the `/sim` control API and
+/// health probes. Anything else gets a JSON 404/405.
+pub fn router(state: SimState) -> Router {
+    Router::new()
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/Messages.json",
+            post(messages::create),
+        )
+        // matchit cannot split `{sid}.json` inside one segment, so the handler
+        // strips the suffix itself.
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/Messages/{file}",
+            get(messages::fetch),
+        )
+        .route("/sim/inbox/{number}", get(control::inbox).delete(control::clear_inbox))
+        .route("/sim/phones/{number}/reply", post(control::reply))
+        .route("/sim/faults", post(control::set_faults))
+        .route("/sim/stats", get(control::stats))
+        .route("/healthz", get(health::ok))
+        .route("/readyz", get(health::ok))
+        .fallback(fallback::not_found)
+        .method_not_allowed_fallback(fallback::method_not_allowed)
+        .with_state(state)
+}

@@ -1,0 +1,22 @@
+//! Outgoing webhooks, signed the way Twilio signs them.
+
+use axum::http::StatusCode;
+use vigil_twilio::signature;
+
+/// POSTs `params` form-encoded to `url` with an `X-Twilio-Signature` computed
+/// over `url` exactly as given, and returns the status the receiver answered.
+pub async fn post_signed(
+    http: &reqwest::Client,
+    auth_token: &str,
+    url: &str,
+    params: &[(String, String)],
+) -> Result<StatusCode, reqwest::Error> {
+    let sig = signature::compute(auth_token, url, params);
+    let resp = http
+        .post(url)
+        .header(signature::HEADER, sig)
+        .form(params)
+        .send()
+        .await?;
+    Ok(resp.status())
+}

@@ -1,0 +1,73 @@
+//! Wires the gateway together and runs it until shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use vigil_bus::{Outbox, OutboxRelay, streams};
+use vigil_core::{Clock, SystemClock};
+use vigil_proto::v1::{admin_server::AdminServer, auth_gateway_server::AuthGatewayServer};
+use vigil_runtime::health::{HealthState, health_router};
+
+use crate::{Config, admin::AdminApi, agent_api::AgentApi};
+
+/// What every handler shares.
+pub struct Gateway {
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub outbox: Outbox,
+    pub clock: Arc<dyn Clock>,
+    pub admin_token: SecretString,
+    pub rpc_timeout: Duration,
+}
+
+pub async fn run(
+    config: Config,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let pool = vigil_runtime::connect_postgres(&config.database_url, 20, Duration::from_secs(30)).await?;
+    sqlx::migrate!().run(&pool).await.context("running migrations")?;
+    vigil_bus::schema::install(&pool).await?;
+    let nats = vigil_runtime::connect_nats(&config.nats_url, "vigil-auth-gateway").await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    streams::ensure_streams(&js, config.stream_replicas).await?;
+
+    let outbox = Outbox::new();
+    let gateway = Arc::new(Gateway {
+        pool: pool.clone(),
+        nats: nats.clone(),
+        outbox: outbox.clone(),
+        clock: Arc::new(SystemClock),
+        admin_token: config.admin_token.clone(),
+        rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
+    });
+
+    let tasks = TaskTracker::new();
+    tasks.spawn(OutboxRelay::new(pool.clone(), js, outbox).run(shutdown.clone()));
+    let health = health_router(HealthState {
+        pool,
+        nats: nats.clone(),
+    });
+    tasks.spawn(vigil_runtime::serve_health(http, health, shutdown.clone()));
+
+    tracing::info!(addr = %grpc.local_addr()?, "auth gateway ready");
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc);
+    let stop = shutdown.clone();
+    tonic::transport::Server::builder()
+        .add_service(AuthGatewayServer::new(AgentApi(gateway.clone())))
+        .add_service(AdminServer::new(AdminApi(gateway)))
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
+        .await
+        .context("gRPC server")?;
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    nats.flush().await.ok();
+    Ok(())
+}

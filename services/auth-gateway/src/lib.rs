@@ -1,0 +1,15 @@
+//! The auth gateway: agents ask it whether a user may log in; operators
+//! manage providers, agents and users through its admin API. Decisions that
+//! need user state are asked of the challenge service over NATS
+//! request/reply, with a deadline: no answer is a deny, never an allow.
+
+mod admin;
+mod agent_api;
+mod app;
+mod auth;
+mod config;
+mod error;
+mod store;
+
+pub use app::run;
+pub use config::Config;

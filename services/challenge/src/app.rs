@@ -1,0 +1,152 @@
+//! Wires the challenge service together and runs it until shutdown.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use vigil_bus::{
+    ConsumerSpec, Outbox, OutboxRelay, consumer,
+    rpc::{self, RpcReply},
+    streams, subjects,
+};
+use vigil_core::SystemClock;
+use vigil_runtime::health::{HealthState, health_router};
+
+use crate::{
+    Config,
+    codes::CodeHasher,
+    delivery_status::DeliveryStatusHandler,
+    handlers::{Service, ServiceError},
+};
+
+const QUEUE: &str = "challenge";
+
+pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    let pool = vigil_runtime::connect_postgres(&config.database_url, 20, Duration::from_secs(30)).await?;
+    sqlx::migrate!().run(&pool).await.context("running migrations")?;
+    vigil_bus::schema::install(&pool).await?;
+    let nats = vigil_runtime::connect_nats(&config.nats_url, "vigil-challenge").await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    streams::ensure_streams(&js, config.stream_replicas).await?;
+
+    let outbox = Outbox::new();
+    let service = Arc::new(Service {
+        pool: pool.clone(),
+        outbox: outbox.clone(),
+        clock: Arc::new(SystemClock),
+        codes: CodeHasher::new(config.code_key.clone()),
+        lifetime: chrono::Duration::seconds(i64::from(config.challenge_lifetime_secs)),
+        max_attempts: i32::try_from(config.max_verify_attempts).unwrap_or(i32::MAX),
+        sms_template: config.sms_template.clone(),
+    });
+
+    let tasks = TaskTracker::new();
+    tasks.spawn(OutboxRelay::new(pool.clone(), js.clone(), outbox).run(shutdown.clone()));
+    tasks.spawn(crate::expiry::run(
+        service.clone(),
+        Duration::from_millis(500),
+        shutdown.clone(),
+    ));
+    tasks.spawn(consumer::run(
+        js.clone(),
+        pool.clone(),
+        ConsumerSpec::new("challenge-delivery-status", "VIGIL_DELIVERY", subjects::DELIVERY_STATUS),
+        DeliveryStatusHandler(service.clone()),
+        shutdown.clone(),
+    ));
+    serve(
+        &tasks,
+        &nats,
+        subjects::RPC_CHALLENGE_PREAUTH,
+        &service,
+        &shutdown,
+        |s, r| async move { s.preauth(r).await },
+    );
+    serve(
+        &tasks,
+        &nats,
+        subjects::RPC_CHALLENGE_START,
+        &service,
+        &shutdown,
+        |s, r| async move { s.start(r).await },
+    );
+    serve(
+        &tasks,
+        &nats,
+        subjects::RPC_CHALLENGE_VERIFY,
+        &service,
+        &shutdown,
+        |s, r| async move { s.verify(r).await },
+    );
+    serve(
+        &tasks,
+        &nats,
+        subjects::RPC_CHALLENGE_STATUS,
+        &service,
+        &shutdown,
+        |s, r| async move { s.status(r).await },
+    );
+    serve(
+        &tasks,
+        &nats,
+        subjects::RPC_CHALLENGE_CREATE_USER,
+        &service,
+        &shutdown,
+        |s, r| async move { s.create_user(r).await },
+    );
+
+    let health = health_router(HealthState {
+        pool,
+        nats: nats.clone(),
+    });
+    tracing::info!(addr = %http.local_addr()?, "challenge service ready");
+    vigil_runtime::serve_health(http, health, shutdown.clone()).await?;
+    tasks.close();
+    tasks.wait().await;
+    nats.flush().await.ok();
+    Ok(())
+}
+
+/// Serves one request/reply subject, mapping handler errors to replies once, here.
+fn serve<Req, Rep, F, Fut>(
+    tasks: &TaskTracker,
+    nats: &async_nats::Client,
+    subject: &'static str,
+    service: &Arc<Service>,
+    shutdown: &CancellationToken,
+    handler: F,
+) where
+    Req: prost::Message + Default + 'static,
+    Rep: RpcReply,
+    F: Fn(Arc<Service>, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Rep, ServiceError>> + Send,
+{
+    let service = service.clone();
+    let serve = rpc::serve(
+        nats.clone(),
+        subject,
+        QUEUE,
+        move |request: Req| {
+            let service = service.clone();
+            let handler = handler.clone();
+            async move {
+                handler(service, request).await.unwrap_or_else(|error| {
+                    if error.code() == "internal" {
+                        tracing::error!(error = ?error, subject, "request failed");
+                        Rep::from_error("internal", "internal error".into())
+                    } else {
+                        Rep::from_error(error.code(), error.to_string())
+                    }
+                })
+            }
+        },
+        shutdown.clone(),
+    );
+    tasks.spawn(async move {
+        if let Err(error) = serve.await {
+            tracing::error!(%error, subject, "request handler stopped");
+        }
+    });
+}

@@ -1,0 +1,16 @@
+//! The challenge service: owns users, factors and challenges, answers the
+//! fast questions over NATS request/reply, and drives each challenge's state
+//! machine from the delivery events telephony emits.
+
+mod app;
+mod codes;
+mod config;
+mod delivery_status;
+mod expiry;
+mod handlers;
+mod state;
+mod store;
+
+pub use app::run;
+pub use config::Config;
+pub use state::ChallengeState;
