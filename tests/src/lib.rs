@@ -1,0 +1,9 @@
+//! The whole Vigil stack as real processes — the four services and the
+//! carrier simulator — on a NATS server and a PostgreSQL cluster of its own,
+//! all on free ports and removed when the [`Stack`] is dropped.
+
+mod clients;
+mod stack;
+
+pub use clients::{AgentClient, admin_client, agent_client};
+pub use stack::{Stack, StackOptions};

@@ -1,0 +1,185 @@
+use std::{path::Path, time::Duration};
+
+use anyhow::Context;
+use tempfile::TempDir;
+use vigil_testkit::{NatsServer, PgServer, ServiceProcess, free_port, workspace_bin};
+
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+pub const BILLING_TOKEN: &str = "e2e-billing-token-0123456789";
+const CODE_KEY: &str = "e2e-code-key-0123456789abcdef";
+const SIM_SID: &str = "ACe2e";
+const SIM_TOKEN: &str = "e2e-sim-auth-token";
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub challenge_lifetime_secs: u32,
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self { challenge_lifetime_secs: 120, rpc_timeout_ms: 2000 }
+    }
+}
+
+/// A running stack. Field order is drop order: services stop before the
+/// servers they use.
+pub struct Stack {
+    pub gateway: ServiceProcess,
+    pub challenge: ServiceProcess,
+    pub telephony: ServiceProcess,
+    pub billing: ServiceProcess,
+    pub sim: ServiceProcess,
+    pub nats: NatsServer,
+    pub pg: PgServer,
+    pub grpc_url: String,
+    pub sim_url: String,
+    pub billing_url: String,
+    pub admin_token: String,
+    pub billing_token: String,
+    pub logs: TempDir,
+}
+
+fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    all.push(("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())));
+    all
+}
+
+async fn start(name: &str, bin: &str, envs: &[(&str, String)], health: &str, logs: &Path) -> anyhow::Result<ServiceProcess> {
+    let mut process = ServiceProcess::spawn(name, &workspace_bin(bin)?, &env(envs), logs)?;
+    process
+        .wait_http_ready(&format!("http://{health}/readyz"), Duration::from_secs(60))
+        .await
+        .with_context(|| format!("{name} did not become ready"))?;
+    Ok(process)
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
+        vigil_testkit::init_test_logging();
+        let nats = NatsServer::start().await?;
+        let pg = PgServer::start().await?;
+        let logs = tempfile::Builder::new().prefix("vigil-e2e-logs").tempdir()?;
+        let host = |port: u16| format!("127.0.0.1:{port}");
+        let (sim_addr, tel_http, bil_http, chl_http, gw_http, gw_grpc) =
+            (host(free_port()), host(free_port()), host(free_port()), host(free_port()), host(free_port()), host(free_port()));
+        let nats_url = nats.url();
+
+        let sim = start(
+            "carrier-sim",
+            "vigil-carrier-sim",
+            &[
+                ("VIGIL_SIM_ADDR", sim_addr.clone()),
+                ("VIGIL_SIM_ACCOUNT_SID", SIM_SID.into()),
+                ("VIGIL_SIM_AUTH_TOKEN", SIM_TOKEN.into()),
+                ("VIGIL_SIM_INBOUND_SMS_URL", format!("http://{tel_http}/v1/carrier/twilio/inbound")),
+                ("VIGIL_SIM_STATUS_DELAY_MS", "20".into()),
+            ],
+            &sim_addr,
+            logs.path(),
+        )
+        .await?;
+        let telephony = start(
+            "telephony",
+            "vigil-telephony",
+            &[
+                ("VIGIL_HTTP_ADDR", tel_http.clone()),
+                ("VIGIL_DATABASE_URL", pg.create_database("vigil_telephony").await?),
+                ("VIGIL_NATS_URL", nats_url.clone()),
+                ("VIGIL_PUBLIC_BASE_URL", format!("http://{tel_http}")),
+                ("VIGIL_TWILIO__BASE_URL", format!("http://{sim_addr}")),
+                ("VIGIL_TWILIO__ACCOUNT_SID", SIM_SID.into()),
+                ("VIGIL_TWILIO__AUTH_TOKEN", SIM_TOKEN.into()),
+                ("VIGIL_TWILIO__FROM_NUMBER", "+15550000000".into()),
+            ],
+            &tel_http,
+            logs.path(),
+        )
+        .await?;
+        let billing = start(
+            "billing",
+            "vigil-billing",
+            &[
+                ("VIGIL_HTTP_ADDR", bil_http.clone()),
+                ("VIGIL_DATABASE_URL", pg.create_database("vigil_billing").await?),
+                ("VIGIL_NATS_URL", nats_url.clone()),
+                ("VIGIL_API_TOKEN", BILLING_TOKEN.into()),
+            ],
+            &bil_http,
+            logs.path(),
+        )
+        .await?;
+        let challenge = start(
+            "challenge",
+            "vigil-challenge",
+            &[
+                ("VIGIL_HTTP_ADDR", chl_http.clone()),
+                ("VIGIL_DATABASE_URL", pg.create_database("vigil_challenge").await?),
+                ("VIGIL_NATS_URL", nats_url.clone()),
+                ("VIGIL_CODE_KEY", CODE_KEY.into()),
+                ("VIGIL_CHALLENGE_LIFETIME_SECS", options.challenge_lifetime_secs.to_string()),
+            ],
+            &chl_http,
+            logs.path(),
+        )
+        .await?;
+        let gateway = start(
+            "auth-gateway",
+            "vigil-auth-gateway",
+            &[
+                ("VIGIL_GRPC_ADDR", gw_grpc.clone()),
+                ("VIGIL_HTTP_ADDR", gw_http.clone()),
+                ("VIGIL_DATABASE_URL", pg.create_database("vigil_gateway").await?),
+                ("VIGIL_NATS_URL", nats_url),
+                ("VIGIL_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+                ("VIGIL_RPC_TIMEOUT_MS", options.rpc_timeout_ms.to_string()),
+            ],
+            &gw_http,
+            logs.path(),
+        )
+        .await?;
+        Ok(Stack {
+            gateway,
+            challenge,
+            telephony,
+            billing,
+            sim,
+            nats,
+            pg,
+            grpc_url: format!("http://{gw_grpc}"),
+            sim_url: format!("http://{sim_addr}"),
+            billing_url: format!("http://{bil_http}"),
+            admin_token: ADMIN_TOKEN.into(),
+            billing_token: BILLING_TOKEN.into(),
+            logs,
+        })
+    }
+
+    /// Every service's log tail, for a failing test's message.
+    pub fn log_tails(&self, lines: usize) -> String {
+        [&self.gateway, &self.challenge, &self.telephony, &self.billing, &self.sim]
+            .iter()
+            .map(|p| format!("==== {}\n{}", p.log_path().display(), p.log_tail(lines)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The SMS bodies the simulated phone `number` received, oldest first.
+    pub async fn sim_inbox(&self, number: &str) -> anyhow::Result<Vec<String>> {
+        let url = format!("{}/sim/inbox/{}", self.sim_url, number);
+        let entries: Vec<serde_json::Value> = reqwest::get(url).await?.error_for_status()?.json().await?;
+        Ok(entries.iter().filter_map(|e| e["body"].as_str().map(str::to_owned)).collect())
+    }
+
+    /// GET billing's usage for a provider: (HTTP status, JSON body).
+    pub async fn billing_usage(&self, provider_id: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let response = reqwest::Client::new()
+            .get(format!("{}/v1/providers/{}/usage", self.billing_url, provider_id))
+            .bearer_auth(&self.billing_token)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or_default()))
+    }
+}
