@@ -16,7 +16,9 @@ pub struct Credentials {
 
 impl Interceptor for Credentials {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.authorization.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", self.authorization.clone());
         if let Some(agent) = &self.agent_id {
             request.metadata_mut().insert("x-vigil-agent-id", agent.clone());
         }
@@ -27,15 +29,27 @@ impl Interceptor for Credentials {
 pub type AgentClient = AuthGatewayClient<InterceptedService<Channel, Credentials>>;
 
 async fn channel(url: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(url.to_owned())?.connect().await.context("connecting to the gateway")
+    Channel::from_shared(url.to_owned())?
+        .connect()
+        .await
+        .context("connecting to the gateway")
 }
 
-pub async fn admin_client(url: &str, token: &str) -> anyhow::Result<AdminClient<InterceptedService<Channel, Credentials>>> {
-    let credentials = Credentials { authorization: format!("Bearer {token}").parse()?, agent_id: None };
+pub async fn admin_client(
+    url: &str,
+    token: &str,
+) -> anyhow::Result<AdminClient<InterceptedService<Channel, Credentials>>> {
+    let credentials = Credentials {
+        authorization: format!("Bearer {token}").parse()?,
+        agent_id: None,
+    };
     Ok(AdminClient::with_interceptor(channel(url).await?, credentials))
 }
 
 pub async fn agent_client(url: &str, agent_id: &str, key: &str) -> anyhow::Result<AgentClient> {
-    let credentials = Credentials { authorization: format!("Bearer {key}").parse()?, agent_id: Some(agent_id.parse()?) };
+    let credentials = Credentials {
+        authorization: format!("Bearer {key}").parse()?,
+        agent_id: Some(agent_id.parse()?),
+    };
     Ok(AuthGatewayClient::with_interceptor(channel(url).await?, credentials))
 }

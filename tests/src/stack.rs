@@ -18,7 +18,10 @@ pub struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self { challenge_lifetime_secs: 120, rpc_timeout_ms: 2000 }
+        Self {
+            challenge_lifetime_secs: 120,
+            rpc_timeout_ms: 2000,
+        }
     }
 }
 
@@ -42,11 +45,20 @@ pub struct Stack {
 
 fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
     let mut all: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
-    all.push(("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())));
+    all.push((
+        "RUST_LOG".into(),
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    ));
     all
 }
 
-async fn start(name: &str, bin: &str, envs: &[(&str, String)], health: &str, logs: &Path) -> anyhow::Result<ServiceProcess> {
+async fn start(
+    name: &str,
+    bin: &str,
+    envs: &[(&str, String)],
+    health: &str,
+    logs: &Path,
+) -> anyhow::Result<ServiceProcess> {
     let mut process = ServiceProcess::spawn(name, &workspace_bin(bin)?, &env(envs), logs)?;
     process
         .wait_http_ready(&format!("http://{health}/readyz"), Duration::from_secs(60))
@@ -62,8 +74,14 @@ impl Stack {
         let pg = PgServer::start().await?;
         let logs = tempfile::Builder::new().prefix("vigil-e2e-logs").tempdir()?;
         let host = |port: u16| format!("127.0.0.1:{port}");
-        let (sim_addr, tel_http, bil_http, chl_http, gw_http, gw_grpc) =
-            (host(free_port()), host(free_port()), host(free_port()), host(free_port()), host(free_port()), host(free_port()));
+        let (sim_addr, tel_http, bil_http, chl_http, gw_http, gw_grpc) = (
+            host(free_port()),
+            host(free_port()),
+            host(free_port()),
+            host(free_port()),
+            host(free_port()),
+            host(free_port()),
+        );
         let nats_url = nats.url();
 
         let sim = start(
@@ -73,7 +91,10 @@ impl Stack {
                 ("VIGIL_SIM_ADDR", sim_addr.clone()),
                 ("VIGIL_SIM_ACCOUNT_SID", SIM_SID.into()),
                 ("VIGIL_SIM_AUTH_TOKEN", SIM_TOKEN.into()),
-                ("VIGIL_SIM_INBOUND_SMS_URL", format!("http://{tel_http}/v1/carrier/twilio/inbound")),
+                (
+                    "VIGIL_SIM_INBOUND_SMS_URL",
+                    format!("http://{tel_http}/v1/carrier/twilio/inbound"),
+                ),
                 ("VIGIL_SIM_STATUS_DELAY_MS", "20".into()),
             ],
             &sim_addr,
@@ -118,7 +139,10 @@ impl Stack {
                 ("VIGIL_DATABASE_URL", pg.create_database("vigil_challenge").await?),
                 ("VIGIL_NATS_URL", nats_url.clone()),
                 ("VIGIL_CODE_KEY", CODE_KEY.into()),
-                ("VIGIL_CHALLENGE_LIFETIME_SECS", options.challenge_lifetime_secs.to_string()),
+                (
+                    "VIGIL_CHALLENGE_LIFETIME_SECS",
+                    options.challenge_lifetime_secs.to_string(),
+                ),
             ],
             &chl_http,
             logs.path(),
@@ -158,18 +182,27 @@ impl Stack {
 
     /// Every service's log tail, for a failing test's message.
     pub fn log_tails(&self, lines: usize) -> String {
-        [&self.gateway, &self.challenge, &self.telephony, &self.billing, &self.sim]
-            .iter()
-            .map(|p| format!("==== {}\n{}", p.log_path().display(), p.log_tail(lines)))
-            .collect::<Vec<_>>()
-            .join("\n")
+        [
+            &self.gateway,
+            &self.challenge,
+            &self.telephony,
+            &self.billing,
+            &self.sim,
+        ]
+        .iter()
+        .map(|p| format!("==== {}\n{}", p.log_path().display(), p.log_tail(lines)))
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 
     /// The SMS bodies the simulated phone `number` received, oldest first.
     pub async fn sim_inbox(&self, number: &str) -> anyhow::Result<Vec<String>> {
         let url = format!("{}/sim/inbox/{}", self.sim_url, number);
         let entries: Vec<serde_json::Value> = reqwest::get(url).await?.error_for_status()?.json().await?;
-        Ok(entries.iter().filter_map(|e| e["body"].as_str().map(str::to_owned)).collect())
+        Ok(entries
+            .iter()
+            .filter_map(|e| e["body"].as_str().map(str::to_owned))
+            .collect())
     }
 
     /// GET billing's usage for a provider: (HTTP status, JSON body).

@@ -21,14 +21,24 @@ struct Tenant {
 async fn tenant(stack: &Stack, name: &str) -> anyhow::Result<Tenant> {
     let mut admin = admin_client(&stack.grpc_url, &stack.admin_token).await?;
     let provider = admin
-        .create_provider(CreateProviderRequest { name: name.into(), usage_model: UsageModel::PerAuthentication as i32 })
+        .create_provider(CreateProviderRequest {
+            name: name.into(),
+            usage_model: UsageModel::PerAuthentication as i32,
+        })
         .await?
         .into_inner();
     let agent = admin
-        .create_agent(CreateAgentRequest { provider_id: provider.id.clone(), name: format!("{name} RDP"), kind: AgentKind::Rdp as i32 })
+        .create_agent(CreateAgentRequest {
+            provider_id: provider.id.clone(),
+            name: format!("{name} RDP"),
+            kind: AgentKind::Rdp as i32,
+        })
         .await?
         .into_inner();
-    Ok(Tenant { provider_id: provider.id, agent: agent_client(&stack.grpc_url, &agent.agent_id, &agent.agent_key).await? })
+    Ok(Tenant {
+        provider_id: provider.id,
+        agent: agent_client(&stack.grpc_url, &agent.agent_id, &agent.agent_key).await?,
+    })
 }
 
 async fn add_user(stack: &Stack, provider_id: &str, username: &str, phone: &str) -> anyhow::Result<()> {
@@ -45,7 +55,11 @@ async fn add_user(stack: &Stack, provider_id: &str, username: &str, phone: &str)
 }
 
 fn sms(username: &str) -> AuthenticateRequest {
-    AuthenticateRequest { username: username.into(), factor: Factor::Sms as i32, client_ip: "192.0.2.10".into() }
+    AuthenticateRequest {
+        username: username.into(),
+        factor: Factor::Sms as i32,
+        client_ip: "192.0.2.10".into(),
+    }
 }
 
 /// The 6-digit code in the newest SMS to `phone` once `count` have arrived.
@@ -56,16 +70,27 @@ async fn code_from_sms(stack: &Stack, phone: &str, count: usize) -> anyhow::Resu
     })
     .await?;
     let body = bodies.last().context("empty inbox")?;
-    let digits: String = body.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).unwrap_or_default().to_owned();
+    let digits: String = body
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap_or_default()
+        .to_owned();
     if digits.len() != 6 {
         bail!("no 6-digit code in {body:?}");
     }
     Ok(digits)
 }
 
-async fn verify(agent: &mut AgentClient, challenge_id: &str, code: &str) -> anyhow::Result<vigil_proto::v1::VerifyPasscodeResponse> {
+async fn verify(
+    agent: &mut AgentClient,
+    challenge_id: &str,
+    code: &str,
+) -> anyhow::Result<vigil_proto::v1::VerifyPasscodeResponse> {
     Ok(agent
-        .verify_passcode(VerifyPasscodeRequest { challenge_id: challenge_id.into(), passcode: code.into() })
+        .verify_passcode(VerifyPasscodeRequest {
+            challenge_id: challenge_id.into(),
+            passcode: code.into(),
+        })
         .await?
         .into_inner())
 }
@@ -90,58 +115,105 @@ async fn sms_login(stack: &mut Stack) -> anyhow::Result<()> {
     assert_eq!(started.reason(), Reason::Enrolled);
     assert_eq!(started.state(), ChallengeState::Pending);
     assert!(started.challenge_id.starts_with("chl_"));
-    assert!(!started.message.contains("0100001"), "the message masks the phone number: {}", started.message);
+    assert!(
+        !started.message.contains("0100001"),
+        "the message masks the phone number: {}",
+        started.message
+    );
 
     // The phone receives the code; a wrong code is denied first.
     let code = code_from_sms(stack, phone, 1).await?;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let denied = verify(&mut acme.agent, &started.challenge_id, wrong).await?;
-    assert_eq!((denied.decision(), denied.reason()), (Decision::Deny, Reason::WrongCode), "{denied:?}");
+    assert_eq!(
+        (denied.decision(), denied.reason()),
+        (Decision::Deny, Reason::WrongCode),
+        "{denied:?}"
+    );
     assert_eq!(denied.attempts_remaining, 2);
 
     // Another provider's agent cannot see or answer this challenge.
     let foreign = verify(&mut other.agent, &started.challenge_id, &code).await?;
-    assert_eq!((foreign.decision(), foreign.reason()), (Decision::Deny, Reason::ChallengeNotFound));
+    assert_eq!(
+        (foreign.decision(), foreign.reason()),
+        (Decision::Deny, Reason::ChallengeNotFound)
+    );
 
     // The right code approves; the status says so; the code cannot be replayed.
     let approved = verify(&mut acme.agent, &started.challenge_id, &code).await?;
-    assert_eq!((approved.decision(), approved.reason(), approved.state()), (Decision::Allow, Reason::Approved, ChallengeState::Approved));
-    let status = acme.agent.get_auth_status(GetAuthStatusRequest { challenge_id: started.challenge_id.clone() }).await?.into_inner();
+    assert_eq!(
+        (approved.decision(), approved.reason(), approved.state()),
+        (Decision::Allow, Reason::Approved, ChallengeState::Approved)
+    );
+    let status = acme
+        .agent
+        .get_auth_status(GetAuthStatusRequest {
+            challenge_id: started.challenge_id.clone(),
+        })
+        .await?
+        .into_inner();
     assert_eq!(status.state(), ChallengeState::Approved);
     let replay = verify(&mut acme.agent, &started.challenge_id, &code).await?;
-    assert_eq!((replay.decision(), replay.reason()), (Decision::Deny, Reason::AlreadyUsed));
+    assert_eq!(
+        (replay.decision(), replay.reason()),
+        (Decision::Deny, Reason::AlreadyUsed)
+    );
 
     // An unknown user is denied, with the reason, and nothing is sent.
     let unknown = acme.agent.authenticate(sms("mallory")).await?.into_inner();
-    assert_eq!((unknown.decision(), unknown.reason()), (Decision::Deny, Reason::UnknownUser));
+    assert_eq!(
+        (unknown.decision(), unknown.reason()),
+        (Decision::Deny, Reason::UnknownUser)
+    );
     assert!(unknown.challenge_id.is_empty());
 
     // Billing counts exactly one authentication for Acme and none for Other.
-    let usage = wait_until(Duration::from_secs(15), "billing to count the authentication", || async {
-        let (status, body) = stack.billing_usage(&acme.provider_id).await?;
-        anyhow::Ok((status == 200 && body["authentications"] == 1).then_some(body))
-    })
+    let usage = wait_until(
+        Duration::from_secs(15),
+        "billing to count the authentication",
+        || async {
+            let (status, body) = stack.billing_usage(&acme.provider_id).await?;
+            anyhow::Ok((status == 200 && body["authentications"] == 1).then_some(body))
+        },
+    )
     .await?;
     assert_eq!(usage["usage_model"], "per_authentication");
     // Give a duplicate or late event the chance to show up before the final count.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stack.billing_usage(&acme.provider_id).await?.1["authentications"], 1);
     let (status, body) = stack.billing_usage(&other.provider_id).await?;
-    assert_eq!((status, &body["authentications"]), (200, &serde_json::json!(0)), "{body}");
+    assert_eq!(
+        (status, &body["authentications"]),
+        (200, &serde_json::json!(0)),
+        "{body}"
+    );
 
     // With NATS down, Authenticate answers promptly: deny, unavailable.
     stack.nats.stop();
     let asked = Instant::now();
     let down = acme.agent.authenticate(sms("alice")).await?.into_inner();
-    assert_eq!((down.decision(), down.reason()), (Decision::Deny, Reason::Unavailable), "{down:?}");
+    assert_eq!(
+        (down.decision(), down.reason()),
+        (Decision::Deny, Reason::Unavailable),
+        "{down:?}"
+    );
     assert!(down.challenge_id.is_empty());
-    assert!(asked.elapsed() < Duration::from_secs(5), "answered after {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        asked.elapsed()
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unanswered_challenge_ends_as_expired() {
-    let stack = Stack::start(StackOptions { challenge_lifetime_secs: 2, ..Default::default() }).await.expect("stack starts");
+    let stack = Stack::start(StackOptions {
+        challenge_lifetime_secs: 2,
+        ..Default::default()
+    })
+    .await
+    .expect("stack starts");
     if let Err(error) = expiry(&stack).await {
         panic!("{error:#}\n\n{}", stack.log_tails(40));
     }
@@ -161,7 +233,10 @@ async fn expiry(stack: &Stack) -> anyhow::Result<()> {
         let mut agent = agent.clone();
         let id = id.clone();
         async move {
-            let status = agent.get_auth_status(GetAuthStatusRequest { challenge_id: id }).await?.into_inner();
+            let status = agent
+                .get_auth_status(GetAuthStatusRequest { challenge_id: id })
+                .await?
+                .into_inner();
             anyhow::Ok((status.state() == ChallengeState::Expired).then_some(status))
         }
     })

@@ -2,7 +2,7 @@
 
 use vigil_proto::events::{
     AuthenticationUsage, ChallengeCompleted, ChallengeCreated, DeliveryAnswered, DeliveryRequested, DeliveryStatus,
-    ProviderCreated, UserCreated,
+    FraudReported, ProviderCreated, TelephonyUsage, UserCreated, UserDeleted, UserStatusChanged,
 };
 
 use crate::{Event, subjects};
@@ -18,9 +18,13 @@ macro_rules! event {
 
 event!(ProviderCreated, subjects::PROVIDER_CREATED);
 event!(UserCreated, subjects::USER_CREATED);
+event!(UserStatusChanged, subjects::USER_STATUS_CHANGED);
+event!(UserDeleted, subjects::USER_DELETED);
 event!(ChallengeCreated, subjects::CHALLENGE_CREATED);
 event!(ChallengeCompleted, subjects::CHALLENGE_COMPLETED);
 event!(DeliveryRequested, subjects::DELIVERY_REQUESTED);
 event!(DeliveryStatus, subjects::DELIVERY_STATUS);
 event!(DeliveryAnswered, subjects::DELIVERY_ANSWERED);
 event!(AuthenticationUsage, subjects::USAGE_AUTHENTICATION);
+event!(TelephonyUsage, subjects::USAGE_TELEPHONY);
+event!(FraudReported, subjects::FRAUD_REPORTED);

@@ -2,7 +2,7 @@
 //! here, not in each service's migrations, so the outbox and the consumer
 //! bookkeeping cannot drift apart between services.
 
-use sqlx::PgPool;
+use sqlx::{Executor, PgPool};
 
 use crate::BusError;
 
@@ -42,7 +42,8 @@ pub async fn install(pool: &PgPool) -> Result<(), BusError> {
     sqlx::query("SELECT pg_advisory_xact_lock(7160001)")
         .execute(&mut *tx)
         .await?;
-    sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+    // Through `Executor` so the future stays `Send` (raw_sql's own execute is not).
+    (&mut *tx).execute(sqlx::raw_sql(SCHEMA)).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -94,12 +94,16 @@ mod tests {
         for s in [
             PROVIDER_CREATED,
             USER_CREATED,
+            USER_STATUS_CHANGED,
+            USER_DELETED,
             CHALLENGE_CREATED,
             CHALLENGE_COMPLETED,
             DELIVERY_REQUESTED,
             DELIVERY_STATUS,
             DELIVERY_ANSWERED,
             USAGE_AUTHENTICATION,
+            USAGE_TELEPHONY,
+            FRAUD_REPORTED,
         ] {
             assert!(stream_for(s).is_some(), "{s}");
         }

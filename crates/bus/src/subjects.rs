@@ -4,12 +4,16 @@
 
 pub const PROVIDER_CREATED: &str = "vigil.provider.created";
 pub const USER_CREATED: &str = "vigil.user.created";
+pub const USER_STATUS_CHANGED: &str = "vigil.user.status_changed";
+pub const USER_DELETED: &str = "vigil.user.deleted";
 pub const CHALLENGE_CREATED: &str = "vigil.challenge.created";
 pub const CHALLENGE_COMPLETED: &str = "vigil.challenge.completed";
 pub const DELIVERY_REQUESTED: &str = "vigil.delivery.requested";
 pub const DELIVERY_STATUS: &str = "vigil.delivery.status";
 pub const DELIVERY_ANSWERED: &str = "vigil.delivery.answered";
 pub const USAGE_AUTHENTICATION: &str = "vigil.usage.authentication";
+pub const USAGE_TELEPHONY: &str = "vigil.usage.telephony";
+pub const FRAUD_REPORTED: &str = "vigil.fraud.reported";
 
 pub const RPC_CHALLENGE_PREAUTH: &str = "vigil.rpc.challenge.preauth";
 pub const RPC_CHALLENGE_START: &str = "vigil.rpc.challenge.start";

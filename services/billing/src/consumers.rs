@@ -152,6 +152,8 @@ mod tests {
             user_id: UserId::new().to_string(),
             factor: v1::Factor::Sms as i32,
             occurred_at: occurred_at.map(|t| vigil_proto::to_timestamp(t.into())),
+            kind: vigil_proto::events::AuthenticationKind::Challenge as i32,
+            billable: true,
         }
     }
 

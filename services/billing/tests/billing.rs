@@ -201,6 +201,8 @@ fn usage_event(occurred_at: Option<DateTime<Utc>>) -> AuthenticationUsage {
         user_id: UserId::new().to_string(),
         factor: v1::Factor::Sms as i32,
         occurred_at: occurred_at.map(|t| to_timestamp(t.into())),
+        kind: vigil_proto::events::AuthenticationKind::Challenge as i32,
+        billable: true,
     }
 }
 

@@ -10,7 +10,10 @@ use uuid::Uuid;
 use vigil_bus::{BusError, Outbox};
 use vigil_core::{ChallengeId, Clock, DeliveryId, PhoneNumber, ProviderId, UserId, Username};
 use vigil_proto::{
-    events::{AuthenticationUsage, ChallengeCompleted, ChallengeCreated, Channel, DeliveryRequested, UserCreated},
+    events::{
+        AuthenticationKind, AuthenticationUsage, ChallengeCompleted, ChallengeCreated, Channel, DeliveryRequested,
+        UserCreated,
+    },
     rpc,
     v1::{Decision, Factor, Reason, UserStatus},
 };
@@ -124,6 +127,7 @@ impl Service {
         let event = UserCreated {
             user_id: user_id.to_string(),
             status: UserStatus::Enabled as i32,
+            occurred_at: Some(timestamp(now)),
         };
         self.outbox.enqueue(&mut tx, &req.provider_id, &event).await?;
         tx.commit().await?;
@@ -269,6 +273,8 @@ impl Service {
                     channel: Channel::Sms as i32,
                     destination: phone.as_str().to_owned(),
                     body,
+                    expires_at: Some(timestamp(expires_at)),
+                    ..Default::default()
                 },
             )
             .await?;
@@ -282,6 +288,8 @@ impl Service {
                     user_id,
                     factor: Factor::Sms as i32,
                     occurred_at: Some(timestamp(now)),
+                    kind: AuthenticationKind::Challenge as i32,
+                    billable: true,
                 },
             )
             .await?;

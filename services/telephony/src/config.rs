@@ -1,7 +1,6 @@
 //! The telephony service's settings: defaults below, overlaid by `VIGIL_*`
 //! environment variables (nested with `__`, e.g. `VIGIL_TWILIO__AUTH_TOKEN`).
 
-use figment::{Figment, providers::Serialized};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -85,20 +84,9 @@ impl Config {
         Self::from_vars(std::env::vars())
     }
 
-    /// Like `vigil_runtime::load_config`, except that every value is taken as
-    /// text: figment's `Env` provider reads `+15550000000` (or an all-digit
-    /// auth token) as a number, which a string field then refuses. Numeric
-    /// fields still parse, through `extract_lossy`.
+    /// Reads the given variables over the defaults (see `vigil_runtime::load_config_from`).
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Self::default()));
-        for (name, value) in vars {
-            let Some(key) = name.strip_prefix("VIGIL_").filter(|k| !k.is_empty()) else {
-                continue;
-            };
-            let path = key.to_ascii_lowercase().replace("__", ".");
-            figment = figment.merge(Serialized::default(&path, value));
-        }
-        figment.extract_lossy().map_err(|e| ConfigError::new(e.to_string()))
+        vigil_runtime::load_config_from(vars)
     }
 
     /// Refuses settings the service could not work with, before it starts.

@@ -190,6 +190,7 @@ impl Stack {
             channel: Channel::Sms.into(),
             destination: number.into(),
             body: body.into(),
+            ..Default::default()
         }
     }
 

@@ -57,6 +57,9 @@ pub async fn handle(
             channel: wire::Channel::Sms.into(),
             from: from.as_str().to_owned(),
             body: text.to_owned(),
+            kind: wire::AnswerKind::Code.into(),
+            delivery_id: delivery.id.to_string(),
+            ..Default::default()
         };
         app.outbox.enqueue(&mut tx, &delivery.provider_id, &event).await?;
     }
