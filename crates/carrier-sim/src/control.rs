@@ -46,11 +46,26 @@ pub struct ReplyResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Faults {
-    /// How many upcoming Messages API calls fail.
+    /// How many upcoming API calls fail.
     pub fail_next: u32,
     /// HTTP status they fail with (400-599).
     #[serde(default = "default_fault_status")]
     pub status: u16,
+    /// Which API the faults hit; the others keep working.
+    #[serde(default)]
+    pub api: FaultApi,
+}
+
+/// The API an injected fault applies to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultApi {
+    /// Whichever API is called next.
+    #[default]
+    Any,
+    Messages,
+    Calls,
+    Push,
 }
 
 fn default_fault_status() -> u16 {
@@ -62,6 +77,7 @@ impl Default for Faults {
         Self {
             fail_next: 0,
             status: default_fault_status(),
+            api: FaultApi::Any,
         }
     }
 }
@@ -70,8 +86,131 @@ impl Default for Faults {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub messages_accepted: u64,
-    /// Messages API calls answered with an error, injected faults included.
+    /// API calls (messages, calls, push) answered with an error, injected
+    /// faults included.
     pub requests_failed: u64,
+    #[serde(default)]
+    pub calls_placed: u64,
+    #[serde(default)]
+    pub pushes_accepted: u64,
+}
+
+/// What a simulated phone does when it is called: body of
+/// `PUT /sim/phones/{number}/voice`, and the default when none was set
+/// (`answer`, press `#`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceBehaviour {
+    pub action: VoiceAction,
+    /// Keys pressed once the greeting has played (`answer` only): `0-9`,
+    /// `*`, `#`. `"#"` approves, `"1234#"` enters a PIN, `"0#"` reports
+    /// fraud, `""` stays silent.
+    #[serde(default = "default_digits")]
+    pub digits: String,
+    /// Length of an answered call, reported as `CallDuration`.
+    #[serde(default = "default_call_seconds")]
+    pub duration_seconds: u32,
+}
+
+/// How a simulated phone reacts to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoiceAction {
+    /// Picks up, listens and presses `digits`.
+    Answer,
+    /// Rings out: `no-answer`.
+    NoAnswer,
+    /// `busy`.
+    Busy,
+    /// Picks up and hangs up before pressing anything.
+    HangUp,
+    /// The carrier cannot connect the call: `failed`.
+    Fail,
+}
+
+fn default_digits() -> String {
+    "#".to_owned()
+}
+
+fn default_call_seconds() -> u32 {
+    12
+}
+
+impl Default for VoiceBehaviour {
+    fn default() -> Self {
+        Self {
+            action: VoiceAction::Answer,
+            digits: default_digits(),
+            duration_seconds: default_call_seconds(),
+        }
+    }
+}
+
+/// One call placed to a simulated phone, in `GET /sim/calls/{number}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallEntry {
+    pub sid: String,
+    pub from: String,
+    pub to: String,
+    /// The call's latest status (`queued` ... `completed`, `busy`, ...).
+    pub status: String,
+    pub duration_seconds: u32,
+    /// Every `<Say>` the phone heard, in order.
+    pub heard: Vec<String>,
+    /// The `Digits` posted to the gather action, if any.
+    pub digits_sent: Option<String>,
+    /// HTTP statuses Vigil answered the TwiML fetch, the gather post and the
+    /// final status callback with (`None`: not made, or unreachable).
+    pub twiml_status: Option<u16>,
+    pub gather_status: Option<u16>,
+    pub status_callback_status: Option<u16>,
+}
+
+/// Body of `POST /sim/devices` (optional) and of
+/// `PUT /sim/devices/{device_id}/behaviour`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBehaviour {
+    pub action: DeviceAction,
+    /// The number the user picks on the device (number matching). Unset:
+    /// the first number offered, or 0 when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pick: Option<u32>,
+}
+
+/// What a simulated device does with a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceAction {
+    #[default]
+    Approve,
+    Deny,
+    Fraud,
+    /// Receives the push and never answers.
+    Ignore,
+}
+
+/// Response of `POST /sim/devices`: what a device shows at enrolment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCreated {
+    pub device_id: String,
+    /// The push registration token (FCM-style).
+    pub token: String,
+    /// Ed25519 public key, standard base64 of the 32 raw bytes.
+    pub public_key: String,
+}
+
+/// One push a simulated device received, in `GET /sim/devices/{id}/pushes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushEntry {
+    /// `projects/{project}/messages/{id}`.
+    pub name: String,
+    /// The message's `data` map as sent.
+    pub data: std::collections::BTreeMap<String, String>,
+    /// The answer the device posted (its exact JSON body), if it answered.
+    pub answer: Option<String>,
+    /// HTTP status the callback URL answered with.
+    pub answer_status: Option<u16>,
 }
 
 /// Body of every control-API error.

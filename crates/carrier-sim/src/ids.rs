@@ -8,6 +8,19 @@ pub fn message_sid() -> String {
     format!("SM{}", hex::encode(bytes))
 }
 
+/// A call SID: `CA` followed by 32 lowercase hex digits.
+pub fn call_sid() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    format!("CA{}", hex::encode(bytes))
+}
+
+/// A random lowercase-hex string of `bytes` random bytes.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill(buf.as_mut_slice());
+    hex::encode(buf)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,6 +1,8 @@
-//! Carrier simulator: speaks the Twilio Messages API to Vigil and plays the
-//! phones on the other end, so tests and the local stack exercise the real
-//! SMS path (HTTP, auth, signed webhooks) without a real carrier.
+//! Carrier simulator: speaks the Twilio Messages and Calls APIs and an
+//! FCM-style push API to Vigil, and plays the phones and devices on the other
+//! end (answering calls and pressing keys, replying to SMS, approving pushes
+//! with a signed answer), so tests and the local stack exercise the real paths
+//! (HTTP, auth, signed webhooks) without a real carrier.
 //!
 //! Run it in-process with [`serve`], or mount [`router`] yourself.
 
@@ -11,14 +13,18 @@ mod delivery;
 mod error;
 mod ids;
 mod phone;
+mod push;
 mod routes;
 mod segments;
 mod state;
+mod twiml;
+mod voice;
 mod webhook;
 
 use std::future::Future;
 
-pub use config::{DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_STATUS_DELAY, SimConfig};
+pub use config::{DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_PUSH_TOKEN, DEFAULT_STATUS_DELAY, SimConfig};
+pub use push::DEVICE_SIGNATURE_HEADER;
 pub use routes::router;
 pub use state::SimState;
 

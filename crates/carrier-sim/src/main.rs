@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use vigil_carrier_sim::{DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SimConfig};
+use vigil_carrier_sim::{DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_PUSH_TOKEN, SimConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +31,9 @@ struct Args {
     /// Delay before each status transition (sent, then delivered), in ms.
     #[arg(long, env = "VIGIL_SIM_STATUS_DELAY_MS", default_value_t = 50)]
     status_delay_ms: u64,
+    /// Bearer token the FCM-style push endpoint accepts.
+    #[arg(long, env = "VIGIL_SIM_PUSH_TOKEN", default_value = DEFAULT_PUSH_TOKEN, hide_env_values = true)]
+    push_token: String,
 }
 
 #[tokio::main]
@@ -48,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         auth_token: args.auth_token,
         inbound_sms_url: args.inbound_sms_url,
         status_delay: Duration::from_millis(args.status_delay_ms),
+        push_token: args.push_token,
     };
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

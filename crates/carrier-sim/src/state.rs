@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use vigil_twilio::MessageResource;
 
 use crate::config::SimConfig;
-use crate::control::{Faults, InboxEntry, Stats};
+use crate::control::{CallEntry, DeviceBehaviour, FaultApi, Faults, InboxEntry, PushEntry, Stats, VoiceBehaviour};
 
 /// Oldest messages are forgotten past this, so a long-running dev stack does
 /// not grow without bound.
@@ -42,6 +42,23 @@ struct Store {
     inboxes: HashMap<String, Vec<String>>,
     faults: Faults,
     stats: Stats,
+    /// Phone number -> how it answers calls (default: answer, press `#`).
+    phones: HashMap<String, VoiceBehaviour>,
+    /// Call SID -> call, and call SIDs per called number, oldest first.
+    calls: HashMap<String, CallEntry>,
+    call_log: HashMap<String, Vec<String>>,
+    call_order: VecDeque<String>,
+    devices: HashMap<String, Device>,
+    /// Push registration token -> device id.
+    tokens: HashMap<String, String>,
+}
+
+/// A simulated device: its key pair, token, behaviour and what it received.
+pub(crate) struct Device {
+    pub key: ed25519_dalek::SigningKey,
+    pub token: String,
+    pub behaviour: DeviceBehaviour,
+    pub pushes: Vec<PushEntry>,
 }
 
 struct Stored {
@@ -85,10 +102,11 @@ impl SimState {
         self.inner.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Consumes one injected fault, returning the status to fail with.
-    pub(crate) fn take_fault(&self) -> Option<u16> {
+    /// Consumes one injected fault aimed at `api`, returning the status to
+    /// fail with.
+    pub(crate) fn take_fault(&self, api: FaultApi) -> Option<u16> {
         let mut store = self.store();
-        if store.faults.fail_next == 0 {
+        if store.faults.fail_next == 0 || !(store.faults.api == FaultApi::Any || store.faults.api == api) {
             return None;
         }
         store.faults.fail_next -= 1;
@@ -173,6 +191,72 @@ impl SimState {
         let store = self.store();
         let sid = store.inboxes.get(number)?.last()?;
         store.messages.get(sid).map(|m| m.resource.from.clone())
+    }
+}
+
+impl SimState {
+    pub(crate) fn voice_behaviour(&self, number: &str) -> VoiceBehaviour {
+        self.store().phones.get(number).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn set_voice_behaviour(&self, number: &str, behaviour: VoiceBehaviour) {
+        self.store().phones.insert(number.to_owned(), behaviour);
+    }
+
+    /// Logs a placed call.
+    pub(crate) fn place_call(&self, call: CallEntry) {
+        let mut store = self.store();
+        store.stats.calls_placed += 1;
+        let sid = call.sid.clone();
+        store.call_log.entry(call.to.clone()).or_default().push(sid.clone());
+        store.call_order.push_back(sid.clone());
+        store.calls.insert(sid, call);
+        while store.call_order.len() > MAX_MESSAGES {
+            let Some(oldest) = store.call_order.pop_front() else {
+                break;
+            };
+            if let Some(call) = store.calls.remove(&oldest) {
+                if let Some(sids) = store.call_log.get_mut(&call.to) {
+                    sids.retain(|s| *s != oldest);
+                }
+            }
+        }
+    }
+
+    /// Applies `change` to a call, if it is still known.
+    pub(crate) fn update_call(&self, sid: &str, change: impl FnOnce(&mut CallEntry)) {
+        if let Some(call) = self.store().calls.get_mut(sid) {
+            change(call);
+        }
+    }
+
+    pub(crate) fn calls_to(&self, number: &str) -> Vec<CallEntry> {
+        let store = self.store();
+        store
+            .call_log
+            .get(number)
+            .map(|sids| sids.iter().filter_map(|sid| store.calls.get(sid).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn add_device(&self, device_id: String, device: Device) {
+        let mut store = self.store();
+        store.tokens.insert(device.token.clone(), device_id.clone());
+        store.devices.insert(device_id, device);
+    }
+
+    /// Runs `f` on a device, if it exists.
+    pub(crate) fn with_device<T>(&self, device_id: &str, f: impl FnOnce(&mut Device) -> T) -> Option<T> {
+        self.store().devices.get_mut(device_id).map(f)
+    }
+
+    /// The device registered under a push token, if any.
+    pub(crate) fn device_for_token(&self, token: &str) -> Option<String> {
+        self.store().tokens.get(token).cloned()
+    }
+
+    pub(crate) fn count_push(&self) {
+        self.store().stats.pushes_accepted += 1;
     }
 }
 

@@ -40,6 +40,7 @@ impl Sim {
             auth_token: TOKEN.into(),
             inbound_sms_url,
             status_delay: Duration::from_millis(10),
+            ..SimConfig::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, cfg, async {

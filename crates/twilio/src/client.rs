@@ -3,6 +3,9 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::error::TwilioError;
+use serde::de::DeserializeOwned;
+
+use crate::calls::{CallResource, CreateCall};
 use crate::types::{ApiError, MessageResource, SendSms};
 
 /// API version segment of every Messages API path.
@@ -11,7 +14,7 @@ pub const API_VERSION: &str = "2010-04-01";
 /// Longest slice of a non-JSON error body kept in [`TwilioError::Api`].
 const MAX_ERROR_BODY: usize = 256;
 
-/// Client for one account of a Twilio-style Messages API.
+/// Client for one account of a Twilio-style REST API (Messages and Calls).
 ///
 /// Timeouts, proxies and TLS come from the `reqwest::Client` passed in; a
 /// request that exceeds them surfaces as a retryable
@@ -55,9 +58,25 @@ impl MessagesClient {
             .form(&req.to_params())
             .send()
             .await?;
-        let msg = read_resource(resp).await?;
+        let msg: MessageResource = read_resource(resp).await?;
         tracing::debug!(sid = %msg.sid, status = %msg.status, segments = %msg.num_segments, "sms accepted");
         Ok(msg)
+    }
+
+    /// `POST /2010-04-01/Accounts/{sid}/Calls.json`: places a call; the
+    /// carrier fetches `req.url` for the call flow once it is answered.
+    pub async fn create_call(&self, req: &CreateCall) -> Result<CallResource, TwilioError> {
+        let url = self.endpoint(&["Calls.json"])?;
+        let resp = self
+            .http
+            .post(url)
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
+            .form(&req.to_params())
+            .send()
+            .await?;
+        let call: CallResource = read_resource(resp).await?;
+        tracing::debug!(sid = %call.sid, status = %call.status, "call accepted");
+        Ok(call)
     }
 
     /// `GET /2010-04-01/Accounts/{sid}/Messages/{message_sid}.json`.
@@ -86,7 +105,7 @@ impl MessagesClient {
     }
 }
 
-async fn read_resource(resp: Response) -> Result<MessageResource, TwilioError> {
+async fn read_resource<T: DeserializeOwned>(resp: Response) -> Result<T, TwilioError> {
     let status = resp.status();
     let body = resp.bytes().await?;
     if status.is_success() {

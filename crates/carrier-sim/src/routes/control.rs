@@ -13,13 +13,13 @@ use crate::{ids, phone, segments, webhook};
 
 type Result<T> = std::result::Result<T, ControlError>;
 
-fn path<T>(extracted: std::result::Result<Path<T>, PathRejection>) -> Result<T> {
+pub(super) fn path<T>(extracted: std::result::Result<Path<T>, PathRejection>) -> Result<T> {
     extracted
         .map(|Path(value)| value)
         .map_err(|rej| ControlError::Rejected(rej.status(), rej.body_text()))
 }
 
-fn json<T>(extracted: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
+pub(super) fn json<T>(extracted: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
     extracted
         .map(|Json(value)| value)
         .map_err(|rej| ControlError::Rejected(rej.status(), rej.body_text()))

@@ -9,6 +9,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use vigil_twilio::MessageResource;
 
+use crate::control::FaultApi;
 use crate::error::TwilioFailure;
 use crate::state::SimState;
 use crate::{auth, delivery, ids, phone, segments};
@@ -62,7 +63,7 @@ pub async fn fetch(
 }
 
 /// Renders a result, counting failures in `/sim/stats`.
-fn counted<T: IntoResponse>(state: &SimState, result: Result<T, TwilioFailure>) -> Response {
+pub(super) fn counted<T: IntoResponse>(state: &SimState, result: Result<T, TwilioFailure>) -> Response {
     if let Err(err) = &result {
         state.record_failure();
         tracing::info!(error = %err, "messages API request failed");
@@ -73,7 +74,18 @@ fn counted<T: IntoResponse>(state: &SimState, result: Result<T, TwilioFailure>) 
 /// Checks shared by every Messages API call: injected faults first (the
 /// "carrier" is down whoever asks), then credentials, then the account.
 fn admit(state: &SimState, uri: &Uri, headers: &HeaderMap, account: Option<&str>) -> Result<(), TwilioFailure> {
-    if let Some(status) = state.take_fault() {
+    admit_api(state, FaultApi::Messages, uri, headers, account)
+}
+
+/// [`admit`] for the API `api`, whose injected faults apply.
+pub(super) fn admit_api(
+    state: &SimState,
+    api: FaultApi,
+    uri: &Uri,
+    headers: &HeaderMap,
+    account: Option<&str>,
+) -> Result<(), TwilioFailure> {
+    if let Some(status) = state.take_fault(api) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return Err(TwilioFailure::generic(
             status,

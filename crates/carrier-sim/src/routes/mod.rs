@@ -1,16 +1,20 @@
 //! HTTP surface of the simulator.
 
+mod calls;
 mod control;
 mod fallback;
 mod health;
 mod messages;
+mod phones;
+mod push;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::state::SimState;
 
-/// All routes: the Twilio-compatible Messages API, the `/sim` control API and
+/// All routes: the Twilio-compatible Messages and Calls APIs, an FCM-style
+/// push endpoint, the `/sim` control API and
 /// health probes. Anything else gets a JSON 404/405.
 pub fn router(state: SimState) -> Router {
     Router::new()
@@ -24,8 +28,21 @@ pub fn router(state: SimState) -> Router {
             "/2010-04-01/Accounts/{account_sid}/Messages/{file}",
             get(messages::fetch),
         )
+        .route("/2010-04-01/Accounts/{account_sid}/Calls.json", post(calls::create))
+        .route("/v1/projects/{project}/messages:send", post(push::send))
         .route("/sim/inbox/{number}", get(control::inbox).delete(control::clear_inbox))
         .route("/sim/phones/{number}/reply", post(control::reply))
+        .route(
+            "/sim/phones/{number}/voice",
+            get(phones::voice).put(phones::set_voice).post(phones::set_voice),
+        )
+        .route("/sim/calls/{number}", get(phones::calls))
+        .route("/sim/devices", post(phones::create_device))
+        .route(
+            "/sim/devices/{device_id}/behaviour",
+            put(phones::set_device_behaviour).post(phones::set_device_behaviour),
+        )
+        .route("/sim/devices/{device_id}/pushes", get(phones::pushes))
         .route("/sim/faults", post(control::set_faults))
         .route("/sim/stats", get(control::stats))
         .route("/healthz", get(health::ok))
