@@ -19,11 +19,12 @@ use vigil_runtime::{
 use crate::{
     Config,
     api::{self, ApiState, ApiToken},
-    consumers::{self, ProviderEvents, UsageEvents},
+    consumers::{self, ProviderEvents, UsageEvents, UserEvents},
     error::{RunError, chain},
+    statements,
 };
 
-/// Two consumers at their default concurrency plus API requests.
+/// Three consumers at their default concurrency, the statement closer, and API requests.
 const DB_POOL_SIZE: u32 = 20;
 /// How long start-up waits for PostgreSQL and JetStream before giving up.
 const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
@@ -98,7 +99,22 @@ async fn run_with_pool(
     let usage = consumers::usage_spec()?;
     tasks.spawn(
         consumers::USAGE_DURABLE,
-        consume(js, pool.clone(), usage, UsageEvents, stop.clone()),
+        consume(js.clone(), pool.clone(), usage, UsageEvents, stop.clone()),
+    );
+    let users = consumers::users_spec()?;
+    tasks.spawn(
+        consumers::USERS_DURABLE,
+        consume(js, pool.clone(), users, UserEvents, stop.clone()),
+    );
+    tasks.spawn(
+        "statement closer",
+        close_statements(
+            pool.clone(),
+            clock.clone(),
+            Duration::from_secs(config.statement_close_delay_secs),
+            Duration::from_millis(config.statement_check_interval_ms),
+            stop.clone(),
+        ),
     );
 
     let api_state = ApiState {
@@ -114,6 +130,26 @@ async fn run_with_pool(
     tasks.spawn("HTTP server", async move { served.await.map_err(RunError::Serve) });
 
     tasks.supervise(stop).await
+}
+
+/// Closes due statements every `interval` until `stop`. A failed round is
+/// logged and retried on the next one.
+async fn close_statements(
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    delay: Duration,
+    interval: Duration,
+    stop: CancellationToken,
+) -> Result<(), RunError> {
+    loop {
+        if let Err(error) = statements::close_due(&pool, clock.now(), delay).await {
+            tracing::warn!(error = %error, "closing statements failed; retrying next round");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
 }
 
 async fn consume<H: Handler>(

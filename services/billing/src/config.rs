@@ -16,10 +16,17 @@ pub struct Config {
     /// JetStream replicas for the streams declared at start-up
     /// (`VIGIL_STREAM_REPLICAS`); 3 on a production cluster.
     pub stream_replicas: usize,
-    /// Bearer token the dashboards present on `/v1/…` (`VIGIL_API_TOKEN`);
-    /// required. Per-provider tokens replace it later.
+    /// The operator's bearer token (`VIGIL_API_TOKEN`); required. It reads
+    /// every provider, sets rates and issues the providers' read-only tokens.
     #[serde(serialize_with = "never_serialize")]
     pub api_token: SecretString,
+    /// How long after a month ends its statement closes
+    /// (`VIGIL_STATEMENT_CLOSE_DELAY_SECS`; default 3 days), so events still
+    /// in flight at month end land on it rather than as adjustments.
+    pub statement_close_delay_secs: u64,
+    /// How often billing looks for statements to close
+    /// (`VIGIL_STATEMENT_CHECK_INTERVAL_MS`; default one minute).
+    pub statement_check_interval_ms: u64,
 }
 
 /// The secret never leaves the process, not even through the config loader,
@@ -36,6 +43,8 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             stream_replicas: 1,
             api_token: SecretString::from(""),
+            statement_close_delay_secs: 3 * 24 * 60 * 60,
+            statement_check_interval_ms: 60_000,
         }
     }
 }
@@ -55,6 +64,9 @@ impl Config {
             return Err(ConfigError::new(
                 "VIGIL_API_TOKEN must not start or end with whitespace",
             ));
+        }
+        if self.statement_check_interval_ms == 0 {
+            return Err(ConfigError::new("VIGIL_STATEMENT_CHECK_INTERVAL_MS must be at least 1"));
         }
         if self.stream_replicas == 0 {
             return Err(ConfigError::new("VIGIL_STREAM_REPLICAS must be at least 1"));

@@ -1,28 +1,33 @@
-//! The two durable consumers that feed the ledger. The bus framework runs
-//! each handler in a transaction that also records the envelope id, and acks
-//! only after commit; the ledger's own keys make a replay a no-op besides.
+//! The durable consumers that feed the ledger. The bus framework runs each
+//! handler in a transaction that also records the envelope id, and acks only
+//! after commit; the ledger's own keys make a replay a no-op besides.
 
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use vigil_bus::{ConsumerSpec, Event, Handler, HandlerError, Received, envelope, streams::stream_for, subjects};
-use vigil_core::{ChallengeId, ProviderId, UserId};
+use vigil_core::{ChallengeId, DeliveryId, ProviderId, UserId};
 use vigil_proto::{
-    events::{AuthenticationUsage, Envelope, ProviderCreated},
+    events::{
+        AuthenticationKind, AuthenticationUsage, Channel, Envelope, ProviderCreated, TelephonyUsage, UserCreated,
+        UserDeleted, UserStatusChanged,
+    },
     from_timestamp, v1,
 };
 
 use crate::{
     error::RunError,
-    ledger::{self, Authentication, NewProvider, UsageModel},
+    ledger::{self, AuthKind, Authentication, NewProvider, Telephony, UsageModel, UserChange, UserStatus},
 };
 
 pub const PROVIDERS_DURABLE: &str = "billing-providers";
 pub const USAGE_DURABLE: &str = "billing-usage";
+pub const USERS_DURABLE: &str = "billing-users";
 /// Every usage event, so a new kind is dead-lettered (visible) rather than
 /// never delivered until billing learns it.
 const USAGE_FILTER: &str = "vigil.usage.>";
+const USERS_FILTER: &str = "vigil.user.>";
 
 /// `vigil.provider.created` → `providers`.
 pub fn providers_spec() -> Result<ConsumerSpec, RunError> {
@@ -32,6 +37,11 @@ pub fn providers_spec() -> Result<ConsumerSpec, RunError> {
 /// `vigil.usage.>` → `usage_ledger`.
 pub fn usage_spec() -> Result<ConsumerSpec, RunError> {
     spec(USAGE_DURABLE, USAGE_FILTER)
+}
+
+/// `vigil.user.>` → `usage_ledger` (user status history).
+pub fn users_spec() -> Result<ConsumerSpec, RunError> {
+    spec(USERS_DURABLE, USERS_FILTER)
 }
 
 /// The stream comes from the bus's one declaration, never a second copy.
@@ -59,19 +69,35 @@ pub struct UsageEvents;
 impl Handler for UsageEvents {
     async fn handle(&self, tx: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
         let envelope = event.envelope;
-        match envelope.r#type.as_str() {
-            AuthenticationUsage::TYPE => {
-                let usage = authentication(envelope)?;
-                if !ledger::record_authentication(tx, &usage).await? {
-                    tracing::debug!(event_id = %usage.event_id, "authentication already in the ledger");
-                }
-                Ok(())
+        let recorded = match envelope.r#type.as_str() {
+            AuthenticationUsage::TYPE => ledger::record_authentication(tx, &authentication(envelope)?).await?,
+            TelephonyUsage::TYPE => ledger::record_telephony(tx, &telephony(envelope)?).await?,
+            other => {
+                return Err(HandlerError::Reject(format!(
+                    "billing does not know usage events of type `{other}` (subject {})",
+                    event.subject
+                )));
             }
-            other => Err(HandlerError::Reject(format!(
-                "billing does not know usage events of type `{other}` (subject {})",
-                event.subject
-            ))),
+        };
+        if !recorded {
+            tracing::debug!(event_id = %envelope.id, "usage already in the ledger");
         }
+        Ok(())
+    }
+}
+
+pub struct UserEvents;
+
+impl Handler for UserEvents {
+    async fn handle(&self, tx: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
+        let change = user_change(event.envelope).map_err(|error| match error {
+            HandlerError::Reject(why) => HandlerError::Reject(format!("{why} (subject {})", event.subject)),
+            retry => retry,
+        })?;
+        if !ledger::record_user_change(tx, &change).await? {
+            tracing::debug!(event_id = %change.event_id, "user event already in the ledger");
+        }
+        Ok(())
     }
 }
 
@@ -104,22 +130,137 @@ fn new_provider(envelope: &Envelope) -> Result<NewProvider, HandlerError> {
     })
 }
 
-fn authentication(envelope: &Envelope) -> Result<Authentication, HandlerError> {
-    let event: AuthenticationUsage = envelope::unwrap(envelope)?;
-    let occurred_at = from_timestamp(event.occurred_at.as_ref())
+/// The event's own time, else the envelope's.
+fn occurred_at(
+    event_time: Option<&prost_types::Timestamp>,
+    envelope: &Envelope,
+    what: &str,
+) -> Result<DateTime<Utc>, HandlerError> {
+    from_timestamp(event_time)
         .or_else(|| from_timestamp(envelope.time.as_ref()))
         .map(utc)
-        .ok_or_else(|| HandlerError::Reject("authentication usage carries no time".into()))?;
+        .ok_or_else(|| HandlerError::Reject(format!("{what} carries no time")))
+}
+
+fn authentication(envelope: &Envelope) -> Result<Authentication, HandlerError> {
+    let event: AuthenticationUsage = envelope::unwrap(envelope)?;
+    let occurred_at = occurred_at(event.occurred_at.as_ref(), envelope, "authentication usage")?;
     let user_id =
         UserId::parse(&event.user_id).map_err(|e| HandlerError::Reject(format!("user id {:?}: {e}", event.user_id)))?;
     let challenge_id = ChallengeId::parse(&event.challenge_id)
         .map_err(|e| HandlerError::Reject(format!("challenge id {:?}: {e}", event.challenge_id)))?;
+    // Producers from before `kind` existed sent only issued challenges.
+    let kind = match AuthenticationKind::try_from(event.kind) {
+        Ok(AuthenticationKind::Challenge | AuthenticationKind::Unspecified) => AuthKind::Challenge,
+        Ok(AuthenticationKind::TrustedNetwork) => AuthKind::TrustedNetwork,
+        Ok(AuthenticationKind::Bypass) => AuthKind::Bypass,
+        Ok(AuthenticationKind::Remembered) => AuthKind::Remembered,
+        Err(_) => {
+            return Err(HandlerError::Reject(format!(
+                "unknown authentication kind {}",
+                event.kind
+            )));
+        }
+    };
+    if event.billable != kind.billable() && event.kind != AuthenticationKind::Unspecified as i32 {
+        // The kind decides (README, "Billing definition"); the flag is advisory.
+        tracing::warn!(kind = kind.as_str(), billable = event.billable, "authentication's billable flag disagrees with its kind; the kind decides");
+    }
+    let factor = v1::Factor::try_from(event.factor)
+        .map(|f| f.as_str_name().trim_start_matches("FACTOR_").to_ascii_lowercase())
+        .unwrap_or_else(|_| "unknown".into());
     Ok(Authentication {
         event_id: envelope::envelope_id(envelope)?,
         provider_id: canonical_provider_id(&envelope.provider_id)?,
         user_id: user_id.to_string(),
         challenge_id: challenge_id.to_string(),
+        kind,
+        factor,
         occurred_at,
+    })
+}
+
+fn telephony(envelope: &Envelope) -> Result<Telephony, HandlerError> {
+    let event: TelephonyUsage = envelope::unwrap(envelope)?;
+    let occurred_at = occurred_at(event.occurred_at.as_ref(), envelope, "telephony usage")?;
+    let delivery_id = DeliveryId::parse(&event.delivery_id)
+        .map_err(|e| HandlerError::Reject(format!("delivery id {:?}: {e}", event.delivery_id)))?;
+    // A delivery may belong to no challenge (a test message); keep what is valid.
+    let challenge_id = ChallengeId::parse(&event.challenge_id)
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    let channel = Channel::try_from(event.channel)
+        .map(|c| c.as_str_name().trim_start_matches("CHANNEL_").to_ascii_lowercase())
+        .unwrap_or_else(|_| "unknown".into());
+    let country = event.destination_country.trim().to_ascii_uppercase();
+    if !(country.is_empty() || (country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()))) {
+        return Err(HandlerError::Reject(format!(
+            "destination country {:?} is not ISO 3166-1 alpha-2",
+            event.destination_country
+        )));
+    }
+    Ok(Telephony {
+        event_id: envelope::envelope_id(envelope)?,
+        provider_id: canonical_provider_id(&envelope.provider_id)?,
+        delivery_id: delivery_id.to_string(),
+        challenge_id,
+        channel,
+        destination_country: country,
+        carrier: event.carrier,
+        sms_segments: i64::from(event.sms_segments),
+        voice_seconds: i64::from(event.voice_seconds),
+        occurred_at,
+    })
+}
+
+fn user_status(value: i32, what: &str) -> Result<Option<UserStatus>, HandlerError> {
+    match v1::UserStatus::try_from(value) {
+        Ok(v1::UserStatus::Enabled) => Ok(Some(UserStatus::Enabled)),
+        Ok(v1::UserStatus::Disabled) => Ok(Some(UserStatus::Disabled)),
+        Ok(v1::UserStatus::BlockedForFraud) => Ok(Some(UserStatus::BlockedForFraud)),
+        Ok(v1::UserStatus::Unspecified) => Ok(None),
+        Err(_) => Err(HandlerError::Reject(format!("{what}: unknown user status {value}"))),
+    }
+}
+
+fn user_change(envelope: &Envelope) -> Result<UserChange, HandlerError> {
+    let parse_user = |text: &str| {
+        UserId::parse(text)
+            .map(|id| id.to_string())
+            .map_err(|e| HandlerError::Reject(format!("user id {text:?}: {e}")))
+    };
+    let (user_id, event, status, previous, time) = match envelope.r#type.as_str() {
+        UserCreated::TYPE => {
+            let e: UserCreated = envelope::unwrap(envelope)?;
+            let status = user_status(e.status, "user created")?
+                .ok_or_else(|| HandlerError::Reject("user created without a status".into()))?;
+            (parse_user(&e.user_id)?, "created", status, None, e.occurred_at)
+        }
+        UserStatusChanged::TYPE => {
+            let e: UserStatusChanged = envelope::unwrap(envelope)?;
+            let status = user_status(e.status, "user status changed")?
+                .ok_or_else(|| HandlerError::Reject("user status changed to no status".into()))?;
+            let previous = user_status(e.previous, "user status changed")?;
+            (parse_user(&e.user_id)?, "status_changed", status, previous, e.occurred_at)
+        }
+        UserDeleted::TYPE => {
+            let e: UserDeleted = envelope::unwrap(envelope)?;
+            (parse_user(&e.user_id)?, "deleted", UserStatus::Deleted, None, e.occurred_at)
+        }
+        other => {
+            return Err(HandlerError::Reject(format!(
+                "billing does not know user events of type `{other}`"
+            )));
+        }
+    };
+    Ok(UserChange {
+        event_id: envelope::envelope_id(envelope)?,
+        provider_id: canonical_provider_id(&envelope.provider_id)?,
+        user_id,
+        event,
+        status,
+        previous,
+        occurred_at: occurred_at(time.as_ref(), envelope, "user event")?,
     })
 }
 

@@ -24,10 +24,40 @@ pub enum ApiError {
     InvalidRange,
     #[error("malformed query string: {0}")]
     InvalidQuery(String),
+    #[error("`granularity` must be one of hour, day, month")]
+    InvalidGranularity,
+    #[error("`limit` must be a whole number from 1 to {max}")]
+    InvalidPageSize { max: u32 },
+    #[error("`cursor` is not one this API returned")]
+    InvalidCursor,
+    #[error("`period` must be a month written YYYY-MM, such as 2025-03")]
+    InvalidPeriod,
+    #[error("token id must be the 32 hex digits shown when the token was created")]
+    InvalidTokenId,
+    #[error("the range holds {buckets} buckets; at most {max} are served: narrow the range or coarsen the granularity")]
+    RangeTooLarge { buckets: usize, max: usize },
+    #[error("invalid request body: {0}")]
+    InvalidBody(String),
+    #[error(transparent)]
+    InvalidRates(#[from] crate::rates::RatesError),
+    #[error("this token may not read provider {0}")]
+    Forbidden(String),
+    #[error("only the operator token may do this")]
+    OperatorOnly,
     #[error("billing knows no provider {0}")]
     ProviderNotFound(String),
+    #[error("no rates are set for provider {0}")]
+    RatesNotSet(String),
+    #[error("provider {provider_id} has no closed statement for {period}")]
+    StatementNotFound { provider_id: String, period: String },
+    #[error("provider {0} has no live token with that id")]
+    TokenNotFound(String),
+    #[error("the provider is billed in {0}; its currency cannot change")]
+    CurrencyChange(String),
     #[error("no such route")]
     NotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     #[error("internal error")]
     Internal(#[source] Box<dyn StdError + Send + Sync>),
 }
@@ -44,8 +74,23 @@ impl ApiError {
             Self::InvalidTime { .. } => (StatusCode::BAD_REQUEST, "invalid_time"),
             Self::InvalidRange => (StatusCode::BAD_REQUEST, "invalid_range"),
             Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            Self::InvalidGranularity => (StatusCode::BAD_REQUEST, "invalid_granularity"),
+            Self::InvalidPageSize { .. } => (StatusCode::BAD_REQUEST, "invalid_page_size"),
+            Self::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
+            Self::InvalidPeriod => (StatusCode::BAD_REQUEST, "invalid_period"),
+            Self::InvalidTokenId => (StatusCode::BAD_REQUEST, "invalid_token_id"),
+            Self::RangeTooLarge { .. } => (StatusCode::BAD_REQUEST, "range_too_large"),
+            Self::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            Self::InvalidRates(_) => (StatusCode::BAD_REQUEST, "invalid_rates"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::OperatorOnly => (StatusCode::FORBIDDEN, "operator_only"),
             Self::ProviderNotFound(_) => (StatusCode::NOT_FOUND, "provider_not_found"),
+            Self::RatesNotSet(_) => (StatusCode::NOT_FOUND, "rates_not_set"),
+            Self::StatementNotFound { .. } => (StatusCode::NOT_FOUND, "statement_not_found"),
+            Self::TokenNotFound(_) => (StatusCode::NOT_FOUND, "token_not_found"),
+            Self::CurrencyChange(_) => (StatusCode::CONFLICT, "currency_change"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

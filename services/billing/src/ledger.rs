@@ -1,9 +1,10 @@
-//! The billing tables: providers as billing knows them, and the usage ledger.
-//! Every write is idempotent, so replaying an event never changes a total.
+//! The billing tables' writes and the provider lookups: providers as billing
+//! knows them, and the usage ledger. Every write is idempotent (keyed by the
+//! envelope id), so replaying an event never changes a total.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 /// How a provider is billed; fixed when the provider is created.
@@ -23,7 +24,7 @@ impl UsageModel {
         }
     }
 
-    fn from_column(text: &str) -> Result<Self, sqlx::Error> {
+    pub fn from_column(text: &str) -> Result<Self, sqlx::Error> {
         match text {
             "per_enabled_user" => Ok(Self::PerEnabledUser),
             "per_authentication" => Ok(Self::PerAuthentication),
@@ -45,7 +46,32 @@ pub struct NewProvider {
     pub created_at: Option<DateTime<Utc>>,
 }
 
-/// One billable authentication.
+/// How an authentication was settled; only [`AuthKind::Challenge`] is billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    Challenge,
+    TrustedNetwork,
+    Bypass,
+    Remembered,
+}
+
+impl AuthKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Challenge => "challenge",
+            Self::TrustedNetwork => "trusted_network",
+            Self::Bypass => "bypass",
+            Self::Remembered => "remembered",
+        }
+    }
+
+    /// The billing definition: a challenge issued to a user, nothing else.
+    pub fn billable(self) -> bool {
+        self == Self::Challenge
+    }
+}
+
+/// One authentication (billable or not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authentication {
     /// The envelope id: a second delivery of the same event is a no-op.
@@ -53,6 +79,75 @@ pub struct Authentication {
     pub provider_id: String,
     pub user_id: String,
     pub challenge_id: String,
+    pub kind: AuthKind,
+    pub factor: String,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// The cost side of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Telephony {
+    pub event_id: Uuid,
+    pub provider_id: String,
+    pub delivery_id: String,
+    pub challenge_id: String,
+    pub channel: String,
+    pub destination_country: String,
+    pub carrier: String,
+    pub sms_segments: i64,
+    pub voice_seconds: i64,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl Telephony {
+    /// Calls are billed per started minute.
+    pub fn voice_minutes(&self) -> i64 {
+        (self.voice_seconds + 59) / 60
+    }
+}
+
+/// A user's status from an event on: what "enabled in a period" is derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Enabled,
+    Disabled,
+    BlockedForFraud,
+    Deleted,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::BlockedForFraud => "blocked_for_fraud",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    pub fn from_column(text: &str) -> Result<Self, sqlx::Error> {
+        match text {
+            "enabled" => Ok(Self::Enabled),
+            "disabled" => Ok(Self::Disabled),
+            "blocked_for_fraud" => Ok(Self::BlockedForFraud),
+            "deleted" => Ok(Self::Deleted),
+            other => Err(sqlx::Error::Decode(format!("unknown user status {other:?}").into())),
+        }
+    }
+}
+
+/// `vigil.user.created` / `status_changed` / `deleted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserChange {
+    pub event_id: Uuid,
+    pub provider_id: String,
+    pub user_id: String,
+    /// `created`, `status_changed` or `deleted`.
+    pub event: &'static str,
+    pub status: UserStatus,
+    /// The status just before, when the event says so.
+    pub previous: Option<UserStatus>,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -77,8 +172,9 @@ pub async fn insert_provider(conn: &mut PgConnection, provider: &NewProvider) ->
 /// Adds an authentication to the ledger; `false` if this event was recorded before.
 pub async fn record_authentication(conn: &mut PgConnection, usage: &Authentication) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO usage_ledger (event_id, provider_id, kind, user_id, challenge_id, occurred_at) \
-         VALUES ($1, $2, 'authentication', $3, $4, $5) \
+        "INSERT INTO usage_ledger (event_id, provider_id, kind, user_id, challenge_id, occurred_at, \
+           auth_kind, billable, factor) \
+         VALUES ($1, $2, 'authentication', $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(usage.event_id)
@@ -86,42 +182,80 @@ pub async fn record_authentication(conn: &mut PgConnection, usage: &Authenticati
     .bind(&usage.user_id)
     .bind(&usage.challenge_id)
     .bind(usage.occurred_at)
+    .bind(usage.kind.as_str())
+    .bind(usage.kind.billable())
+    .bind(&usage.factor)
     .execute(conn)
     .await?
     .rows_affected();
     Ok(inserted == 1)
 }
 
-/// A provider's usage over a period.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageSummary {
-    /// `None` while usage has arrived but the provider event has not.
-    pub usage_model: Option<UsageModel>,
-    pub authentications: i64,
+/// Adds a telephony cost line; `false` if this event was recorded before.
+pub async fn record_telephony(conn: &mut PgConnection, usage: &Telephony) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO usage_ledger (event_id, provider_id, kind, challenge_id, occurred_at, delivery_id, \
+           channel, destination_country, carrier, sms_segments, voice_seconds, voice_minutes, billable) \
+         VALUES ($1, $2, 'telephony', $3, $4, $5, $6, $7, $8, $9, $10, $11, TRUE) \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(usage.event_id)
+    .bind(&usage.provider_id)
+    .bind(&usage.challenge_id)
+    .bind(usage.occurred_at)
+    .bind(&usage.delivery_id)
+    .bind(&usage.channel)
+    .bind(&usage.destination_country)
+    .bind(&usage.carrier)
+    .bind(usage.sms_segments)
+    .bind(usage.voice_seconds)
+    .bind(usage.voice_minutes())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
-/// Usage of `provider_id` in `[from, to)`; `None` if billing has never heard
-/// of the provider (neither its creation nor any usage).
-pub async fn usage(
-    pool: &PgPool,
-    provider_id: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<Option<UsageSummary>, sqlx::Error> {
-    // One statement, so existence and count come from one snapshot.
+/// Adds a user status event; `false` if this event was recorded before.
+pub async fn record_user_change(conn: &mut PgConnection, change: &UserChange) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO usage_ledger (event_id, provider_id, kind, user_id, occurred_at, user_event, \
+           user_status, previous_status) \
+         VALUES ($1, $2, 'user', $3, $4, $5, $6, $7) \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(change.event_id)
+    .bind(&change.provider_id)
+    .bind(&change.user_id)
+    .bind(change.occurred_at)
+    .bind(change.event)
+    .bind(change.status.as_str())
+    .bind(change.previous.map(UserStatus::as_str))
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// What billing knows of a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderInfo {
+    /// `None` while usage has arrived but the provider event has not.
+    pub usage_model: Option<UsageModel>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// `None` if billing has never heard of the provider (neither its creation nor any usage).
+pub async fn provider<'e>(db: impl PgExecutor<'e>, provider_id: &str) -> Result<Option<ProviderInfo>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT \
            (SELECT usage_model FROM providers WHERE provider_id = $1) AS usage_model, \
+           (SELECT created_at FROM providers WHERE provider_id = $1) AS created_at, \
            EXISTS (SELECT 1 FROM providers WHERE provider_id = $1) \
-             OR EXISTS (SELECT 1 FROM usage_ledger WHERE provider_id = $1) AS known, \
-           (SELECT count(*) FROM usage_ledger \
-             WHERE provider_id = $1 AND kind = 'authentication' \
-               AND occurred_at >= $2 AND occurred_at < $3) AS authentications",
+             OR EXISTS (SELECT 1 FROM usage_ledger WHERE provider_id = $1) AS known",
     )
     .bind(provider_id)
-    .bind(from)
-    .bind(to)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     if !row.try_get::<bool, _>("known")? {
         return Ok(None);
@@ -131,9 +265,9 @@ pub async fn usage(
         .as_deref()
         .map(UsageModel::from_column)
         .transpose()?;
-    Ok(Some(UsageSummary {
+    Ok(Some(ProviderInfo {
         usage_model,
-        authentications: row.try_get("authentications")?,
+        created_at: row.try_get("created_at")?,
     }))
 }
 
@@ -149,5 +283,45 @@ mod tests {
             assert_eq!(json, Some(format!("\"{}\"", model.as_str())));
         }
         assert!(UsageModel::from_column("per_seat").is_err());
+    }
+
+    #[test]
+    fn user_status_spellings_agree() {
+        for status in [
+            UserStatus::Enabled,
+            UserStatus::Disabled,
+            UserStatus::BlockedForFraud,
+            UserStatus::Deleted,
+        ] {
+            assert_eq!(UserStatus::from_column(status.as_str()).ok(), Some(status));
+        }
+    }
+
+    #[test]
+    fn calls_are_billed_per_started_minute() {
+        let call = |voice_seconds| Telephony {
+            event_id: Uuid::nil(),
+            provider_id: String::new(),
+            delivery_id: String::new(),
+            challenge_id: String::new(),
+            channel: String::new(),
+            destination_country: String::new(),
+            carrier: String::new(),
+            sms_segments: 0,
+            voice_seconds,
+            occurred_at: DateTime::<Utc>::default(),
+        };
+        assert_eq!(call(0).voice_minutes(), 0);
+        assert_eq!(call(1).voice_minutes(), 1);
+        assert_eq!(call(60).voice_minutes(), 1);
+        assert_eq!(call(61).voice_minutes(), 2);
+    }
+
+    #[test]
+    fn only_challenges_are_billable() {
+        assert!(AuthKind::Challenge.billable());
+        for kind in [AuthKind::TrustedNetwork, AuthKind::Bypass, AuthKind::Remembered] {
+            assert!(!kind.billable());
+        }
     }
 }
