@@ -6,26 +6,39 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vigil_bus::{ConsumerSpec, Outbox, OutboxRelay, consumer, streams, subjects};
+use vigil_core::{Clock, SystemClock};
 use vigil_runtime::health::{HealthState, health_router};
-use vigil_twilio::{MessagesClient, Url};
+use vigil_twilio::Url;
 
 use crate::{
     Config,
-    carrier::{self, RetryPolicy, SmsCarrier},
-    config::STATUS_CALLBACK_PATH,
+    carrier::{self, Carrier, RetryPolicy},
     deliver::DeliveryHandler,
+    push::FcmClient,
+    send::Sender,
     webhooks::{self, Webhooks},
 };
 
 /// Durable name of the delivery-request consumer.
 pub const DELIVERY_CONSUMER: &str = "telephony-delivery";
 
-/// Consumer handlers side by side, plus webhooks, plus the relay.
-const MAX_DB_CONNECTIONS: u32 = 16;
+/// Each delivery handler uses two connections (the consumer's transaction
+/// and its own short ones), beside the webhooks and the relay.
+const MAX_DB_CONNECTIONS: u32 = 32;
 
-/// Runs the service on `http_listener` (carrier webhooks and health) until
-/// `shutdown` is cancelled, then drains in-flight work.
+/// Runs the service on `http_listener` (carrier webhooks, push answers and
+/// health) until `shutdown` is cancelled, then drains in-flight work.
 pub async fn run(config: Config, http_listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_clock(config, http_listener, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`run`] with the clock expiry and answer freshness are judged by.
+pub async fn run_with_clock(
+    config: Config,
+    http_listener: TcpListener,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<()> {
     config.validate()?;
     let pool =
         vigil_runtime::connect_postgres(&config.database_url, MAX_DB_CONNECTIONS, Duration::from_secs(30)).await?;
@@ -36,18 +49,28 @@ pub async fn run(config: Config, http_listener: TcpListener, shutdown: Cancellat
     streams::ensure_streams(&js, config.stream_replicas).await?;
 
     let outbox = Outbox::new();
-    let twilio = MessagesClient::new(
-        Url::parse(&config.twilio.base_url).context("VIGIL_TWILIO__BASE_URL")?,
-        config.twilio.account_sid.clone(),
-        config.twilio.auth_token.clone(),
-        SmsCarrier::http_client().context("building the carrier HTTP client")?,
+    let http = carrier::http_client().context("building the carrier HTTP client")?;
+    let carriers = config
+        .carrier_list()
+        .iter()
+        .map(|c| Carrier::new(c, http.clone()).with_context(|| format!("base URL of carrier {}", c.name)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let push = FcmClient::new(
+        Url::parse(&config.push.base_url).context("VIGIL_PUSH__BASE_URL")?,
+        config.push.project_id.clone(),
+        config.push.access_token.clone(),
+        http,
     );
-    let carrier = SmsCarrier::new(
-        twilio,
-        config.twilio.from_number.clone(),
-        config.public_url(STATUS_CALLBACK_PATH),
-        RetryPolicy::new(config.send_attempts),
-    );
+    let sender = Arc::new(Sender {
+        pool: pool.clone(),
+        outbox: outbox.clone(),
+        carriers,
+        push,
+        retry: RetryPolicy::new(config.send_attempts),
+        clock: clock.clone(),
+        public_base: config.public_base_url.trim_end_matches('/').to_owned(),
+        call_ring_seconds: config.call_ring_seconds,
+    });
 
     // Handlers finish before the relay stops, so their events still go out.
     let work_stop = shutdown.child_token();
@@ -56,22 +79,24 @@ pub async fn run(config: Config, http_listener: TcpListener, shutdown: Cancellat
     let consumer = tokio::spawn(consumer::run(
         js,
         pool.clone(),
-        delivery_consumer_spec(carrier.retry_policy())?,
+        delivery_consumer_spec(&sender)?,
         DeliveryHandler {
-            carrier,
-            outbox: outbox.clone(),
+            sender,
+            default_expiry: chrono::Duration::seconds(i64::from(config.default_expiry_seconds)),
         },
         work_stop.clone(),
     ));
 
-    let router =
-        webhooks::router(Arc::new(Webhooks::new(&config, pool.clone(), outbox))).merge(health_router(HealthState {
+    let router = webhooks::router(Arc::new(Webhooks::new(&config, pool.clone(), outbox, clock))).merge(
+        health_router(HealthState {
             pool,
             nats: nats.clone(),
-        }));
+        }),
+    );
     tracing::info!(
         addr = %http_listener.local_addr()?,
         public_base_url = %config.public_base_url,
+        carriers = ?config.carrier_list().iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
         "telephony service ready"
     );
     let served = vigil_runtime::serve_health(http_listener, router, work_stop.clone()).await;
@@ -84,12 +109,12 @@ pub async fn run(config: Config, http_listener: TcpListener, shutdown: Cancellat
     served.context("HTTP server failed")
 }
 
-fn delivery_consumer_spec(retry: RetryPolicy) -> anyhow::Result<ConsumerSpec> {
+fn delivery_consumer_spec(sender: &Sender) -> anyhow::Result<ConsumerSpec> {
     let stream = streams::stream_for(subjects::DELIVERY_REQUESTED)
         .with_context(|| format!("no stream captures {}", subjects::DELIVERY_REQUESTED))?;
     let mut spec = ConsumerSpec::new(DELIVERY_CONSUMER, stream, subjects::DELIVERY_REQUESTED);
     // JetStream must not hand the request to another replica while this one
-    // is still retrying the carrier.
-    spec.ack_wait = retry.worst_case(carrier::REQUEST_TIMEOUT) + Duration::from_secs(10);
+    // is still retrying or failing over.
+    spec.ack_wait = sender.worst_case() + Duration::from_secs(10);
     Ok(spec)
 }

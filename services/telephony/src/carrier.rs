@@ -1,19 +1,21 @@
-//! Sending SMS through the Twilio-style carrier, retrying the failures that
-//! may pass.
+//! The Twilio-style carriers: SMS and calls, one try at a time. Retrying and
+//! failing over is [`crate::send`]'s job.
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use vigil_core::PhoneNumber;
-use vigil_twilio::{MessagesClient, SendSms, TwilioError};
+use vigil_twilio::{CreateCall, MessagesClient, SendSms, TwilioError, Url};
 
-/// The carrier's name in delivery rows and events.
+use crate::config::CarrierConfig;
+
+/// The single carrier's name when only `VIGIL_TWILIO__*` is configured.
 pub const TWILIO: &str = "twilio";
 
 /// Longest a single carrier request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often and how patiently a send is tried.
+/// How often and how patiently a send is tried at one carrier.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     /// Tries in all, at least 1.
@@ -34,12 +36,13 @@ impl RetryPolicy {
     }
 
     /// The wait after failed try number `tried` (1-based): base·2^(tried-1).
-    fn delay_after(&self, tried: u32) -> Duration {
+    pub fn delay_after(&self, tried: u32) -> Duration {
         let factor = 2u32.saturating_pow(tried.saturating_sub(1));
         self.base_delay.saturating_mul(factor).min(Self::MAX_DELAY)
     }
 
-    /// The longest a send can take when every try runs into `per_try`.
+    /// The longest a send at one carrier can take when every try runs into
+    /// `per_try`.
     pub fn worst_case(&self, per_try: Duration) -> Duration {
         (1..self.attempts).fold(per_try.saturating_mul(self.attempts), |total, tried| {
             total.saturating_add(self.delay_after(tried))
@@ -47,107 +50,113 @@ impl RetryPolicy {
     }
 }
 
-/// Runs `op` until it succeeds, fails for good, or runs out of tries.
-/// Returns the outcome and how many tries were made.
-pub async fn with_retries<T, E, F, Fut>(
-    policy: RetryPolicy,
-    is_retryable: impl Fn(&E) -> bool,
-    mut op: F,
-) -> (Result<T, E>, u32)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut tried = 0;
-    loop {
-        tried += 1;
-        match op().await {
-            Err(e) if tried < policy.attempts && is_retryable(&e) => {
-                tokio::time::sleep(policy.delay_after(tried)).await;
-            }
-            outcome => return (outcome, tried),
-        }
-    }
+/// The HTTP client carrier and push calls go through.
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(concat!("vigil-telephony/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
-/// A message the carrier accepted.
+/// What a carrier (or the push service) took.
 #[derive(Debug)]
 pub struct Accepted {
-    /// The carrier's message id (Twilio Message SID).
+    /// The carrier's id: a message or call SID, a push message name.
     pub carrier_ref: String,
-    pub attempts: u32,
+    /// SMS parts the carrier will bill (0 for calls and pushes).
+    pub sms_segments: u32,
 }
 
-/// A message the carrier would not take.
-#[derive(Debug)]
-pub struct Refused {
-    /// Safe to log and to publish: never the body nor the full number.
+/// Why one try failed.
+#[derive(Debug, Clone)]
+pub struct SendError {
+    /// Safe to log and to publish: never a body nor a full number.
     pub reason: String,
-    pub attempts: u32,
+    /// The same request may pass later (timeouts, 429, 5xx).
+    pub retryable: bool,
+    /// The request itself is wrong (a bad number): no carrier will take it.
+    pub request_invalid: bool,
 }
 
-/// The SMS side of the Twilio-style carrier.
-#[derive(Clone)]
-pub struct SmsCarrier {
-    client: MessagesClient,
-    from: String,
-    status_callback: String,
-    retry: RetryPolicy,
-}
-
-impl SmsCarrier {
-    pub fn new(client: MessagesClient, from: String, status_callback: String, retry: RetryPolicy) -> Self {
+impl From<&TwilioError> for SendError {
+    fn from(error: &TwilioError) -> Self {
         Self {
-            client,
-            from,
-            status_callback,
-            retry,
+            reason: describe(error),
+            retryable: error.is_retryable(),
+            request_invalid: matches!(error.status(), Some(400 | 422)),
         }
     }
+}
 
-    /// The HTTP client carrier calls go through.
-    pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("vigil-telephony/", env!("CARGO_PKG_VERSION")))
-            .build()
+/// One Twilio-style carrier account.
+#[derive(Clone)]
+pub struct Carrier {
+    pub name: String,
+    client: MessagesClient,
+    from: String,
+}
+
+impl Carrier {
+    pub fn new(config: &CarrierConfig, http: reqwest::Client) -> Result<Self, url::ParseError> {
+        Ok(Self {
+            name: config.name.clone(),
+            client: MessagesClient::new(
+                Url::parse(&config.base_url)?,
+                config.account_sid.clone(),
+                config.auth_token.clone(),
+                http,
+            ),
+            from: config.from_number.clone(),
+        })
     }
 
-    pub fn retry_policy(&self) -> RetryPolicy {
-        self.retry
-    }
-
-    pub async fn send(&self, to: &PhoneNumber, body: &str) -> Result<Accepted, Refused> {
+    pub async fn send_sms(&self, to: &PhoneNumber, body: &str, status_callback: &str) -> Result<Accepted, SendError> {
         let request = SendSms {
             to: to.as_str().to_owned(),
             from: self.from.clone(),
             body: body.to_owned(),
-            status_callback: Some(self.status_callback.clone()),
+            status_callback: Some(status_callback.to_owned()),
         };
-        let (outcome, attempts) = with_retries(self.retry, TwilioError::is_retryable, || async {
-            let result = self.client.send_sms(&request).await;
-            if let Err(error) = &result {
-                tracing::warn!(
-                    to = %to.masked(),
-                    error = %describe(error),
-                    retryable = error.is_retryable(),
-                    "carrier refused SMS"
-                );
-            }
-            result
+        let message = self.client.send_sms(&request).await.map_err(|e| self.refused(to, &e))?;
+        Ok(Accepted {
+            carrier_ref: message.sid,
+            // A carrier that does not say is billed as one part.
+            sms_segments: message.num_segments.parse().unwrap_or(1),
         })
-        .await;
-        match outcome {
-            Ok(message) => Ok(Accepted {
-                carrier_ref: message.sid,
-                attempts,
-            }),
-            Err(error) => Err(Refused {
-                reason: describe(&error),
-                attempts,
-            }),
-        }
+    }
+
+    /// Places a call whose flow is served from `twiml_url`.
+    pub async fn place_call(
+        &self,
+        to: &PhoneNumber,
+        twiml_url: String,
+        status_callback: String,
+        ring_seconds: u32,
+    ) -> Result<Accepted, SendError> {
+        let request = CreateCall {
+            to: to.as_str().to_owned(),
+            from: self.from.clone(),
+            url: twiml_url,
+            status_callback: Some(status_callback),
+            timeout: Some(ring_seconds),
+        };
+        let call = self.client.create_call(&request).await.map_err(|e| self.refused(to, &e))?;
+        Ok(Accepted {
+            carrier_ref: call.sid,
+            sms_segments: 0,
+        })
+    }
+
+    fn refused(&self, to: &PhoneNumber, error: &TwilioError) -> SendError {
+        tracing::warn!(
+            carrier = %self.name,
+            to = %to.masked(),
+            error = %describe(error),
+            retryable = error.is_retryable(),
+            "carrier refused"
+        );
+        SendError::from(error)
     }
 }
 
@@ -172,44 +181,7 @@ pub fn describe(error: &TwilioError) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
-
     use super::*;
-
-    fn quick(attempts: u32) -> RetryPolicy {
-        RetryPolicy {
-            attempts,
-            base_delay: Duration::ZERO,
-        }
-    }
-
-    #[tokio::test]
-    async fn retries_retryable_errors_until_success() {
-        let calls = Cell::new(0);
-        let (outcome, tried) = with_retries(
-            quick(3),
-            |_: &&str| true,
-            || {
-                calls.set(calls.get() + 1);
-                let n = calls.get();
-                async move { if n < 3 { Err("busy") } else { Ok(n) } }
-            },
-        )
-        .await;
-        assert_eq!((outcome, tried), (Ok(3), 3));
-    }
-
-    #[tokio::test]
-    async fn gives_up_after_the_last_attempt() {
-        let (outcome, tried) = with_retries(quick(3), |_: &&str| true, || async { Err::<(), _>("down") }).await;
-        assert_eq!((outcome, tried), (Err("down"), 3));
-    }
-
-    #[tokio::test]
-    async fn does_not_retry_permanent_errors() {
-        let (outcome, tried) = with_retries(quick(5), |_: &&str| false, || async { Err::<(), _>("bad number") }).await;
-        assert_eq!((outcome, tried), (Err("bad number"), 1));
-    }
 
     #[test]
     fn backoff_doubles_and_is_bounded() {
@@ -233,5 +205,14 @@ mod tests {
             message: "Invalid 'To' Phone Number: +15551234567".into(),
         };
         assert_eq!(describe(&error), "carrier answered HTTP 400 (error 21211)");
+        let mapped = SendError::from(&error);
+        assert!(mapped.request_invalid && !mapped.retryable);
+        let auth = TwilioError::Api {
+            status: 401,
+            code: Some(20003),
+            message: String::new(),
+        };
+        let mapped = SendError::from(&auth);
+        assert!(!mapped.request_invalid && !mapped.retryable, "an account problem fails over");
     }
 }

@@ -11,6 +11,11 @@ use vigil_runtime::ConfigError;
 pub const STATUS_CALLBACK_PATH: &str = "/v1/carrier/twilio/status";
 /// Path of the Twilio inbound SMS webhook, below `public_base_url`.
 pub const INBOUND_SMS_PATH: &str = "/v1/carrier/twilio/inbound";
+/// Prefix of a call's TwiML URL, `{prefix}/{delivery_id}`, and of its gather
+/// action (`.../gather`) and status callback (`.../status`).
+pub const VOICE_PATH: &str = "/v1/carrier/twilio/voice";
+/// Where devices post their signed push answers.
+pub const PUSH_ANSWER_PATH: &str = "/v1/push/answer";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -32,8 +37,152 @@ pub struct Config {
     /// The Twilio-style carrier (`VIGIL_TWILIO__*`).
     pub twilio: TwilioConfig,
     /// Tries per message when the carrier fails in a way worth retrying
-    /// (`VIGIL_SEND_ATTEMPTS`).
+    /// (`VIGIL_SEND_ATTEMPTS`), per carrier.
     pub send_attempts: u32,
+    /// Carriers in order of preference (`VIGIL_CARRIERS__0__NAME`,
+    /// `VIGIL_CARRIERS__0__BASE_URL`, ..., `VIGIL_CARRIERS__1__...`). A
+    /// delivery the first cannot take fails over to the next. Empty (the
+    /// default): the single carrier of `VIGIL_TWILIO__*`, named `twilio`.
+    #[serde(deserialize_with = "carriers::deserialize")]
+    pub carriers: Vec<CarrierConfig>,
+    /// The FCM-style push service (`VIGIL_PUSH__*`).
+    pub push: PushConfig,
+    /// Two-way SMS reply keywords (`VIGIL_SMS_KEYWORDS__*`).
+    pub sms_keywords: SmsKeywords,
+    /// Seconds a called phone may ring before the call is `no-answer`
+    /// (`VIGIL_CALL_RING_SECONDS`).
+    pub call_ring_seconds: u32,
+    /// Seconds of silence before a call's gather gives up
+    /// (`VIGIL_GATHER_TIMEOUT_SECONDS`).
+    pub gather_timeout_seconds: u32,
+    /// Largest clock difference accepted between a push answer's timestamp
+    /// and now (`VIGIL_PUSH_ANSWER_MAX_SKEW_SECONDS`).
+    pub push_answer_max_skew_seconds: u32,
+    /// How long a delivery without `expires_at` may be retried and answered
+    /// (`VIGIL_DEFAULT_EXPIRY_SECONDS`).
+    pub default_expiry_seconds: u32,
+}
+
+/// One Twilio-style carrier account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CarrierConfig {
+    /// Names the carrier in events, rows and logs (`twilio-primary`, ...).
+    pub name: String,
+    pub base_url: String,
+    pub account_sid: String,
+    /// API password and webhook signing key. Never serialized.
+    #[serde(skip_serializing)]
+    pub auth_token: SecretString,
+    /// Sender of SMS and caller ID of calls, E.164.
+    pub from_number: String,
+}
+
+/// The FCM-style push service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PushConfig {
+    /// API root (`VIGIL_PUSH__BASE_URL`), e.g. `https://fcm.googleapis.com`
+    /// or the carrier simulator.
+    pub base_url: String,
+    /// `VIGIL_PUSH__PROJECT_ID`.
+    pub project_id: String,
+    /// OAuth bearer token for the send API (`VIGIL_PUSH__ACCESS_TOKEN`).
+    /// Never serialized; unset falls back to the simulator's token.
+    #[serde(skip_serializing)]
+    pub access_token: SecretString,
+}
+
+/// Words a user may reply to a two-way SMS instead of the code, each a
+/// comma-separated list matched case-insensitively on the whole reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmsKeywords {
+    /// `VIGIL_SMS_KEYWORDS__APPROVE`, default `YES,Y`.
+    pub approve: String,
+    /// `VIGIL_SMS_KEYWORDS__DENY`, default `NO,N`.
+    pub deny: String,
+    /// `VIGIL_SMS_KEYWORDS__FRAUD`, default `FRAUD,0`.
+    pub fraud: String,
+}
+
+impl Default for CarrierConfig {
+    fn default() -> Self {
+        let twilio = TwilioConfig::default();
+        Self {
+            name: String::new(),
+            base_url: twilio.base_url,
+            account_sid: twilio.account_sid,
+            auth_token: twilio.auth_token,
+            from_number: twilio.from_number,
+        }
+    }
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:4010".into(),
+            project_id: "vigil-local".into(),
+            access_token: SecretString::from("sim-push-token"),
+        }
+    }
+}
+
+impl Default for SmsKeywords {
+    fn default() -> Self {
+        Self {
+            approve: "YES,Y".into(),
+            deny: "NO,N".into(),
+            fraud: "FRAUD,0".into(),
+        }
+    }
+}
+
+mod carriers {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{Error, MapAccess, SeqAccess, Visitor};
+
+    use super::CarrierConfig;
+
+    /// A list, or (as environment variables make it) a map keyed by index.
+    /// A visitor rather than an untagged enum, so each field is read straight
+    /// from the config source (which reads `0042` as text for a text field).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CarrierConfig>, D::Error> {
+        d.deserialize_any(CarriersVisitor)
+    }
+
+    struct CarriersVisitor;
+
+    impl<'de> Visitor<'de> for CarriersVisitor {
+        type Value = Vec<CarrierConfig>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of carriers, or carriers keyed 0, 1, 2, ...")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut list = Vec::new();
+            while let Some(carrier) = seq.next_element()? {
+                list.push(carrier);
+            }
+            Ok(list)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut indexed = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let index: u32 = key
+                    .parse()
+                    .map_err(|_| A::Error::custom(format!("carriers are keyed 0, 1, 2, ..., not {key:?}")))?;
+                indexed.push((index, map.next_value::<CarrierConfig>()?));
+            }
+            indexed.sort_by_key(|(i, _)| *i);
+            Ok(indexed.into_iter().map(|(_, c)| c).collect())
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,7 +198,8 @@ pub struct TwilioConfig {
     /// back to the simulator's token.
     #[serde(skip_serializing)]
     pub auth_token: SecretString,
-    /// Sender number of outgoing SMS, E.164 (`VIGIL_TWILIO__FROM_NUMBER`).
+    /// Sender number of outgoing SMS and caller ID of calls, E.164
+    /// (`VIGIL_TWILIO__FROM_NUMBER`).
     pub from_number: String,
 }
 
@@ -63,6 +213,13 @@ impl Default for Config {
             public_base_url: "http://127.0.0.1:8083".into(),
             twilio: TwilioConfig::default(),
             send_attempts: 3,
+            carriers: Vec::new(),
+            push: PushConfig::default(),
+            sms_keywords: SmsKeywords::default(),
+            call_ring_seconds: 30,
+            gather_timeout_seconds: 10,
+            push_answer_max_skew_seconds: 300,
+            default_expiry_seconds: 300,
         }
     }
 }
@@ -92,16 +249,65 @@ impl Config {
     /// Refuses settings the service could not work with, before it starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         http_url("VIGIL_PUBLIC_BASE_URL", &self.public_base_url)?;
-        http_url("VIGIL_TWILIO__BASE_URL", &self.twilio.base_url)?;
-        PhoneNumber::parse(&self.twilio.from_number)
-            .map_err(|e| ConfigError::new(format!("VIGIL_TWILIO__FROM_NUMBER: {e}")))?;
-        if self.twilio.account_sid.is_empty() {
-            return Err(ConfigError::new("VIGIL_TWILIO__ACCOUNT_SID must be set"));
+        http_url("VIGIL_PUSH__BASE_URL", &self.push.base_url)?;
+        let mut names = std::collections::HashSet::new();
+        for (i, carrier) in self.carrier_list().iter().enumerate() {
+            let var = |field: &str| {
+                if self.carriers.is_empty() {
+                    format!("VIGIL_TWILIO__{field}")
+                } else {
+                    format!("VIGIL_CARRIERS__{i}__{field}")
+                }
+            };
+            http_url(&var("BASE_URL"), &carrier.base_url)?;
+            PhoneNumber::parse(&carrier.from_number)
+                .map_err(|e| ConfigError::new(format!("{}: {e}", var("FROM_NUMBER"))))?;
+            if carrier.account_sid.is_empty() {
+                return Err(ConfigError::new(format!("{} must be set", var("ACCOUNT_SID"))));
+            }
+            if !names.insert(carrier.name.clone()) {
+                return Err(ConfigError::new(format!(
+                    "{}: carrier names must be unique, {:?} repeats",
+                    var("NAME"),
+                    carrier.name
+                )));
+            }
         }
         if self.send_attempts == 0 {
             return Err(ConfigError::new("VIGIL_SEND_ATTEMPTS must be at least 1"));
         }
+        if self.call_ring_seconds == 0 || self.gather_timeout_seconds == 0 {
+            return Err(ConfigError::new(
+                "VIGIL_CALL_RING_SECONDS and VIGIL_GATHER_TIMEOUT_SECONDS must be at least 1",
+            ));
+        }
+        if self.default_expiry_seconds == 0 {
+            return Err(ConfigError::new("VIGIL_DEFAULT_EXPIRY_SECONDS must be at least 1"));
+        }
         Ok(())
+    }
+
+    /// The carriers in order of preference: `carriers`, or the single
+    /// `twilio` carrier when none is listed. Unnamed carriers are called
+    /// `carrier-<n>`.
+    pub fn carrier_list(&self) -> Vec<CarrierConfig> {
+        if self.carriers.is_empty() {
+            return vec![CarrierConfig {
+                name: crate::carrier::TWILIO.to_owned(),
+                base_url: self.twilio.base_url.clone(),
+                account_sid: self.twilio.account_sid.clone(),
+                auth_token: self.twilio.auth_token.clone(),
+                from_number: self.twilio.from_number.clone(),
+            }];
+        }
+        self.carriers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CarrierConfig {
+                name: if c.name.is_empty() { format!("carrier-{i}") } else { c.name.clone() },
+                ..c.clone()
+            })
+            .collect()
     }
 
     /// The public URL of a webhook route, exactly as carriers call and sign it.
@@ -169,6 +375,42 @@ mod tests {
     }
 
     #[test]
+    fn reads_an_ordered_carrier_list() -> Result<(), ConfigError> {
+        let c = Config::from_vars(vars(&[
+            ("VIGIL_CARRIERS__1__NAME", "backup"),
+            ("VIGIL_CARRIERS__1__BASE_URL", "https://backup.example.com"),
+            ("VIGIL_CARRIERS__1__AUTH_TOKEN", "0042"),
+            ("VIGIL_CARRIERS__0__NAME", "primary"),
+            ("VIGIL_CARRIERS__0__ACCOUNT_SID", "ACp"),
+            ("VIGIL_CARRIERS__0__FROM_NUMBER", "+15557654321"),
+        ]))?;
+        let list = c.carrier_list();
+        let names: Vec<_> = list.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["primary", "backup"]);
+        assert_eq!(list[0].account_sid, "ACp");
+        assert_eq!(list[0].from_number, "+15557654321");
+        assert_eq!(list[1].base_url, "https://backup.example.com");
+        assert_eq!(list[1].auth_token.expose_secret(), "0042");
+        assert!(c.validate().is_ok());
+        assert!(Config::from_vars(vars(&[("VIGIL_CARRIERS__X__NAME", "x")])).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_single_twilio_carrier_stays_the_default() -> Result<(), ConfigError> {
+        let c = Config::from_vars(vars(&[("VIGIL_TWILIO__ACCOUNT_SID", "AC9")]))?;
+        let list = c.carrier_list();
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].name.as_str(), list[0].account_sid.as_str()), ("twilio", "AC9"));
+        let mut dup = Config::default();
+        dup.carriers = vec![CarrierConfig::default(), CarrierConfig::default()];
+        dup.carriers[0].name = "a".into();
+        dup.carriers[1].name = "a".into();
+        assert!(dup.validate().is_err(), "names must be unique");
+        Ok(())
+    }
+
+    #[test]
     fn defaults_are_valid() {
         assert!(Config::default().validate().is_ok());
     }
@@ -208,6 +450,11 @@ mod tests {
     fn auth_token_is_never_serialized_or_printed() -> Result<(), serde_json::Error> {
         let mut c = Config::default();
         c.twilio.auth_token = SecretString::from("s3cr3t-value");
+        c.push.access_token = SecretString::from("s3cr3t-push");
+        c.carriers = vec![CarrierConfig {
+            auth_token: SecretString::from("s3cr3t-backup"),
+            ..CarrierConfig::default()
+        }];
         let json = serde_json::to_string(&c)?;
         assert!(!json.contains("s3cr3t") && !json.contains("auth_token"));
         assert!(!format!("{c:?}").contains("s3cr3t"));

@@ -4,12 +4,14 @@
 
 use sqlx::PgConnection;
 use uuid::Uuid;
+use chrono::{DateTime, Utc};
 use vigil_core::DeliveryId;
 
-use crate::model::{Channel, Delivery, DeliveryState};
+use crate::model::{Answer, Channel, Delivery, DeliveryState, VoiceMode};
 
 /// The columns [`DeliveryRow`] reads.
-const DELIVERY_COLUMNS: &str = "id, provider_id, challenge_id, channel, state, carrier, carrier_ref";
+const DELIVERY_COLUMNS: &str = "id, provider_id, challenge_id, channel, state, carrier, carrier_ref, destination, \
+     voice_mode, speak, device_id, device_public_key, expires_at, answered_at, answer_digest, last_error";
 
 #[derive(sqlx::FromRow)]
 struct DeliveryRow {
@@ -20,6 +22,15 @@ struct DeliveryRow {
     state: String,
     carrier: String,
     carrier_ref: Option<String>,
+    destination: String,
+    voice_mode: Option<String>,
+    speak: Option<String>,
+    device_id: Option<String>,
+    device_public_key: Option<Vec<u8>>,
+    expires_at: Option<DateTime<Utc>>,
+    answered_at: Option<DateTime<Utc>>,
+    answer_digest: Option<Vec<u8>>,
+    last_error: Option<String>,
 }
 
 impl TryFrom<DeliveryRow> for Delivery {
@@ -29,6 +40,10 @@ impl TryFrom<DeliveryRow> for Delivery {
         let corrupt = |column: &str, value: &str| {
             sqlx::Error::Decode(format!("deliveries.{column} holds unknown value {value:?}").into())
         };
+        let voice_mode = match row.voice_mode.as_deref() {
+            None => None,
+            Some(m) => Some(VoiceMode::parse(m).ok_or_else(|| corrupt("voice_mode", m))?),
+        };
         Ok(Self {
             id: DeliveryId::from_uuid(row.id),
             channel: Channel::parse(&row.channel).ok_or_else(|| corrupt("channel", &row.channel))?,
@@ -37,6 +52,15 @@ impl TryFrom<DeliveryRow> for Delivery {
             challenge_id: row.challenge_id,
             carrier: row.carrier,
             carrier_ref: row.carrier_ref,
+            destination: row.destination,
+            voice_mode,
+            speak: row.speak,
+            device_id: row.device_id,
+            device_public_key: row.device_public_key,
+            expires_at: row.expires_at,
+            answered_at: row.answered_at,
+            answer_digest: row.answer_digest,
+            last_error: row.last_error,
         })
     }
 }
@@ -50,13 +74,19 @@ pub struct NewDelivery<'a> {
     /// As requested; stored even when invalid, so the failure can be inspected.
     pub destination: &'a str,
     pub carrier: &'a str,
+    pub voice_mode: Option<VoiceMode>,
+    pub speak: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+    pub device_public_key: Option<&'a [u8]>,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Records a delivery in state `queued` unless it is already recorded.
 pub async fn insert_delivery(tx: &mut PgConnection, new: &NewDelivery<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO deliveries (id, provider_id, challenge_id, channel, destination, state, carrier) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO deliveries (id, provider_id, challenge_id, channel, destination, state, carrier, \
+         voice_mode, speak, device_id, device_public_key, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
     )
     .bind(new.id.as_uuid())
     .bind(new.provider_id)
@@ -65,6 +95,11 @@ pub async fn insert_delivery(tx: &mut PgConnection, new: &NewDelivery<'_>) -> Re
     .bind(new.destination)
     .bind(DeliveryState::Queued.as_str())
     .bind(new.carrier)
+    .bind(new.voice_mode.map(VoiceMode::as_str))
+    .bind(new.speak)
+    .bind(new.device_id)
+    .bind(new.device_public_key)
+    .bind(new.expires_at)
     .execute(tx)
     .await?;
     Ok(())
@@ -103,21 +138,152 @@ pub async fn latest_delivery_to(
     row.map(Delivery::try_from).transpose()
 }
 
-/// The carrier accepted the message after `attempts` tries.
+/// `carrier` accepted the delivery as `carrier_ref`.
 pub async fn record_sent(
     tx: &mut PgConnection,
     id: DeliveryId,
+    carrier: &str,
     carrier_ref: &str,
-    attempts: u32,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE deliveries SET state = $2, carrier_ref = $3, attempts = attempts + $4, updated_at = now() \
-         WHERE id = $1",
+        "UPDATE deliveries SET state = $2, carrier = $3, carrier_ref = $4, updated_at = now() WHERE id = $1",
     )
     .bind(id.as_uuid())
     .bind(DeliveryState::Sent.as_str())
+    .bind(carrier)
     .bind(carrier_ref)
-    .bind(count(attempts))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Remembers the error a delivery will fail with if nothing better comes.
+pub async fn set_last_error(tx: &mut PgConnection, id: DeliveryId, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deliveries SET last_error = $2, updated_at = now() WHERE id = $1")
+        .bind(id.as_uuid())
+        .bind(error)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Records the user's answer; `digest` identifies the exact answer given.
+pub async fn record_answer(
+    tx: &mut PgConnection,
+    id: DeliveryId,
+    answer: Answer,
+    digest: Option<&[u8]>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET answered_at = now(), answer_kind = $2, answer_digest = $3, updated_at = now() \
+         WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(answer.as_str())
+    .bind(digest)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Claims the right to report a delivery's usage: `true` exactly once.
+pub async fn claim_usage(tx: &mut PgConnection, id: DeliveryId) -> Result<bool, sqlx::Error> {
+    let claimed = sqlx::query(
+        "UPDATE deliveries SET usage_reported_at = now() WHERE id = $1 AND usage_reported_at IS NULL",
+    )
+    .bind(id.as_uuid())
+    .execute(tx)
+    .await?
+    .rows_affected();
+    Ok(claimed == 1)
+}
+
+/// The latest attempt at a delivery.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub outcome: String,
+    pub started_at: DateTime<Utc>,
+}
+
+pub async fn latest_attempt(tx: &mut PgConnection, id: DeliveryId) -> Result<Option<Attempt>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT attempt, outcome, started_at FROM delivery_attempts WHERE delivery_id = $1 \
+         ORDER BY attempt DESC LIMIT 1",
+    )
+    .bind(id.as_uuid())
+    .fetch_optional(tx)
+    .await
+}
+
+/// Records that try `attempt` at `carrier` is about to start, and counts it.
+pub async fn begin_attempt(
+    tx: &mut PgConnection,
+    id: DeliveryId,
+    attempt: i32,
+    carrier: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO delivery_attempts (delivery_id, attempt, carrier, outcome) VALUES ($1, $2, $3, 'pending')")
+        .bind(id.as_uuid())
+        .bind(attempt)
+        .bind(carrier)
+        .execute(&mut *tx)
+        .await?;
+    // The carrier being tried owns the delivery's callbacks from now on.
+    sqlx::query("UPDATE deliveries SET attempts = attempts + 1, carrier = $2, updated_at = now() WHERE id = $1")
+        .bind(id.as_uuid())
+        .bind(carrier)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Settles a try: `accepted` with the carrier's reference, `failed` with an
+/// error, or `unknown` when its outcome was lost.
+pub async fn finish_attempt(
+    tx: &mut PgConnection,
+    id: DeliveryId,
+    attempt: i32,
+    outcome: &str,
+    carrier_ref: Option<&str>,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE delivery_attempts SET outcome = $3, carrier_ref = $4, error = $5, finished_at = now() \
+         WHERE delivery_id = $1 AND attempt = $2",
+    )
+    .bind(id.as_uuid())
+    .bind(attempt)
+    .bind(outcome)
+    .bind(carrier_ref)
+    .bind(error)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A callback received about a delivery (never its digits or body).
+pub struct Callback<'a> {
+    pub delivery: Option<DeliveryId>,
+    pub carrier: &'a str,
+    pub kind: &'a str,
+    pub carrier_ref: Option<&'a str>,
+    pub status: &'a str,
+    pub detail: Option<&'a str>,
+}
+
+pub async fn record_callback(tx: &mut PgConnection, cb: &Callback<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO carrier_callbacks (id, delivery_id, carrier, kind, carrier_ref, status, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(cb.delivery.map(|d| d.as_uuid()))
+    .bind(cb.carrier)
+    .bind(cb.kind)
+    .bind(cb.carrier_ref)
+    .bind(cb.status)
+    .bind(cb.detail)
     .execute(tx)
     .await?;
     Ok(())

@@ -23,6 +23,9 @@ pub enum WebhookError {
     /// A callback about a message this service never sent.
     #[error("no delivery has carrier reference {0}")]
     UnknownMessage(String),
+    /// A voice callback for a delivery that does not exist or is no call.
+    #[error("no call for delivery {0}")]
+    UnknownCall(String),
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("could not queue event")]
@@ -35,7 +38,7 @@ impl WebhookError {
             Self::BadSignature => StatusCode::FORBIDDEN,
             Self::MissingField(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::Unreadable { status, .. } => *status,
-            Self::UnknownMessage(_) => StatusCode::NOT_FOUND,
+            Self::UnknownMessage(_) | Self::UnknownCall(_) => StatusCode::NOT_FOUND,
             Self::Database(_) | Self::Outbox(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -54,6 +57,69 @@ impl IntoResponse for WebhookError {
     }
 }
 
+/// Why a device's push answer was refused. Each has its own status so a
+/// device can tell "try again" from "give up".
+#[derive(Debug, thiserror::Error)]
+pub enum PushAnswerError {
+    #[error("body is not a push answer: {0}")]
+    Malformed(String),
+    #[error("missing or invalid device signature")]
+    BadSignature,
+    #[error("answer timestamp is too far from the server's time")]
+    StaleTimestamp,
+    #[error("no push delivery {0}")]
+    UnknownDelivery(String),
+    #[error("the sign-in request has expired")]
+    Expired,
+    #[error("this delivery was already answered differently")]
+    AlreadyAnswered,
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("could not queue event")]
+    Outbox(#[from] BusError),
+}
+
+impl PushAnswerError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::BadSignature | Self::StaleTimestamp => StatusCode::UNAUTHORIZED,
+            Self::UnknownDelivery(_) => StatusCode::NOT_FOUND,
+            Self::Expired => StatusCode::GONE,
+            Self::AlreadyAnswered => StatusCode::CONFLICT,
+            Self::Database(_) | Self::Outbox(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable code a device can branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::BadSignature => "bad_signature",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::UnknownDelivery(_) => "unknown_delivery",
+            Self::Expired => "expired",
+            Self::AlreadyAnswered => "already_answered",
+            Self::Database(_) | Self::Outbox(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for PushAnswerError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error() {
+            tracing::error!(error = ?self, "push answer failed");
+            "internal error".to_owned()
+        } else {
+            tracing::warn!(status = status.as_u16(), error = %self, "push answer refused");
+            self.to_string()
+        };
+        let body = serde_json::json!({ "error": self.code(), "message": message });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +135,14 @@ mod tests {
         assert_eq!(
             WebhookError::Database(sqlx::Error::PoolTimedOut).status(),
             StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(PushAnswerError::BadSignature.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(PushAnswerError::StaleTimestamp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(PushAnswerError::Expired.status(), StatusCode::GONE);
+        assert_eq!(PushAnswerError::AlreadyAnswered.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            PushAnswerError::UnknownDelivery("x".into()).status(),
+            StatusCode::NOT_FOUND
         );
     }
 }

@@ -1,12 +1,12 @@
 //! A delivery, its state machine and channel, with their text form in the
 //! database and their form on the wire.
 
+use chrono::{DateTime, Utc};
 use vigil_core::DeliveryId;
 use vigil_proto::events as wire;
 
-/// One delivery as the service works with it (the destination stays in the
-/// database: only sending and reply matching need it).
-#[derive(Debug, Clone)]
+/// One delivery as the service works with it.
+#[derive(Clone)]
 pub struct Delivery {
     pub id: DeliveryId,
     pub provider_id: String,
@@ -15,9 +15,121 @@ pub struct Delivery {
     pub state: DeliveryState,
     pub carrier: String,
     pub carrier_ref: Option<String>,
+    /// E.164 number or push token. Never logged whole.
+    pub destination: String,
+    pub voice_mode: Option<VoiceMode>,
+    /// The sentence a call speaks.
+    pub speak: Option<String>,
+    pub device_id: Option<String>,
+    pub device_public_key: Option<Vec<u8>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub answer_digest: Option<Vec<u8>>,
+    pub last_error: Option<String>,
+}
+
+// By hand: the destination is a phone number or a push token.
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("challenge_id", &self.challenge_id)
+            .field("channel", &self.channel)
+            .field("state", &self.state)
+            .field("carrier", &self.carrier)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Delivery {
+    /// Whether answers may no longer be taken at `now`.
+    pub fn expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|e| now > e)
+    }
+}
+
+/// How a call asks the user to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoiceMode {
+    /// `#` approves.
+    PressPound,
+    /// The PIN, then `#`.
+    Pin,
+}
+
+impl VoiceMode {
+    /// Unspecified means the simplest mode.
+    pub fn from_wire(mode: i32) -> Self {
+        match wire::VoiceMode::try_from(mode) {
+            Ok(wire::VoiceMode::Pin) => Self::Pin,
+            _ => Self::PressPound,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PressPound => "press_pound",
+            Self::Pin => "pin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "press_pound" => Some(Self::PressPound),
+            "pin" => Some(Self::Pin),
+            _ => None,
+        }
+    }
+}
+
+/// What the user did, as forwarded to the challenge service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Code,
+    Approve,
+    Deny,
+    Fraud,
+    Pin,
+}
+
+impl Answer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Code => "code",
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+            Self::Fraud => "fraud",
+            Self::Pin => "pin",
+        }
+    }
+}
+
+impl From<Answer> for wire::AnswerKind {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::Code => Self::Code,
+            Answer::Approve => Self::Approve,
+            Answer::Deny => Self::Deny,
+            Answer::Fraud => Self::Fraud,
+            Answer::Pin => Self::Pin,
+        }
+    }
+}
+
+impl Delivery {
+    /// The answer event for this delivery.
+    pub fn answer_event(&self, answer: Answer, from: &str, body: &str, matched_number: u32) -> wire::DeliveryAnswered {
+        wire::DeliveryAnswered {
+            challenge_id: self.challenge_id.clone(),
+            channel: wire::Channel::from(self.channel).into(),
+            from: from.to_owned(),
+            body: body.to_owned(),
+            kind: wire::AnswerKind::from(answer).into(),
+            delivery_id: self.id.to_string(),
+            matched_number,
+        }
+    }
+
     /// The event announcing that this delivery reached `state`.
     pub fn status_event(&self, state: DeliveryState, error: Option<&str>) -> wire::DeliveryStatus {
         wire::DeliveryStatus {

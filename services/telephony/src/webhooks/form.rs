@@ -39,6 +39,18 @@ pub fn verified(
     headers: &HeaderMap,
     form: Result<RawForm, RawFormRejection>,
 ) -> Result<Params, WebhookError> {
+    let carriers = [(String::new(), auth_token.clone())];
+    verified_by_any(&carriers, url, headers, form).map(|(params, _)| params)
+}
+
+/// Like [`verified`], for a webhook any configured carrier may call (they
+/// share the URL); returns the name of the carrier whose token signed it.
+pub fn verified_by_any<'a>(
+    carriers: &'a [(String, SecretString)],
+    url: &str,
+    headers: &HeaderMap,
+    form: Result<RawForm, RawFormRejection>,
+) -> Result<(Params, &'a str), WebhookError> {
     let RawForm(body) = form.map_err(|rejection| WebhookError::Unreadable {
         status: rejection.status(),
         message: rejection.body_text(),
@@ -48,11 +60,11 @@ pub fn verified(
         .get(signature::HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or(WebhookError::BadSignature)?;
-    if signature::verify(auth_token.expose_secret(), url, &params.0, header) {
-        Ok(params)
-    } else {
-        Err(WebhookError::BadSignature)
-    }
+    carriers
+        .iter()
+        .find(|(_, token)| signature::verify(token.expose_secret(), url, &params.0, header))
+        .map(|(name, _)| (params, name.as_str()))
+        .ok_or(WebhookError::BadSignature)
 }
 
 #[cfg(test)]

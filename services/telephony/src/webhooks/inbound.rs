@@ -1,5 +1,5 @@
 //! `POST /v1/carrier/twilio/inbound`: a phone sent us an SMS, normally the
-//! answer to a challenge.
+//! answer to a challenge: a code, or a keyword (approve, deny, fraud).
 
 use std::sync::Arc;
 
@@ -9,7 +9,6 @@ use axum::{
     response::IntoResponse,
 };
 use vigil_core::PhoneNumber;
-use vigil_proto::events::{self as wire, DeliveryAnswered};
 
 use super::{Webhooks, form};
 use crate::{
@@ -28,7 +27,7 @@ pub async fn handle(
     headers: HeaderMap,
     body: Result<RawForm, RawFormRejection>,
 ) -> Result<impl IntoResponse, WebhookError> {
-    let params = form::verified(&app.auth_token, &app.inbound_url, &headers, body)?;
+    let (params, _carrier) = form::verified_by_any(&app.carriers, &app.inbound_url, &headers, body)?;
     let sid = params.require("MessageSid")?;
     let to = params.require("To")?;
     let from = PhoneNumber::parse(params.require("From")?).map_err(|e| WebhookError::InvalidField {
@@ -51,16 +50,11 @@ pub async fn handle(
         tracing::info!(carrier_ref = sid, "inbound SMS already recorded");
         return Ok(twiml());
     }
+    // Keywords mean the same for every provider; the challenge decides
+    // whether the delivery asked for a reply and what the answer is worth.
+    let kind = app.keywords.classify(text);
     if let Some(delivery) = &answered {
-        let event = DeliveryAnswered {
-            challenge_id: delivery.challenge_id.clone(),
-            channel: wire::Channel::Sms.into(),
-            from: from.as_str().to_owned(),
-            body: text.to_owned(),
-            kind: wire::AnswerKind::Code.into(),
-            delivery_id: delivery.id.to_string(),
-            ..Default::default()
-        };
+        let event = delivery.answer_event(kind, from.as_str(), text, 0);
         app.outbox.enqueue(&mut tx, &delivery.provider_id, &event).await?;
     }
     tx.commit().await?;
@@ -71,6 +65,7 @@ pub async fn handle(
             from = %from.masked(),
             delivery_id = %delivery.id,
             challenge_id = %delivery.challenge_id,
+            kind = kind.as_str(),
             "SMS reply received"
         ),
         None => {

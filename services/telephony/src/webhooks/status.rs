@@ -34,7 +34,7 @@ pub async fn handle(
     headers: HeaderMap,
     body: Result<RawForm, RawFormRejection>,
 ) -> Result<StatusCode, WebhookError> {
-    let params = form::verified(&app.auth_token, &app.status_url, &headers, body)?;
+    let (params, carrier) = form::verified_by_any(&app.carriers, &app.status_url, &headers, body)?;
     let sid = params.require("MessageSid")?;
     let status = params.require("MessageStatus")?;
     let error = match params.get("ErrorCode").filter(|c| !c.is_empty()) {
@@ -56,7 +56,20 @@ pub async fn handle(
     let Some(delivery) = find_delivery(&mut tx, sid).await? else {
         return Err(WebhookError::UnknownMessage(sid.to_owned()));
     };
+    db::record_callback(
+        &mut tx,
+        &db::Callback {
+            delivery: Some(delivery.id),
+            carrier,
+            kind: "message_status",
+            carrier_ref: Some(sid),
+            status,
+            detail: error.as_deref(),
+        },
+    )
+    .await?;
     if !delivery.state.advances_to(next) {
+        tx.commit().await?;
         tracing::debug!(delivery_id = %delivery.id, state = delivery.state.as_str(), status, "no change");
         return Ok(StatusCode::NO_CONTENT);
     }
