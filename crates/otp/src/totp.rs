@@ -120,9 +120,8 @@ impl Totp {
             .checked_add(u64::from(self.skew))
             .ok_or(VerifyError::OutOfRange)?;
         let mut replayed = false;
-        // Earliest step first, so the step stored is the oldest the code could
-        // belong to... unless that one was used: a later identical code (a collision)
-        // must still be accepted.
+        // Earliest step first; a match at or before last_step is skipped rather than
+        // final, so a later step that happens to yield the same code is still accepted.
         for step in first..=last {
             if !bool::from(self.generate_step(secret, step).ct_eq(code)) {
                 continue;

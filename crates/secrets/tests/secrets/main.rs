@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fuzz;
 mod keyring;
 mod password;
 mod token;
