@@ -115,3 +115,66 @@ impl Response {
         Ok(bytes)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::client::SharedSecret;
+    use crate::crypto::verify_response;
+
+    fn ctx() -> ReplyContext {
+        ReplyContext {
+            identifier: 42,
+            request_authenticator: [9; 16],
+            proxy_state: vec![
+                Attribute::new(attr::PROXY_STATE, "p1"),
+                Attribute::new(attr::PROXY_STATE, "p2"),
+            ],
+            secret: SharedSecret::new("s3cret"),
+        }
+    }
+
+    #[test]
+    fn long_reply_message_splits_on_char_boundaries() {
+        let text = "é".repeat(200); // 400 bytes, two-byte chars
+        let r = Response::reject().with_reply_message(&text);
+        let parts: Vec<&Attribute> = r.attributes().iter().collect();
+        assert_eq!(parts.len(), 2);
+        assert!(parts.iter().all(|a| a.value.len() <= MAX_VALUE_LEN));
+        let bytes = r.encode(&ctx()).unwrap();
+        assert_eq!(Packet::decode(&bytes).unwrap().reply_message().unwrap(), text);
+        assert!(Response::accept().with_reply_message("").attributes().is_empty());
+    }
+
+    #[test]
+    fn encode_signs_orders_and_echoes() {
+        let r = Response::challenge(b"st".to_vec())
+            .with_reply_message("code?")
+            .with_attribute(Attribute::new(attr::MESSAGE_AUTHENTICATOR, [1; 16]))
+            .with_attribute(Attribute::new(attr::PROXY_STATE, "forged"));
+        let bytes = r.encode(&ctx()).unwrap();
+        assert!(verify_response(&bytes, &[9; 16], b"s3cret"));
+        assert!(!verify_response(&bytes, &[9; 16], b"other"));
+        assert!(!verify_response(&bytes, &[8; 16], b"s3cret"));
+        let p = Packet::decode(&bytes).unwrap();
+        assert_eq!(p.code, Code::AccessChallenge);
+        assert_eq!(p.identifier, 42);
+        let types: Vec<u8> = p.attributes.iter().map(|a| a.typ).collect();
+        assert_eq!(
+            types,
+            [attr::MESSAGE_AUTHENTICATOR, attr::STATE, attr::REPLY_MESSAGE, 33, 33]
+        );
+        let states: Vec<&[u8]> = p.attributes_of(attr::PROXY_STATE).collect();
+        assert_eq!(states, [&b"p1"[..], &b"p2"[..]]);
+    }
+
+    #[test]
+    fn oversized_response_is_an_error() {
+        let mut r = Response::accept();
+        for _ in 0..17 {
+            r = r.with_class(vec![0; 253]);
+        }
+        assert!(matches!(r.encode(&ctx()), Err(EncodeError::PacketTooLong(_))));
+    }
+}

@@ -75,6 +75,8 @@ pub struct Counters {
     pub overloaded: AtomicU64,
     pub handler_started: AtomicU64,
     pub handler_timeouts: AtomicU64,
+    /// Handlers that panicked (no answer was sent).
+    pub handler_failures: AtomicU64,
     /// Responses that could not be encoded (a plain Access-Reject went instead).
     pub encode_errors: AtomicU64,
     pub responses_sent: AtomicU64,
@@ -94,6 +96,7 @@ pub struct CountersSnapshot {
     pub overloaded: u64,
     pub handler_started: u64,
     pub handler_timeouts: u64,
+    pub handler_failures: u64,
     pub encode_errors: u64,
     pub responses_sent: u64,
     pub send_errors: u64,
@@ -128,6 +131,7 @@ impl Counters {
             overloaded: g(&self.overloaded),
             handler_started: g(&self.handler_started),
             handler_timeouts: g(&self.handler_timeouts),
+            handler_failures: g(&self.handler_failures),
             encode_errors: g(&self.encode_errors),
             responses_sent: g(&self.responses_sent),
             send_errors: g(&self.send_errors),
@@ -213,7 +217,12 @@ impl Server {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = joined {
+                        inc(&self.counters.handler_failures);
+                        tracing::error!(error = %e, "radius handler panicked, no answer sent");
+                    }
+                }
                 received = self.socket.recv_from(&mut buf) => {
                     let (n, source) = match received {
                         Ok(r) => r,
@@ -283,11 +292,17 @@ impl Server {
         let shared = Arc::clone(shared);
         tasks.spawn(async move {
             let _permit = permit;
+            // A handler that panics or is cancelled must not leave its request
+            // "in flight" forever, or every retransmission would be dropped.
+            let guard = InFlight {
+                shared: &shared,
+                key,
+                armed: true,
+            };
             let ctx = request.reply_context();
             let client = request.client().id.clone();
             let outcome = tokio::time::timeout(shared.handler_timeout, shared.handler.handle(request)).await;
             let Ok(response) = outcome else {
-                shared.cache().abandon(key);
                 inc(&shared.counters.handler_timeouts);
                 tracing::warn!(%source, %client, "radius handler timed out, no answer sent");
                 return;
@@ -295,8 +310,30 @@ impl Server {
             let bytes: Arc<[u8]> = Arc::from(encode_or_reject(&response, &ctx, &shared.counters));
             // Cache before sending, so a retransmission racing the answer gets it too.
             shared.cache().complete(key, Arc::clone(&bytes), shared.clock.now());
+            guard.disarm();
             send(&shared.socket, &shared.counters, &bytes, source).await;
         });
+    }
+}
+
+/// Abandons the request's cache entry on drop unless it was answered.
+struct InFlight<'a, H> {
+    shared: &'a Shared<H>,
+    key: DedupKey,
+    armed: bool,
+}
+
+impl<H> InFlight<'_, H> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<H> Drop for InFlight<'_, H> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.cache().abandon(self.key);
+        }
     }
 }
 

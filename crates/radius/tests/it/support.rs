@@ -42,6 +42,7 @@ impl Toy {
                 tokio::time::sleep(self.slow).await;
                 Response::accept().with_reply_message("Approved on your phone")
             }
+            (Some("panic"), _) => panic!("handler bug"),
             (Some("stuck"), _) => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 Response::accept()

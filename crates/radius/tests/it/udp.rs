@@ -228,3 +228,24 @@ async fn handler_timeout_sends_nothing_and_frees_the_request() {
     assert_eq!(srv.calls(), 2, "an abandoned request is handled afresh");
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_handler_is_counted_and_does_not_wedge_the_request() {
+    let srv = start(Options::default()).await;
+    let nas = Nas::new(srv.addr).await;
+    let (req, _) = Nas::request(1, "panic", "x", SECRET);
+    nas.send(&req).await;
+    assert!(nas.recv(Duration::from_millis(300)).await.is_none());
+    nas.send(&req).await;
+    assert!(nas.recv(Duration::from_millis(300)).await.is_none());
+    assert_eq!(
+        srv.calls(),
+        2,
+        "the retransmission is handled again, not dropped as in flight"
+    );
+    assert_eq!(srv.counters.snapshot().handler_failures, 2);
+    let (ok, auth) = Nas::request(2, "alice", "right", SECRET);
+    nas.send(&ok).await;
+    Nas::check(&nas.recv(WAIT).await.unwrap(), &auth);
+    srv.stop().await;
+}
