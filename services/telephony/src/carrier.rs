@@ -141,7 +141,11 @@ impl Carrier {
             status_callback: Some(status_callback),
             timeout: Some(ring_seconds),
         };
-        let call = self.client.create_call(&request).await.map_err(|e| self.refused(to, &e))?;
+        let call = self
+            .client
+            .create_call(&request)
+            .await
+            .map_err(|e| self.refused(to, &e))?;
         Ok(Accepted {
             carrier_ref: call.sid,
             sms_segments: 0,
@@ -213,6 +217,9 @@ mod tests {
             message: String::new(),
         };
         let mapped = SendError::from(&auth);
-        assert!(!mapped.request_invalid && !mapped.retryable, "an account problem fails over");
+        assert!(
+            !mapped.request_invalid && !mapped.retryable,
+            "an account problem fails over"
+        );
     }
 }

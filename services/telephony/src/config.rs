@@ -304,7 +304,11 @@ impl Config {
             .iter()
             .enumerate()
             .map(|(i, c)| CarrierConfig {
-                name: if c.name.is_empty() { format!("carrier-{i}") } else { c.name.clone() },
+                name: if c.name.is_empty() {
+                    format!("carrier-{i}")
+                } else {
+                    c.name.clone()
+                },
                 ..c.clone()
             })
             .collect()

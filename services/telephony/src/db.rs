@@ -2,9 +2,9 @@
 //! runs on the caller's transaction, so a state change and the events it
 //! causes commit together.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
-use chrono::{DateTime, Utc};
 use vigil_core::DeliveryId;
 
 use crate::model::{Answer, Channel, Delivery, DeliveryState, VoiceMode};
@@ -145,15 +145,13 @@ pub async fn record_sent(
     carrier: &str,
     carrier_ref: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE deliveries SET state = $2, carrier = $3, carrier_ref = $4, updated_at = now() WHERE id = $1",
-    )
-    .bind(id.as_uuid())
-    .bind(DeliveryState::Sent.as_str())
-    .bind(carrier)
-    .bind(carrier_ref)
-    .execute(tx)
-    .await?;
+    sqlx::query("UPDATE deliveries SET state = $2, carrier = $3, carrier_ref = $4, updated_at = now() WHERE id = $1")
+        .bind(id.as_uuid())
+        .bind(DeliveryState::Sent.as_str())
+        .bind(carrier)
+        .bind(carrier_ref)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
@@ -188,13 +186,12 @@ pub async fn record_answer(
 
 /// Claims the right to report a delivery's usage: `true` exactly once.
 pub async fn claim_usage(tx: &mut PgConnection, id: DeliveryId) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query(
-        "UPDATE deliveries SET usage_reported_at = now() WHERE id = $1 AND usage_reported_at IS NULL",
-    )
-    .bind(id.as_uuid())
-    .execute(tx)
-    .await?
-    .rows_affected();
+    let claimed =
+        sqlx::query("UPDATE deliveries SET usage_reported_at = now() WHERE id = $1 AND usage_reported_at IS NULL")
+            .bind(id.as_uuid())
+            .execute(tx)
+            .await?
+            .rows_affected();
     Ok(claimed == 1)
 }
 
@@ -223,12 +220,14 @@ pub async fn begin_attempt(
     attempt: i32,
     carrier: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO delivery_attempts (delivery_id, attempt, carrier, outcome) VALUES ($1, $2, $3, 'pending')")
-        .bind(id.as_uuid())
-        .bind(attempt)
-        .bind(carrier)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, carrier, outcome) VALUES ($1, $2, $3, 'pending')",
+    )
+    .bind(id.as_uuid())
+    .bind(attempt)
+    .bind(carrier)
+    .execute(&mut *tx)
+    .await?;
     // The carrier being tried owns the delivery's callbacks from now on.
     sqlx::query("UPDATE deliveries SET attempts = attempts + 1, carrier = $2, updated_at = now() WHERE id = $1")
         .bind(id.as_uuid())

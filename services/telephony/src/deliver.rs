@@ -65,7 +65,10 @@ impl DeliveryHandler {
                 carrier: if is_push {
                     crate::push::fcm::FCM
                 } else {
-                    self.sender.carriers.first().map_or(carrier::TWILIO, |c| c.name.as_str())
+                    self.sender
+                        .carriers
+                        .first()
+                        .map_or(carrier::TWILIO, |c| c.name.as_str())
                 },
                 voice_mode,
                 speak: (channel == Channel::Voice).then_some(request.body.as_str()),
@@ -93,7 +96,10 @@ impl DeliveryHandler {
             },
             Channel::Push => {
                 if request.destination.trim().is_empty() || request.device_id.is_empty() {
-                    return self.sender.fail(&delivery, "push needs a registration token and a device").await;
+                    return self
+                        .sender
+                        .fail(&delivery, "push needs a registration token and a device")
+                        .await;
                 }
                 if request.device_public_key.len() != 32 {
                     return self

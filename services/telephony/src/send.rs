@@ -226,7 +226,11 @@ impl Sender {
         if current.state == DeliveryState::Queued {
             db::record_sent(&mut tx, delivery.id, carrier, &accepted.carrier_ref).await?;
             self.outbox
-                .enqueue(&mut tx, &sent.provider_id, &sent.status_event(DeliveryState::Sent, None))
+                .enqueue(
+                    &mut tx,
+                    &sent.provider_id,
+                    &sent.status_event(DeliveryState::Sent, None),
+                )
                 .await?;
         } else {
             // A call's final status outran this commit; keep its outcome.

@@ -30,11 +30,7 @@ impl Keywords {
     /// punctuation, compared case-insensitively. Fraud wins over the others
     /// if an operator lists a word twice.
     pub fn classify(&self, reply: &str) -> Answer {
-        let word = reply
-            .trim()
-            .trim_end_matches(['.', '!', '?'])
-            .trim()
-            .to_uppercase();
+        let word = reply.trim().trim_end_matches(['.', '!', '?']).trim().to_uppercase();
         if self.fraud.contains(&word) {
             Answer::Fraud
         } else if self.approve.contains(&word) {

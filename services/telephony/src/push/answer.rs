@@ -90,9 +90,10 @@ pub async fn handle(
     if delivery.answered_at.is_some() {
         // The same answer again (a retry after a lost response) is fine.
         return match &delivery.answer_digest {
-            Some(first) if bool::from(first.as_slice().ct_eq(&digest)) => {
-                Ok((StatusCode::OK, Json(serde_json::json!({ "status": "already_recorded" }))))
-            }
+            Some(first) if bool::from(first.as_slice().ct_eq(&digest)) => Ok((
+                StatusCode::OK,
+                Json(serde_json::json!({ "status": "already_recorded" })),
+            )),
             _ => Err(PushAnswerError::AlreadyAnswered),
         };
     }

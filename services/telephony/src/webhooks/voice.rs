@@ -36,8 +36,7 @@ const MAX_PIN_DIGITS: u32 = 12;
 
 const PRESS_POUND_PROMPT: &str =
     "To approve the sign-in, press pound. If you did not try to sign in, press zero, then pound.";
-const PIN_PROMPT: &str =
-    "Enter your PIN, then press pound. If you did not try to sign in, press zero, then pound.";
+const PIN_PROMPT: &str = "Enter your PIN, then press pound. If you did not try to sign in, press zero, then pound.";
 const GOODBYE: &str = "Thank you. Goodbye.";
 const FRAUD_NOTED: &str = "Thank you. The sign-in has been reported as fraud. Goodbye.";
 const NOT_VALID: &str = "That was not a valid answer. Goodbye.";
@@ -316,7 +315,11 @@ mod tests {
         assert_eq!(interpret(m, "", true), Ok(Answer::Approve));
         assert_eq!(interpret(m, "0", true), Ok(Answer::Fraud));
         assert_eq!(interpret(m, "", false), Err(reason::NO_INPUT));
-        assert_eq!(interpret(m, "0", false), Err(reason::INVALID_INPUT), "fraud needs the #");
+        assert_eq!(
+            interpret(m, "0", false),
+            Err(reason::INVALID_INPUT),
+            "fraud needs the #"
+        );
         assert_eq!(interpret(m, "5", true), Err(reason::INVALID_INPUT));
     }
 
@@ -327,7 +330,11 @@ mod tests {
         assert_eq!(interpret(m, "0", true), Ok(Answer::Fraud));
         assert_eq!(interpret(m, "", true), Err(reason::INVALID_INPUT));
         assert_eq!(interpret(m, "12*4", true), Err(reason::INVALID_INPUT));
-        assert_eq!(interpret(m, "1234", false), Err(reason::INVALID_INPUT), "a PIN ends with #");
+        assert_eq!(
+            interpret(m, "1234", false),
+            Err(reason::INVALID_INPUT),
+            "a PIN ends with #"
+        );
         assert_eq!(interpret(m, "", false), Err(reason::NO_INPUT));
     }
 }
