@@ -10,6 +10,9 @@ use crate::{Algorithm, Code, Digits, OtpSecret, VerifyError};
 pub const DEFAULT_LOOK_AHEAD: u64 = 10;
 /// Default resynchronisation window, searched only with two consecutive codes.
 pub const DEFAULT_RESYNC_WINDOW: u64 = 100;
+/// Upper bound applied to both windows: a misconfiguration must not turn one login
+/// into millions of HMACs, nor widen the guessing odds without limit.
+pub const MAX_HOTP_WINDOW: u64 = 1000;
 
 /// Computes the HOTP value for `counter` (RFC 4226 §5.3): HMAC, dynamic truncation,
 /// modulo 10^digits.
@@ -53,9 +56,11 @@ pub struct Hotp {
     pub algorithm: Algorithm,
     pub digits: Digits,
     /// How many counters past the stored one a code may be (a user pressing the
-    /// token's button without logging in). Default [`DEFAULT_LOOK_AHEAD`].
+    /// token's button without logging in). Default [`DEFAULT_LOOK_AHEAD`], capped at
+    /// [`MAX_HOTP_WINDOW`].
     pub look_ahead: u64,
-    /// How far [`Hotp::resync`] searches. Default [`DEFAULT_RESYNC_WINDOW`].
+    /// How far [`Hotp::resync`] searches. Default [`DEFAULT_RESYNC_WINDOW`], capped at
+    /// [`MAX_HOTP_WINDOW`].
     pub resync_window: u64,
 }
 
@@ -96,7 +101,7 @@ impl Hotp {
         }
         let mut found = subtle::Choice::from(0);
         let mut matched = 0u64;
-        for offset in 0..=self.look_ahead {
+        for offset in 0..=self.look_ahead.min(MAX_HOTP_WINDOW) {
             let Some(candidate) = counter.checked_add(offset) else {
                 break;
             };
@@ -122,7 +127,7 @@ impl Hotp {
         if first.digits() != self.digits || second.digits() != self.digits {
             return Err(VerifyError::WrongLength);
         }
-        for offset in 0..=self.resync_window {
+        for offset in 0..=self.resync_window.min(MAX_HOTP_WINDOW) {
             let Some(candidate) = counter.checked_add(offset) else {
                 break;
             };

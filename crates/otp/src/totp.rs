@@ -12,6 +12,9 @@ pub const DEFAULT_PERIOD: u32 = 30;
 /// Default tolerance: one step either side (RFC 6238 §5.2 recommends at most one
 /// step of network delay; the earlier step also covers a slow typist).
 pub const DEFAULT_SKEW: u32 = 1;
+/// Largest accepted skew (five minutes either side at 30 s): beyond that, fix the
+/// clock rather than widen the window.
+pub const MAX_SKEW: u32 = 10;
 
 /// A TOTP token's parameters and Vigil's acceptance window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +61,13 @@ impl Totp {
         })
     }
 
-    /// Accept codes up to `skew` steps before or after the current one (0 = exact step).
+    /// Accept codes up to `skew` steps before or after the current one (0 = exact
+    /// step), capped at [`MAX_SKEW`].
     pub fn with_skew(self, skew: u32) -> Self {
-        Self { skew, ..self }
+        Self {
+            skew: skew.min(MAX_SKEW),
+            ..self
+        }
     }
 
     pub fn algorithm(&self) -> Algorithm {

@@ -183,3 +183,18 @@ fn hotp_counter_overflow_is_an_error_not_a_panic() {
         Ok(u64::MAX)
     );
 }
+
+#[test]
+fn windows_are_capped() {
+    let secret = super::rfc_seed();
+    assert_eq!(Totp::default().with_skew(u32::MAX).skew(), vigil_otp::MAX_SKEW);
+    let wide = Hotp {
+        look_ahead: u64::MAX,
+        resync_window: u64::MAX,
+        ..Hotp::default()
+    };
+    let far = wide.generate(&secret, vigil_otp::MAX_HOTP_WINDOW + 1);
+    assert_eq!(wide.verify(&secret, &far, 0), Err(VerifyError::Mismatch));
+    let edge = wide.generate(&secret, vigil_otp::MAX_HOTP_WINDOW);
+    assert_eq!(wide.verify(&secret, &edge, 0), Ok(vigil_otp::MAX_HOTP_WINDOW + 1));
+}
