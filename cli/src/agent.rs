@@ -11,6 +11,8 @@ use vigil_proto::v1::{
     PreauthResponse, Reason, VerifyPasscodeRequest, VerifyPasscodeResponse,
 };
 
+use vigil_agent_auth::methods;
+
 use crate::gateway::{Agent, rpc_error};
 use crate::output::{self, emit, fields, verdict};
 use crate::{EXIT_DENIED, Global};
@@ -111,7 +113,7 @@ pub async fn run(global: &Global, command: AgentCommand) -> anyhow::Result<ExitC
 }
 
 pub async fn preauth(agent: &mut Agent, username: String, client_ip: String) -> anyhow::Result<PreauthResponse> {
-    let request = agent.request(PreauthRequest { username, client_ip })?;
+    let request = agent.request(methods::PREAUTH, PreauthRequest { username, client_ip })?;
     Ok(agent
         .client
         .preauth(request)
@@ -126,11 +128,14 @@ pub async fn authenticate(
     factor: Factor,
     client_ip: String,
 ) -> anyhow::Result<AuthenticateResponse> {
-    let request = agent.request(AuthenticateRequest {
-        username,
-        factor: factor as i32,
-        client_ip,
-    })?;
+    let request = agent.request(
+        methods::AUTHENTICATE,
+        AuthenticateRequest {
+            username,
+            factor: factor as i32,
+            client_ip,
+        },
+    )?;
     Ok(agent
         .client
         .authenticate(request)
@@ -140,7 +145,7 @@ pub async fn authenticate(
 }
 
 pub async fn status(agent: &mut Agent, challenge_id: String) -> anyhow::Result<AuthStatus> {
-    let request = agent.request(GetAuthStatusRequest { challenge_id })?;
+    let request = agent.request(methods::GET_AUTH_STATUS, GetAuthStatusRequest { challenge_id })?;
     Ok(agent
         .client
         .get_auth_status(request)
@@ -154,7 +159,10 @@ pub async fn verify(
     challenge_id: String,
     passcode: String,
 ) -> anyhow::Result<VerifyPasscodeResponse> {
-    let request = agent.request(VerifyPasscodeRequest { challenge_id, passcode })?;
+    let request = agent.request(
+        methods::VERIFY_PASSCODE,
+        VerifyPasscodeRequest { challenge_id, passcode },
+    )?;
     Ok(agent
         .client
         .verify_passcode(request)

@@ -6,12 +6,14 @@ use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
-use vigil_proto::v1::{admin_client::AdminClient, auth_gateway_client::AuthGatewayClient};
+use vigil_agent_auth::AgentCredential;
+use vigil_proto::v1::{
+    admin_client::AdminClient, agent_registration_client::AgentRegistrationClient,
+    auth_gateway_client::AuthGatewayClient,
+};
 
 use crate::Global;
 
-/// Metadata key that names the calling agent.
-const AGENT_ID_HEADER: &str = "x-vigil-agent-id";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Generous: the gateway itself answers within its own RPC deadline.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,11 +52,10 @@ impl Admin {
     }
 }
 
-/// An agent API client and the agent credentials its calls carry.
+/// An agent API client; every call is signed with the agent key.
 pub struct Agent {
     pub client: AuthGatewayClient<Channel>,
-    agent_id: AsciiMetadataValue,
-    key: SecretString,
+    credential: AgentCredential,
 }
 
 impl Agent {
@@ -69,22 +70,27 @@ impl Agent {
     }
 
     pub async fn with_credentials(url: &str, agent_id: &str, key: SecretString) -> anyhow::Result<Agent> {
-        let agent_id = AsciiMetadataValue::try_from(agent_id)
-            .map_err(|_| anyhow::anyhow!("agent id {agent_id:?} contains characters not allowed in gRPC metadata"))?;
+        if AsciiMetadataValue::try_from(agent_id).is_err() {
+            bail!("agent id {agent_id:?} contains characters not allowed in gRPC metadata");
+        }
         Ok(Agent {
             client: AuthGatewayClient::new(channel(url).await?),
-            agent_id,
-            key,
+            credential: AgentCredential {
+                agent_id: agent_id.to_owned(),
+                key: key.expose_secret().to_owned(),
+            },
         })
     }
 
-    pub fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
-        let mut request = tonic::Request::new(message);
-        let metadata = request.metadata_mut();
-        metadata.insert(AGENT_ID_HEADER, self.agent_id.clone());
-        insert_bearer(metadata, &self.key)?;
-        Ok(request)
+    /// `message` signed for the gRPC `method` (see `vigil_agent_auth`).
+    pub fn request<T: prost::Message>(&self, method: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
+        Ok(self.credential.sign(method, message))
     }
+}
+
+/// Connects to the unauthenticated registration service.
+pub async fn registration(global: &Global) -> anyhow::Result<AgentRegistrationClient<Channel>> {
+    Ok(AgentRegistrationClient::new(channel(&global.gateway).await?))
 }
 
 fn insert_bearer(metadata: &mut MetadataMap, token: &SecretString) -> anyhow::Result<()> {

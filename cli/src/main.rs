@@ -10,6 +10,7 @@ mod billing;
 mod demo;
 mod gateway;
 mod http;
+mod manage;
 mod output;
 mod sim;
 
@@ -99,6 +100,11 @@ enum Command {
     Billing(billing::BillingCommand),
     /// Walk through a whole login against a running stack, checking every answer.
     Demo(demo::DemoArgs),
+    /// Activation, registration, agent and user policy, CSV import (admin token; `register` needs none).
+    #[command(subcommand)]
+    Manage(manage::ManageCommand),
+    /// Explain what would happen if a user logged in now, and list their last attempts.
+    Doctor(manage::DoctorArgs),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -111,6 +117,8 @@ async fn main() -> ExitCode {
         Command::Sim(cmd) => sim::run(&cli.global, cmd).await,
         Command::Billing(cmd) => billing::run(&cli.global, cmd).await,
         Command::Demo(args) => demo::run(&cli.global, args).await,
+        Command::Manage(cmd) => manage::run(&cli.global, cmd).await,
+        Command::Doctor(args) => manage::doctor(&cli.global, args).await,
     };
     match result {
         Ok(code) => code,

@@ -1,55 +1,88 @@
 use anyhow::Context;
 use tonic::{
-    Request,
+    Request, Response, Status,
     metadata::MetadataValue,
     service::{Interceptor, interceptor::InterceptedService},
     transport::Channel,
 };
-use vigil_proto::v1::{admin_client::AdminClient, auth_gateway_client::AuthGatewayClient};
+use vigil_agent_auth::{AgentCredential, methods};
+use vigil_proto::v1::{
+    self as api, admin_client::AdminClient, agent_registration_client::AgentRegistrationClient,
+    auth_gateway_client::AuthGatewayClient,
+};
 
-/// Adds fixed credentials to every call.
+/// Adds the admin bearer token to every call.
 #[derive(Clone)]
-pub struct Credentials {
-    authorization: MetadataValue<tonic::metadata::Ascii>,
-    agent_id: Option<MetadataValue<tonic::metadata::Ascii>>,
-}
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
 
-impl Interceptor for Credentials {
+impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.authorization.clone());
-        if let Some(agent) = &self.agent_id {
-            request.metadata_mut().insert("x-vigil-agent-id", agent.clone());
-        }
+        request.metadata_mut().insert("authorization", self.0.clone());
         Ok(request)
     }
 }
 
-pub type AgentClient = AuthGatewayClient<InterceptedService<Channel, Credentials>>;
+pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 
-async fn channel(url: &str) -> anyhow::Result<Channel> {
+pub async fn channel(url: &str) -> anyhow::Result<Channel> {
     Channel::from_shared(url.to_owned())?
         .connect()
         .await
         .context("connecting to the gateway")
 }
 
-pub async fn admin_client(
-    url: &str,
-    token: &str,
-) -> anyhow::Result<AdminClient<InterceptedService<Channel, Credentials>>> {
-    let credentials = Credentials {
-        authorization: format!("Bearer {token}").parse()?,
-        agent_id: None,
-    };
-    Ok(AdminClient::with_interceptor(channel(url).await?, credentials))
+pub async fn admin_client(url: &str, token: &str) -> anyhow::Result<Admin> {
+    let bearer = Bearer(format!("Bearer {token}").parse()?);
+    Ok(AdminClient::with_interceptor(channel(url).await?, bearer))
+}
+
+pub async fn registration_client(url: &str) -> anyhow::Result<AgentRegistrationClient<Channel>> {
+    Ok(AgentRegistrationClient::new(channel(url).await?))
+}
+
+/// An agent that signs every call, as real agents do.
+#[derive(Clone)]
+pub struct AgentClient {
+    pub raw: AuthGatewayClient<Channel>,
+    pub credential: AgentCredential,
+}
+
+impl AgentClient {
+    pub async fn preauth(&mut self, m: api::PreauthRequest) -> Result<Response<api::PreauthResponse>, Status> {
+        self.raw.preauth(self.credential.sign(methods::PREAUTH, m)).await
+    }
+
+    pub async fn authenticate(
+        &mut self,
+        m: api::AuthenticateRequest,
+    ) -> Result<Response<api::AuthenticateResponse>, Status> {
+        self.raw
+            .authenticate(self.credential.sign(methods::AUTHENTICATE, m))
+            .await
+    }
+
+    pub async fn get_auth_status(&mut self, m: api::GetAuthStatusRequest) -> Result<Response<api::AuthStatus>, Status> {
+        self.raw
+            .get_auth_status(self.credential.sign(methods::GET_AUTH_STATUS, m))
+            .await
+    }
+
+    pub async fn verify_passcode(
+        &mut self,
+        m: api::VerifyPasscodeRequest,
+    ) -> Result<Response<api::VerifyPasscodeResponse>, Status> {
+        self.raw
+            .verify_passcode(self.credential.sign(methods::VERIFY_PASSCODE, m))
+            .await
+    }
 }
 
 pub async fn agent_client(url: &str, agent_id: &str, key: &str) -> anyhow::Result<AgentClient> {
-    let credentials = Credentials {
-        authorization: format!("Bearer {key}").parse()?,
-        agent_id: Some(agent_id.parse()?),
-    };
-    Ok(AuthGatewayClient::with_interceptor(channel(url).await?, credentials))
+    Ok(AgentClient {
+        raw: AuthGatewayClient::new(channel(url).await?),
+        credential: AgentCredential {
+            agent_id: agent_id.to_owned(),
+            key: key.to_owned(),
+        },
+    })
 }

@@ -5,5 +5,5 @@
 mod clients;
 mod stack;
 
-pub use clients::{AgentClient, admin_client, agent_client};
+pub use clients::{Admin, AgentClient, admin_client, agent_client, registration_client};
 pub use stack::{Stack, StackOptions};

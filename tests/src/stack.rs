@@ -7,6 +7,9 @@ use vigil_testkit::{NatsServer, PgServer, ServiceProcess, free_port, workspace_b
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 pub const BILLING_TOKEN: &str = "e2e-billing-token-0123456789";
 const CODE_KEY: &str = "e2e-code-key-0123456789abcdef";
+/// Test-only key-encryption key and token pepper (32 bytes each, base64).
+const KEYS: &str = "e2e:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const TOKEN_PEPPER: &str = "cGVwcGVyLXBlcHBlci1wZXBwZXItcGVwcGVyLXBlcHBlcg==";
 const SIM_SID: &str = "ACe2e";
 const SIM_TOKEN: &str = "e2e-sim-auth-token";
 
@@ -139,6 +142,7 @@ impl Stack {
                 ("VIGIL_DATABASE_URL", pg.create_database("vigil_challenge").await?),
                 ("VIGIL_NATS_URL", nats_url.clone()),
                 ("VIGIL_CODE_KEY", CODE_KEY.into()),
+                ("VIGIL_PIN_HASH_MEMORY_KIB", "8".into()),
                 (
                     "VIGIL_CHALLENGE_LIFETIME_SECS",
                     options.challenge_lifetime_secs.to_string(),
@@ -158,6 +162,10 @@ impl Stack {
                 ("VIGIL_NATS_URL", nats_url),
                 ("VIGIL_ADMIN_TOKEN", ADMIN_TOKEN.into()),
                 ("VIGIL_RPC_TIMEOUT_MS", options.rpc_timeout_ms.to_string()),
+                ("VIGIL_KEYS", KEYS.into()),
+                ("VIGIL_TOKEN_PEPPER", TOKEN_PEPPER.into()),
+                // argon2's smallest memory cost: these tests check logic, not cost.
+                ("VIGIL_PASSWORD_HASH_MEMORY_KIB", "8".into()),
             ],
             &gw_http,
             logs.path(),

@@ -33,7 +33,12 @@ rpc_reply!(
     StartChallengeReply,
     VerifyReply,
     StatusReply,
-    CreateUserReply
+    CreateUserReply,
+    UserReply,
+    DeleteUserReply,
+    ListUsersReply,
+    ImportUsersReply,
+    ExplainReply
 );
 
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use vigil_agent_auth::methods;
 use vigil_bus::{
     rpc::{CallError, call},
     subjects,
@@ -36,8 +37,9 @@ fn unavailable(what: &str, error: &dyn std::fmt::Display) -> (i32, i32, String) 
 }
 
 impl AgentApi {
-    async fn agent<T>(&self, request: &Request<T>) -> Result<AgentIdentity, Status> {
-        authenticate_agent(request.metadata(), &self.0.pool)
+    async fn agent<T: prost::Message>(&self, request: &Request<T>, method: &str) -> Result<AgentIdentity, Status> {
+        let body = request.get_ref().encode_to_vec();
+        authenticate_agent(request.metadata(), method, &body, &self.0)
             .await
             .map_err(|e| match e {
                 GatewayError::Unauthenticated => Status::unauthenticated("missing or invalid agent credentials"),
@@ -55,6 +57,17 @@ impl AgentApi {
     }
 }
 
+/// What the challenge service needs to know of this agent's policy.
+pub fn policy_context(agent: &AgentIdentity, client_ip: &str) -> rpc::PolicyContext {
+    rpc::PolicyContext {
+        agent_id: agent.agent_id.to_string(),
+        client_ip: client_ip.trim().to_owned(),
+        require_user_match: agent.require_user_match,
+        trusted_network: agent.is_trusted(client_ip),
+        remember_minutes: agent.remember_minutes,
+    }
+}
+
 fn require_username(username: &str) -> Result<(), Status> {
     if username.trim().is_empty() {
         return Err(Status::invalid_argument("username must not be empty"));
@@ -66,12 +79,14 @@ fn require_username(username: &str) -> Result<(), Status> {
 impl AuthGateway for AgentApi {
     #[tracing::instrument(skip_all, fields(agent_id, provider_id, reason))]
     async fn preauth(&self, request: Request<api::PreauthRequest>) -> Result<Response<api::PreauthResponse>, Status> {
-        let agent = self.agent(&request).await?;
+        let agent = self.agent(&request, methods::PREAUTH).await?;
         let req = request.into_inner();
         require_username(&req.username)?;
         let ask = rpc::PreauthRequest {
             provider_id: agent.provider_id.to_string(),
             username: req.username,
+            policy: Some(policy_context(&agent, &req.client_ip)),
+            dry_run: false,
         };
         let response = match self
             .ask::<_, rpc::PreauthReply>(subjects::RPC_CHALLENGE_PREAUTH, &ask)
@@ -111,7 +126,7 @@ impl AuthGateway for AgentApi {
         &self,
         request: Request<api::AuthenticateRequest>,
     ) -> Result<Response<api::AuthenticateResponse>, Status> {
-        let agent = self.agent(&request).await?;
+        let agent = self.agent(&request, methods::AUTHENTICATE).await?;
         let req = request.into_inner();
         require_username(&req.username)?;
         // The id is chosen here so that a retried start is idempotent.
@@ -121,6 +136,7 @@ impl AuthGateway for AgentApi {
             challenge_id: ChallengeId::new().to_string(),
             username: req.username,
             factor: req.factor,
+            policy: Some(policy_context(&agent, &req.client_ip)),
             client_ip: req.client_ip,
         };
         let response = match self
@@ -163,7 +179,7 @@ impl AuthGateway for AgentApi {
         &self,
         request: Request<api::GetAuthStatusRequest>,
     ) -> Result<Response<api::AuthStatus>, Status> {
-        let agent = self.agent(&request).await?;
+        let agent = self.agent(&request, methods::GET_AUTH_STATUS).await?;
         let req = request.into_inner();
         let ask = rpc::StatusRequest {
             provider_id: agent.provider_id.to_string(),
@@ -208,7 +224,7 @@ impl AuthGateway for AgentApi {
         &self,
         request: Request<api::VerifyPasscodeRequest>,
     ) -> Result<Response<api::VerifyPasscodeResponse>, Status> {
-        let agent = self.agent(&request).await?;
+        let agent = self.agent(&request, methods::VERIFY_PASSCODE).await?;
         let req = request.into_inner();
         if req.passcode.len() > 64 {
             return Err(Status::invalid_argument("passcode is too long"));

@@ -9,10 +9,13 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use vigil_bus::{Outbox, OutboxRelay, streams};
 use vigil_core::{Clock, SystemClock};
-use vigil_proto::v1::{admin_server::AdminServer, auth_gateway_server::AuthGatewayServer};
+use vigil_proto::v1::{
+    admin_server::AdminServer, agent_registration_server::AgentRegistrationServer,
+    auth_gateway_server::AuthGatewayServer,
+};
 use vigil_runtime::health::{HealthState, health_router};
 
-use crate::{Config, admin::AdminApi, agent_api::AgentApi};
+use crate::{Config, admin::AdminApi, agent_api::AgentApi, registration::Registration};
 
 /// What every handler shares.
 pub struct Gateway {
@@ -22,6 +25,13 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     pub admin_token: SecretString,
     pub rpc_timeout: Duration,
+    /// Encrypts agent keys at rest.
+    pub keyring: vigil_secrets::Keyring,
+    /// Keyed hash of admin tokens.
+    pub tokens: vigil_secrets::TokenHasher,
+    /// argon2id for activation passwords.
+    pub passwords: vigil_secrets::PasswordHasher,
+    pub activation_ttl: chrono::Duration,
 }
 
 pub async fn run(
@@ -46,10 +56,15 @@ pub async fn run(
         clock: Arc::new(SystemClock),
         admin_token: config.admin_token.clone(),
         rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
+        keyring: config.keyring()?,
+        tokens: config.token_hasher()?,
+        passwords: config.password_hasher()?,
+        activation_ttl: chrono::Duration::seconds(i64::from(config.activation_ttl_secs)),
     });
 
     let tasks = TaskTracker::new();
     tasks.spawn(OutboxRelay::new(pool.clone(), js, outbox).run(shutdown.clone()));
+    tasks.spawn(prune_nonces(gateway.clone(), shutdown.clone()));
     let health = health_router(HealthState {
         pool,
         nats: nats.clone(),
@@ -61,7 +76,8 @@ pub async fn run(
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
         .add_service(AuthGatewayServer::new(AgentApi(gateway.clone())))
-        .add_service(AdminServer::new(AdminApi(gateway)))
+        .add_service(AdminServer::new(AdminApi(gateway.clone())))
+        .add_service(AgentRegistrationServer::new(Registration(gateway)))
         .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
         .await
         .context("gRPC server")?;
@@ -70,4 +86,23 @@ pub async fn run(
     tasks.wait().await;
     nats.flush().await.ok();
     Ok(())
+}
+
+/// Nonces older than the skew window can no longer verify; forget them.
+async fn prune_nonces(gateway: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let before = gateway.clock.now() - chrono::Duration::seconds(2 * vigil_agent_auth::MAX_SKEW_SECS);
+        let pruned = match gateway.pool.acquire().await {
+            Ok(mut conn) => crate::store::prune_nonces(&mut conn, before).await,
+            Err(e) => Err(e),
+        };
+        if let Err(error) = pruned {
+            tracing::warn!(%error, "pruning agent nonces failed");
+        }
+    }
 }

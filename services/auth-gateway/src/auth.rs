@@ -1,74 +1,185 @@
-//! Who is calling: an operator with the admin token, or a registered agent
-//! with its key. Secrets are compared in constant time and never logged.
+//! Who is calling: an operator (the bootstrap token or a provider admin
+//! token) or a registered agent with a signed request. Secrets are compared
+//! in constant time and never logged.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use std::net::IpAddr;
+
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
+use vigil_agent_auth::{Presented, SignatureError};
 use vigil_core::{AgentId, ProviderId};
+use vigil_secrets::Aad;
 
-use crate::{error::GatewayError, store};
+use crate::{app::Gateway, error::GatewayError, store};
 
-pub const AGENT_ID_HEADER: &str = "x-vigil-agent-id";
-
-/// The agent a request comes from, and the provider it is bound to.
-#[derive(Debug, Clone, Copy)]
+/// The agent a request comes from, the provider it is bound to, and the
+/// policy it applies.
+#[derive(Debug, Clone)]
 pub struct AgentIdentity {
     pub agent_id: AgentId,
     pub provider_id: ProviderId,
+    pub require_user_match: bool,
+    pub remember_minutes: u32,
+    pub trusted_networks: Vec<ipnet::IpNet>,
+}
+
+impl AgentIdentity {
+    /// Whether `client_ip` is on one of the provider's trusted networks. An
+    /// address that does not parse is never trusted.
+    pub fn is_trusted(&self, client_ip: &str) -> bool {
+        client_ip
+            .trim()
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| self.trusted_networks.iter().any(|net| net.contains(&ip)))
+    }
+}
+
+/// Who may use the admin API, and for which providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminScope {
+    /// The bootstrap token: every provider, and creating providers.
+    Operator,
+    /// A provider admin token: that provider only.
+    Provider {
+        token_id: uuid::Uuid,
+        provider_id: uuid::Uuid,
+    },
+}
+
+impl AdminScope {
+    pub fn require_operator(self) -> Result<(), GatewayError> {
+        match self {
+            Self::Operator => Ok(()),
+            Self::Provider { .. } => Err(GatewayError::PermissionDenied(
+                "this call needs the operator token".into(),
+            )),
+        }
+    }
+
+    /// A provider token reaching for another provider learns nothing: "not found".
+    pub fn require_provider(self, provider_id: uuid::Uuid) -> Result<(), GatewayError> {
+        match self {
+            Self::Provider { provider_id: own, .. } if own != provider_id => {
+                Err(GatewayError::NotFound("no such provider".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// For audit trails.
+    pub fn actor(self) -> String {
+        match self {
+            Self::Operator => "operator".into(),
+            Self::Provider { token_id, .. } => format!("admin_token:{token_id}"),
+        }
+    }
 }
 
 fn bearer(metadata: &MetadataMap) -> Option<&str> {
     metadata.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
-pub fn require_admin(metadata: &MetadataMap, admin_token: &SecretString) -> Result<(), GatewayError> {
+const ADMIN_TOKEN_PURPOSE: &str = "admin_token";
+
+pub async fn require_admin(metadata: &MetadataMap, gateway: &Gateway) -> Result<AdminScope, GatewayError> {
     let presented = bearer(metadata).ok_or(GatewayError::Unauthenticated)?;
-    let expected = admin_token.expose_secret().as_bytes();
+    let operator = gateway.admin_token.expose_secret().as_bytes();
     // ct_eq on slices of different lengths is false without early exit on content.
-    if bool::from(presented.as_bytes().ct_eq(expected)) {
-        Ok(())
-    } else {
-        Err(GatewayError::Unauthenticated)
+    if bool::from(presented.as_bytes().ct_eq(operator)) {
+        return Ok(AdminScope::Operator);
+    }
+    if !presented.starts_with("vat_") {
+        return Err(GatewayError::Unauthenticated);
+    }
+    // Found by its keyed hash: the lookup itself compares hashes, not tokens.
+    let hash = gateway.tokens.hash(ADMIN_TOKEN_PURPOSE, presented.as_bytes());
+    let mut conn = gateway.pool.acquire().await?;
+    match store::find_admin_token(&mut conn, hash.as_bytes()).await? {
+        Some((token_id, provider_id)) => Ok(AdminScope::Provider { token_id, provider_id }),
+        None => Err(GatewayError::Unauthenticated),
     }
 }
 
-/// A fresh agent key (256 random bits) and the hash that is stored.
-pub fn new_agent_key() -> (String, Vec<u8>) {
+/// A new provider admin token and the hash that is stored.
+pub fn new_admin_token(gateway: &Gateway) -> (SecretString, Vec<u8>) {
+    let token = vigil_secrets::generate_token(&mut rand::rng(), "vat");
+    let hash = gateway
+        .tokens
+        .hash(ADMIN_TOKEN_PURPOSE, token.expose_secret().as_bytes())
+        .into_bytes();
+    (token, hash)
+}
+
+/// A fresh agent key (256 random bits), its hash, and its ciphertext under
+/// the active key-encryption key, bound to the agent.
+pub fn new_agent_key(gateway: &Gateway, agent_id: AgentId) -> Result<(SecretString, Vec<u8>, Vec<u8>), GatewayError> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    let key = format!("vak_{}", URL_SAFE_NO_PAD.encode(bytes));
-    let hash = hash_key(&key);
-    (key, hash)
+    let key = SecretString::from(format!("vak_{}", hex::encode(bytes)));
+    let hash = Sha256::digest(key.expose_secret().as_bytes()).to_vec();
+    let ciphertext = gateway
+        .keyring
+        .encrypt(
+            &mut rand::rng(),
+            key.expose_secret().as_bytes(),
+            &agent_key_aad(agent_id),
+        )
+        .map_err(|e| GatewayError::Secret(e.to_string()))?;
+    Ok((key, hash, ciphertext))
 }
 
-fn hash_key(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes()).to_vec()
+fn agent_key_aad(agent_id: AgentId) -> Aad {
+    Aad::new("agent_key").with("agent", agent_id.to_string())
 }
 
-pub async fn authenticate_agent(metadata: &MetadataMap, pool: &PgPool) -> Result<AgentIdentity, GatewayError> {
-    let agent_id = metadata
-        .get(AGENT_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| AgentId::parse(v).ok())
-        .ok_or(GatewayError::Unauthenticated)?;
-    let key = bearer(metadata).ok_or(GatewayError::Unauthenticated)?;
-    let mut conn = pool.acquire().await?;
-    let agent = store::get_agent(&mut conn, agent_id.as_uuid()).await?;
-    // Hash even when the agent is unknown, so timing does not reveal which ids exist.
-    let presented = hash_key(key);
-    let Some(agent) = agent else {
-        return Err(GatewayError::Unauthenticated);
+/// Checks a signed agent request: headers, clock skew, the agent (enabled),
+/// the signature over `method` and `body`, and that the nonce is new.
+pub async fn authenticate_agent(
+    metadata: &MetadataMap,
+    method: &str,
+    body: &[u8],
+    gateway: &Gateway,
+) -> Result<AgentIdentity, GatewayError> {
+    let refused = |why: &str| {
+        tracing::warn!(why, method, "agent request refused");
+        GatewayError::Unauthenticated
     };
-    if !bool::from(presented.ct_eq(&agent.key_hash)) || !agent.enabled {
-        return Err(GatewayError::Unauthenticated);
+    let presented = Presented::from_metadata(metadata).map_err(|e| refused(&e.to_string()))?;
+    let agent_id = AgentId::parse(&presented.agent_id).map_err(|_| refused("malformed agent id"))?;
+    let now = gateway.clock.now();
+    let mut conn = gateway.pool.acquire().await?;
+    let agent = store::get_agent(&mut conn, agent_id.as_uuid())
+        .await?
+        .ok_or_else(|| refused("unknown agent"))?;
+    if !agent.enabled {
+        return Err(refused("agent disabled"));
+    }
+    let ciphertext = agent
+        .key_ciphertext
+        .as_deref()
+        .ok_or_else(|| refused("agent has no signing key"))?;
+    let key = gateway
+        .keyring
+        .decrypt(ciphertext, &agent_key_aad(agent_id))
+        .map_err(|e| GatewayError::Secret(e.to_string()))?;
+    match presented.verify(key.expose_secret(), method, body, now.timestamp()) {
+        Ok(()) => {}
+        Err(SignatureError::Skew) => return Err(refused("clock skew")),
+        Err(e) => return Err(refused(&e.to_string())),
+    }
+    // Only a correctly signed request spends a nonce, so nobody can burn an agent's nonces.
+    if !store::remember_nonce(&mut conn, agent.id, &presented.nonce, now).await? {
+        return Err(refused("nonce replayed"));
     }
     Ok(AgentIdentity {
         agent_id,
         provider_id: ProviderId::from_uuid(agent.provider_id),
+        require_user_match: agent.require_user_match,
+        remember_minutes: u32::try_from(agent.remember_minutes).unwrap_or(0),
+        trusted_networks: agent.trusted_networks.iter().filter_map(|n| n.parse().ok()).collect(),
     })
 }
 
@@ -76,35 +187,40 @@ pub async fn authenticate_agent(metadata: &MetadataMap, pool: &PgPool) -> Result
 mod tests {
     use super::*;
 
-    #[test]
-    fn admin_token_must_match_exactly() {
-        let token = SecretString::from("0123456789abcdef");
-        let mut md = MetadataMap::new();
-        assert!(require_admin(&md, &token).is_err());
-        md.insert(
-            "authorization",
-            "Bearer 0123456789abcdeX".parse().unwrap_or_else(|_| unreachable!()),
-        );
-        assert!(require_admin(&md, &token).is_err());
-        md.insert(
-            "authorization",
-            "Bearer 0123456789abcdef0".parse().unwrap_or_else(|_| unreachable!()),
-        );
-        assert!(require_admin(&md, &token).is_err());
-        md.insert(
-            "authorization",
-            "Bearer 0123456789abcdef".parse().unwrap_or_else(|_| unreachable!()),
-        );
-        assert!(require_admin(&md, &token).is_ok());
+    fn agent(networks: &[&str]) -> AgentIdentity {
+        AgentIdentity {
+            agent_id: AgentId::new(),
+            provider_id: ProviderId::new(),
+            require_user_match: true,
+            remember_minutes: 0,
+            trusted_networks: networks.iter().filter_map(|n| n.parse().ok()).collect(),
+        }
     }
 
     #[test]
-    fn agent_keys_are_random_and_only_hashes_are_kept() {
-        let (a, ha) = new_agent_key();
-        let (b, hb) = new_agent_key();
-        assert_ne!(a, b);
-        assert_ne!(ha, hb);
-        assert_eq!(hash_key(&a), ha);
-        assert!(a.starts_with("vak_") && a.len() > 40);
+    fn trusted_networks_match_by_cidr_and_bad_addresses_never_match() {
+        let a = agent(&["10.0.0.0/8", "2001:db8::/32"]);
+        assert!(a.is_trusted("10.1.2.3"));
+        assert!(a.is_trusted(" 2001:db8::1 "));
+        assert!(!a.is_trusted("11.0.0.1"));
+        assert!(!a.is_trusted(""));
+        assert!(!a.is_trusted("10.0.0.1/8"));
+        assert!(!agent(&[]).is_trusted("10.1.2.3"));
+    }
+
+    #[test]
+    fn provider_tokens_see_only_their_provider() {
+        let own = uuid::Uuid::now_v7();
+        let scope = AdminScope::Provider {
+            token_id: uuid::Uuid::now_v7(),
+            provider_id: own,
+        };
+        assert!(scope.require_provider(own).is_ok());
+        assert!(matches!(
+            scope.require_provider(uuid::Uuid::now_v7()),
+            Err(GatewayError::NotFound(_))
+        ));
+        assert!(scope.require_operator().is_err());
+        assert!(AdminScope::Operator.require_provider(own).is_ok());
     }
 }

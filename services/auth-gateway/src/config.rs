@@ -1,6 +1,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use vigil_runtime::ConfigError;
+use vigil_secrets::{HashParams, Keyring, PasswordHasher, TokenHasher};
 
 /// The auth gateway's settings, from `VIGIL_*` environment variables.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,6 +23,18 @@ pub struct Config {
     /// Deadline for the challenge service's answers (`VIGIL_RPC_TIMEOUT_MS`);
     /// past it, the login is denied with reason `unavailable`.
     pub rpc_timeout_ms: u64,
+    /// Key-encryption keys for agent keys at rest (`VIGIL_KEYS`, `id:base64`
+    /// comma-separated, the first active; `openssl rand -base64 32`); required.
+    #[serde(serialize_with = "vigil_runtime::config::serialize_redacted")]
+    pub keys: SecretString,
+    /// Pepper of the keyed hash that stores admin tokens (`VIGIL_TOKEN_PEPPER`,
+    /// base64 of at least 32 bytes); required.
+    #[serde(serialize_with = "vigil_runtime::config::serialize_redacted")]
+    pub token_pepper: SecretString,
+    /// Argon2id memory for activation passwords, KiB (`VIGIL_PASSWORD_HASH_MEMORY_KIB`).
+    pub password_hash_memory_kib: u32,
+    /// How long activation credentials stay valid (`VIGIL_ACTIVATION_TTL_SECS`).
+    pub activation_ttl_secs: u32,
 }
 
 impl Default for Config {
@@ -34,6 +47,10 @@ impl Default for Config {
             stream_replicas: 1,
             admin_token: SecretString::from(""),
             rpc_timeout_ms: 2000,
+            keys: SecretString::from(""),
+            token_pepper: SecretString::from(""),
+            password_hash_memory_kib: 19 * 1024,
+            activation_ttl_secs: 600,
         }
     }
 }
@@ -48,6 +65,28 @@ impl Config {
         if self.rpc_timeout_ms == 0 {
             return Err(ConfigError::new("VIGIL_RPC_TIMEOUT_MS must be positive"));
         }
+        if self.activation_ttl_secs == 0 {
+            return Err(ConfigError::new("VIGIL_ACTIVATION_TTL_SECS must be positive"));
+        }
+        self.keyring()?;
+        self.token_hasher()?;
+        self.password_hasher()?;
         Ok(())
+    }
+
+    pub fn keyring(&self) -> Result<Keyring, ConfigError> {
+        Keyring::from_secret(&self.keys).map_err(|e| ConfigError::new(format!("VIGIL_KEYS: {e}")))
+    }
+
+    pub fn token_hasher(&self) -> Result<TokenHasher, ConfigError> {
+        TokenHasher::from_base64(&self.token_pepper).map_err(|e| ConfigError::new(format!("VIGIL_TOKEN_PEPPER: {e}")))
+    }
+
+    pub fn password_hasher(&self) -> Result<PasswordHasher, ConfigError> {
+        PasswordHasher::new(HashParams {
+            m_cost_kib: self.password_hash_memory_kib,
+            ..HashParams::OWASP
+        })
+        .map_err(|e| ConfigError::new(format!("VIGIL_PASSWORD_HASH_MEMORY_KIB: {e}")))
     }
 }

@@ -12,6 +12,13 @@ pub enum GatewayError {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request is valid but the state refuses it (e.g. a used activation).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("secret handling failed: {0}")]
+    Secret(String),
     #[error("a service Vigil needs is unavailable: {0}")]
     Unavailable(String),
     #[error("database error")]
@@ -27,8 +34,10 @@ impl From<GatewayError> for Status {
             GatewayError::InvalidArgument(_) => Code::InvalidArgument,
             GatewayError::NotFound(_) => Code::NotFound,
             GatewayError::AlreadyExists(_) => Code::AlreadyExists,
+            GatewayError::PermissionDenied(_) => Code::PermissionDenied,
+            GatewayError::FailedPrecondition(_) => Code::FailedPrecondition,
             GatewayError::Unavailable(_) => Code::Unavailable,
-            GatewayError::Database(_) | GatewayError::Bus(_) => {
+            GatewayError::Database(_) | GatewayError::Bus(_) | GatewayError::Secret(_) => {
                 // Internal causes are logged with their chain, returned opaque.
                 tracing::error!(error = ?error, "internal error");
                 return Status::internal("internal error");

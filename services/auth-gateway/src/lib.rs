@@ -9,6 +9,7 @@ mod app;
 mod auth;
 mod config;
 mod error;
+mod registration;
 mod store;
 
 pub use app::run;

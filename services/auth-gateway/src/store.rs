@@ -4,37 +4,100 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProviderRow {
     pub id: Uuid,
     pub name: String,
     pub usage_model: String,
     pub created_at: DateTime<Utc>,
+    pub block_user_on_fraud: bool,
+    pub fraud_webhook_url: String,
+    pub trusted_networks: Vec<String>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+const PROVIDER_COLUMNS: &str =
+    "id, name, usage_model, created_at, block_user_on_fraud, fraud_webhook_url, trusted_networks";
+
+/// An agent with what authenticating and deciding for it needs, including
+/// its provider's trusted networks (one query per request).
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentRow {
+    pub id: Uuid,
     pub provider_id: Uuid,
-    pub key_hash: Vec<u8>,
+    pub name: String,
+    pub kind: String,
+    pub key_ciphertext: Option<Vec<u8>>,
     pub enabled: bool,
+    pub require_user_match: bool,
+    pub remember_minutes: i32,
+    pub created_at: DateTime<Utc>,
+    pub trusted_networks: Vec<String>,
 }
+
+const AGENT_COLUMNS: &str = "a.id, a.provider_id, a.name, a.kind, a.key_ciphertext, a.enabled, \
+     a.require_user_match, a.remember_minutes, a.created_at, p.trusted_networks";
 
 pub async fn insert_provider(conn: &mut PgConnection, row: &ProviderRow) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO providers (id, name, usage_model, created_at) VALUES ($1, $2, $3, $4)")
+    sqlx::query(
+        "INSERT INTO providers (id, name, usage_model, created_at, block_user_on_fraud, fraud_webhook_url, trusted_networks)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
         .bind(row.id)
         .bind(&row.name)
         .bind(&row.usage_model)
         .bind(row.created_at)
+        .bind(row.block_user_on_fraud)
+        .bind(&row.fraud_webhook_url)
+        .bind(&row.trusted_networks)
         .execute(conn)
         .await?;
     Ok(())
 }
 
 pub async fn get_provider(conn: &mut PgConnection, id: Uuid) -> Result<Option<ProviderRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, usage_model, created_at FROM providers WHERE id = $1")
+    sqlx::query_as(&format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)
         .await
+}
+
+/// Providers after `after` in id order; `only` limits to one provider.
+pub async fn list_providers(
+    conn: &mut PgConnection,
+    after: Uuid,
+    only: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<ProviderRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {PROVIDER_COLUMNS} FROM providers WHERE id > $1 AND ($2::uuid IS NULL OR id = $2) ORDER BY id LIMIT $3"
+    ))
+    .bind(after)
+    .bind(only)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn update_provider(
+    conn: &mut PgConnection,
+    id: Uuid,
+    name: Option<&str>,
+    block_user_on_fraud: Option<bool>,
+    fraud_webhook_url: Option<&str>,
+    trusted_networks: Option<&[String]>,
+) -> Result<Option<ProviderRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE providers SET name = COALESCE($2, name), block_user_on_fraud = COALESCE($3, block_user_on_fraud),
+             fraud_webhook_url = COALESCE($4, fraud_webhook_url), trusted_networks = COALESCE($5, trusted_networks)
+         WHERE id = $1 RETURNING {PROVIDER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(name)
+    .bind(block_user_on_fraud)
+    .bind(fraud_webhook_url)
+    .bind(trusted_networks)
+    .fetch_optional(conn)
+    .await
 }
 
 pub struct NewAgent<'a> {
@@ -43,18 +106,21 @@ pub struct NewAgent<'a> {
     pub name: &'a str,
     pub kind: &'a str,
     pub key_hash: &'a [u8],
+    pub key_ciphertext: &'a [u8],
     pub now: DateTime<Utc>,
 }
 
 pub async fn insert_agent(conn: &mut PgConnection, agent: NewAgent<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO agents (id, provider_id, name, kind, key_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO agents (id, provider_id, name, kind, key_hash, key_ciphertext, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(agent.id)
     .bind(agent.provider_id)
     .bind(agent.name)
     .bind(agent.kind)
     .bind(agent.key_hash)
+    .bind(agent.key_ciphertext)
     .bind(agent.now)
     .execute(conn)
     .await?;
@@ -62,8 +128,196 @@ pub async fn insert_agent(conn: &mut PgConnection, agent: NewAgent<'_>) -> Resul
 }
 
 pub async fn get_agent(conn: &mut PgConnection, id: Uuid) -> Result<Option<AgentRow>, sqlx::Error> {
-    sqlx::query_as("SELECT provider_id, key_hash, enabled FROM agents WHERE id = $1")
+    sqlx::query_as(&format!(
+        "SELECT {AGENT_COLUMNS} FROM agents a JOIN providers p ON p.id = a.provider_id WHERE a.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn list_agents(conn: &mut PgConnection, provider_id: Uuid) -> Result<Vec<AgentRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {AGENT_COLUMNS} FROM agents a JOIN providers p ON p.id = a.provider_id
+         WHERE a.provider_id = $1 ORDER BY a.created_at"
+    ))
+    .bind(provider_id)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn update_agent(
+    conn: &mut PgConnection,
+    id: Uuid,
+    enabled: Option<bool>,
+    require_user_match: Option<bool>,
+    remember_minutes: Option<i32>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE agents SET enabled = COALESCE($2, enabled), require_user_match = COALESCE($3, require_user_match),
+             remember_minutes = COALESCE($4, remember_minutes) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(enabled)
+    .bind(require_user_match)
+    .bind(remember_minutes)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+pub async fn delete_agent(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query("DELETE FROM agents WHERE id = $1")
         .bind(id)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(deleted == 1)
+}
+
+/// Remembers a request nonce; `false` when the agent used it before (a replay).
+pub async fn remember_nonce(
+    conn: &mut PgConnection,
+    agent_id: Uuid,
+    nonce: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let inserted =
+        sqlx::query("INSERT INTO agent_nonces (agent_id, nonce, seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(agent_id)
+            .bind(nonce)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Forgets nonces older than the skew window: they can no longer verify.
+pub async fn prune_nonces(conn: &mut PgConnection, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM agent_nonces WHERE seen_at < $1")
+        .bind(before)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct ActivationRow {
+    pub login: String,
+    pub provider_id: Uuid,
+    pub password_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Stores new activation credentials and revokes the provider's unused ones.
+pub async fn replace_activation(
+    conn: &mut PgConnection,
+    provider_id: Uuid,
+    login: &str,
+    password_hash: &str,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE activation_credentials SET revoked_at = $2
+         WHERE provider_id = $1 AND used_at IS NULL AND revoked_at IS NULL",
+    )
+    .bind(provider_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO activation_credentials (login, provider_id, password_hash, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(login)
+    .bind(provider_id)
+    .bind(password_hash)
+    .bind(now)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_activation(conn: &mut PgConnection, login: &str) -> Result<Option<ActivationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT login, provider_id, password_hash, expires_at, used_at, revoked_at
+         FROM activation_credentials WHERE login = $1 FOR UPDATE",
+    )
+    .bind(login)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn use_activation(
+    conn: &mut PgConnection,
+    login: &str,
+    agent_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE activation_credentials SET used_at = $2, agent_id = $3 WHERE login = $1")
+        .bind(login)
+        .bind(now)
+        .bind(agent_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn insert_admin_token(
+    conn: &mut PgConnection,
+    id: Uuid,
+    provider_id: Uuid,
+    token_hash: &[u8],
+    description: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO admin_tokens (id, provider_id, token_hash, description, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(provider_id)
+    .bind(token_hash)
+    .bind(description)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The token id and provider of an admin token, found by its keyed hash.
+pub async fn find_admin_token(conn: &mut PgConnection, token_hash: &[u8]) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, provider_id FROM admin_tokens WHERE token_hash = $1")
+        .bind(token_hash)
         .fetch_optional(conn)
         .await
+}
+
+pub async fn audit(
+    conn: &mut PgConnection,
+    provider_id: Option<Uuid>,
+    event: &str,
+    outcome: &str,
+    detail: &str,
+    source: &str,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO security_audit (id, provider_id, event, outcome, detail, source, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(provider_id)
+    .bind(event)
+    .bind(outcome)
+    .bind(detail)
+    .bind(source)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -17,7 +17,8 @@ use crate::{
     Config,
     codes::CodeHasher,
     delivery_status::DeliveryStatusHandler,
-    handlers::{Service, ServiceError},
+    policy::Lockout,
+    service::{Service, ServiceError},
 };
 
 const QUEUE: &str = "challenge";
@@ -40,6 +41,12 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         lifetime: chrono::Duration::seconds(i64::from(config.challenge_lifetime_secs)),
         max_attempts: i32::try_from(config.max_verify_attempts).unwrap_or(i32::MAX),
         sms_template: config.sms_template.clone(),
+        lockout: Lockout {
+            threshold: i32::try_from(config.lockout_threshold).unwrap_or(i32::MAX),
+            window: chrono::Duration::seconds(i64::from(config.lockout_window_secs)),
+            duration: chrono::Duration::seconds(i64::from(config.lockout_duration_secs)),
+        },
+        pin_hasher: config.pin_hasher()?,
     });
 
     let tasks = TaskTracker::new();
@@ -56,45 +63,23 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         DeliveryStatusHandler(service.clone()),
         shutdown.clone(),
     ));
-    serve(
-        &tasks,
-        &nats,
-        subjects::RPC_CHALLENGE_PREAUTH,
-        &service,
-        &shutdown,
-        |s, r| async move { s.preauth(r).await },
-    );
-    serve(
-        &tasks,
-        &nats,
-        subjects::RPC_CHALLENGE_START,
-        &service,
-        &shutdown,
-        |s, r| async move { s.start(r).await },
-    );
-    serve(
-        &tasks,
-        &nats,
-        subjects::RPC_CHALLENGE_VERIFY,
-        &service,
-        &shutdown,
-        |s, r| async move { s.verify(r).await },
-    );
-    serve(
-        &tasks,
-        &nats,
-        subjects::RPC_CHALLENGE_STATUS,
-        &service,
-        &shutdown,
-        |s, r| async move { s.status(r).await },
-    );
-    serve(
-        &tasks,
-        &nats,
-        subjects::RPC_CHALLENGE_CREATE_USER,
-        &service,
-        &shutdown,
-        |s, r| async move { s.create_user(r).await },
+    macro_rules! serve_all {
+        ($($subject:ident => $method:ident),* $(,)?) => {$(
+            serve(&tasks, &nats, subjects::$subject, &service, &shutdown, |s, r| async move { s.$method(r).await });
+        )*};
+    }
+    serve_all!(
+        RPC_CHALLENGE_PREAUTH => preauth,
+        RPC_CHALLENGE_START => start,
+        RPC_CHALLENGE_VERIFY => verify,
+        RPC_CHALLENGE_STATUS => status,
+        RPC_CHALLENGE_CREATE_USER => create_user,
+        RPC_CHALLENGE_GET_USER => get_user,
+        RPC_CHALLENGE_UPDATE_USER => update_user,
+        RPC_CHALLENGE_DELETE_USER => delete_user,
+        RPC_CHALLENGE_LIST_USERS => list_users,
+        RPC_CHALLENGE_IMPORT_USERS => import_users,
+        RPC_CHALLENGE_EXPLAIN => explain,
     );
 
     let health = health_router(HealthState {

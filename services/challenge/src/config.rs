@@ -23,6 +23,14 @@ pub struct Config {
     pub code_key: SecretString,
     /// SMS text; `{code}` and `{minutes}` are filled in.
     pub sms_template: String,
+    /// Failed answers within `lockout_window_secs` that lock a user out
+    /// (`VIGIL_LOCKOUT_THRESHOLD`), and for how long (`VIGIL_LOCKOUT_DURATION_SECS`).
+    pub lockout_threshold: u32,
+    pub lockout_window_secs: u32,
+    pub lockout_duration_secs: u32,
+    /// Argon2id memory cost in KiB for PINs (`VIGIL_PIN_HASH_MEMORY_KIB`);
+    /// tests lower it, production keeps the OWASP default.
+    pub pin_hash_memory_kib: u32,
 }
 
 impl Default for Config {
@@ -36,11 +44,23 @@ impl Default for Config {
             max_verify_attempts: 3,
             code_key: SecretString::from(""),
             sms_template: "Your Vigil verification code is {code}. It expires in {minutes} min.".into(),
+            lockout_threshold: 5,
+            lockout_window_secs: 15 * 60,
+            lockout_duration_secs: 15 * 60,
+            pin_hash_memory_kib: 19 * 1024,
         }
     }
 }
 
 impl Config {
+    pub fn pin_hasher(&self) -> Result<vigil_secrets::PasswordHasher, ConfigError> {
+        vigil_secrets::PasswordHasher::new(vigil_secrets::HashParams {
+            m_cost_kib: self.pin_hash_memory_kib,
+            ..vigil_secrets::HashParams::OWASP
+        })
+        .map_err(|e| ConfigError::new(format!("VIGIL_PIN_HASH_MEMORY_KIB: {e}")))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.code_key.expose_secret().len() < 16 {
             return Err(ConfigError::new("VIGIL_CODE_KEY must be set to at least 16 characters"));
@@ -48,6 +68,11 @@ impl Config {
         if self.challenge_lifetime_secs == 0 || self.max_verify_attempts == 0 {
             return Err(ConfigError::new(
                 "challenge lifetime and verify attempts must be positive",
+            ));
+        }
+        if self.lockout_threshold == 0 || self.lockout_window_secs == 0 || self.lockout_duration_secs == 0 {
+            return Err(ConfigError::new(
+                "lockout threshold, window and duration must be positive",
             ));
         }
         if !self.sms_template.contains("{code}") {

@@ -9,11 +9,7 @@ use vigil_proto::{
     v1::Reason,
 };
 
-use crate::{
-    handlers::{Service, challenge_uuid},
-    state::ChallengeState,
-    store,
-};
+use crate::{challenges::challenge_uuid, service::Service, state::ChallengeState, store};
 
 pub struct DeliveryStatusHandler(pub Arc<Service>);
 

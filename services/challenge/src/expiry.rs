@@ -10,7 +10,7 @@ use vigil_proto::{
     v1::{ChallengeState, Reason},
 };
 
-use crate::handlers::{Service, ServiceError};
+use crate::service::{Service, ServiceError};
 
 pub async fn run(service: Arc<Service>, every: Duration, shutdown: CancellationToken) {
     loop {

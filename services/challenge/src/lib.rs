@@ -3,13 +3,17 @@
 //! machine from the delivery events telephony emits.
 
 mod app;
+mod challenges;
 mod codes;
 mod config;
 mod delivery_status;
 mod expiry;
-mod handlers;
+mod login;
+mod policy;
+mod service;
 mod state;
 mod store;
+mod users;
 
 pub use app::run;
 pub use config::Config;

@@ -8,12 +8,6 @@ use uuid::Uuid;
 use crate::state::ChallengeState;
 
 #[derive(Debug, sqlx::FromRow)]
-pub struct UserRow {
-    pub id: Uuid,
-    pub status: String,
-}
-
-#[derive(Debug, sqlx::FromRow)]
 pub struct FactorRow {
     pub kind: String,
     pub destination: String,
@@ -29,6 +23,9 @@ pub struct ChallengeRow {
     pub code_hash: Option<Vec<u8>>,
     pub max_attempts: i32,
     pub expires_at: DateTime<Utc>,
+    pub agent_id: String,
+    pub client_ip: String,
+    pub remember_minutes: i32,
 }
 
 impl ChallengeRow {
@@ -81,18 +78,6 @@ pub async fn insert_factor(
     Ok(())
 }
 
-pub async fn find_user(
-    conn: &mut PgConnection,
-    provider_id: &str,
-    username: &str,
-) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, status FROM users WHERE provider_id = $1 AND username = $2")
-        .bind(provider_id)
-        .bind(username)
-        .fetch_optional(conn)
-        .await
-}
-
 pub async fn user_factors(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<FactorRow>, sqlx::Error> {
     sqlx::query_as("SELECT kind, destination FROM factors WHERE user_id = $1 ORDER BY created_at")
         .bind(user_id)
@@ -109,6 +94,7 @@ pub struct NewChallenge<'a> {
     pub code_hash: Vec<u8>,
     pub max_attempts: i32,
     pub client_ip: &'a str,
+    pub remember_minutes: i32,
     pub now: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -116,8 +102,8 @@ pub struct NewChallenge<'a> {
 /// Inserts a pending challenge; `false` if that id exists already (a retried request).
 pub async fn insert_challenge(conn: &mut PgConnection, c: NewChallenge<'_>) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, max_attempts, client_ip, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, 'pending', 'ENROLLED', $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, max_attempts, client_ip, created_at, expires_at, remember_minutes)
+         VALUES ($1, $2, $3, $4, $5, 'pending', 'ENROLLED', $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
     )
     .bind(c.id)
     .bind(c.provider_id)
@@ -129,13 +115,14 @@ pub async fn insert_challenge(conn: &mut PgConnection, c: NewChallenge<'_>) -> R
     .bind(c.client_ip)
     .bind(c.now)
     .bind(c.expires_at)
+    .bind(c.remember_minutes)
     .execute(conn)
     .await?
     .rows_affected();
     Ok(inserted == 1)
 }
 
-const CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, state, reason, code_hash, max_attempts, expires_at";
+const CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, state, reason, code_hash, max_attempts, expires_at, agent_id, client_ip, remember_minutes";
 
 /// Reads a challenge of `provider_id`; another provider's challenge is "not found".
 pub async fn get_challenge(
@@ -209,4 +196,253 @@ pub async fn expire_overdue(
     .bind(limit)
     .fetch_all(conn)
     .await
+}
+
+/// A user with everything policy and the admin API need.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserDetail {
+    pub id: Uuid,
+    pub provider_id: String,
+    pub username: String,
+    pub display_name: String,
+    pub status: String,
+    pub phone: String,
+    pub email: String,
+    pub pin_hash: Option<String>,
+    pub default_factor: String,
+    pub bypass_until: Option<DateTime<Utc>>,
+    pub bypass_remaining: i32,
+    pub failed_attempts: i32,
+    pub failure_window_start: Option<DateTime<Utc>>,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const USER_COLUMNS: &str = "id, provider_id, username, display_name, status, phone, email, pin_hash, default_factor, \
+     bypass_until, bypass_remaining, failed_attempts, failure_window_start, locked_until, created_at";
+
+/// A user of `provider_id` by username, optionally locked for update.
+pub async fn user_by_name(
+    conn: &mut PgConnection,
+    provider_id: &str,
+    username: &str,
+    lock: bool,
+) -> Result<Option<UserDetail>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE provider_id = $1 AND username = $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    sqlx::query_as(&sql)
+        .bind(provider_id)
+        .bind(username)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn user_by_id(
+    conn: &mut PgConnection,
+    provider_id: &str,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<UserDetail>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE provider_id = $1 AND id = $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    sqlx::query_as(&sql)
+        .bind(provider_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// One page of a provider's users ordered by username, after `after`.
+pub async fn list_users(
+    conn: &mut PgConnection,
+    provider_id: &str,
+    query: &str,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<UserDetail>, sqlx::Error> {
+    // The search term is a bound parameter; LIKE wildcards in it are escaped.
+    let pattern = format!(
+        "%{}%",
+        query
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE provider_id = $1 AND username > $2
+           AND (username LIKE $3 OR lower(display_name) LIKE $3 OR lower(email) LIKE $3)
+         ORDER BY username LIMIT $4"
+    );
+    sqlx::query_as(&sql)
+        .bind(provider_id)
+        .bind(after)
+        .bind(pattern)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// When this agent + user + client address was last approved.
+pub async fn last_approval(
+    conn: &mut PgConnection,
+    provider_id: &str,
+    agent_id: &str,
+    user_id: Uuid,
+    client_ip: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT approved_at FROM remembered_approvals
+         WHERE provider_id = $1 AND agent_id = $2 AND user_id = $3 AND client_ip = $4",
+    )
+    .bind(provider_id)
+    .bind(agent_id)
+    .bind(user_id)
+    .bind(client_ip)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn remember_approval(
+    conn: &mut PgConnection,
+    provider_id: &str,
+    agent_id: &str,
+    user_id: Uuid,
+    client_ip: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO remembered_approvals (provider_id, agent_id, user_id, client_ip, approved_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (provider_id, agent_id, user_id, client_ip) DO UPDATE SET approved_at = EXCLUDED.approved_at",
+    )
+    .bind(provider_id)
+    .bind(agent_id)
+    .bind(user_id)
+    .bind(client_ip)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Uses one bypass; `false` when none was left (a concurrent login took it).
+pub async fn consume_bypass(conn: &mut PgConnection, user_id: Uuid, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE users SET bypass_remaining = bypass_remaining - 1
+         WHERE id = $1 AND bypass_remaining > 0 AND bypass_until > $2",
+    )
+    .bind(user_id)
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+pub async fn set_failures(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    failed_attempts: i32,
+    window_start: Option<DateTime<Utc>>,
+    locked_until: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET failed_attempts = $2, failure_window_start = $3, locked_until = $4 WHERE id = $1")
+        .bind(user_id)
+        .bind(failed_attempts)
+        .bind(window_start)
+        .bind(locked_until)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub struct NewAttempt<'a> {
+    pub provider_id: &'a str,
+    pub user_id: Option<Uuid>,
+    pub username: &'a str,
+    pub operation: &'a str,
+    pub agent_id: &'a str,
+    pub client_ip: &'a str,
+    pub decision: &'a str,
+    pub reason: &'a str,
+    pub challenge_id: Option<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+pub async fn record_attempt(conn: &mut PgConnection, a: NewAttempt<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(a.provider_id)
+    .bind(a.user_id)
+    .bind(a.username)
+    .bind(a.operation)
+    .bind(a.agent_id)
+    .bind(a.client_ip)
+    .bind(a.decision)
+    .bind(a.reason)
+    .bind(a.challenge_id)
+    .bind(a.at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub at: DateTime<Utc>,
+    pub operation: String,
+    pub agent_id: String,
+    pub client_ip: String,
+    pub decision: String,
+    pub reason: String,
+    pub challenge_id: Option<Uuid>,
+}
+
+pub async fn recent_attempts(
+    conn: &mut PgConnection,
+    provider_id: &str,
+    username: &str,
+    limit: i64,
+) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT at, operation, agent_id, client_ip, decision, reason, challenge_id FROM auth_attempts
+         WHERE provider_id = $1 AND username = $2 ORDER BY at DESC, id DESC LIMIT $3",
+    )
+    .bind(provider_id)
+    .bind(username)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn audit_user(
+    conn: &mut PgConnection,
+    provider_id: &str,
+    user_id: Uuid,
+    actor: &str,
+    action: &str,
+    detail: &str,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO user_audit (id, provider_id, user_id, actor, action, detail, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(provider_id)
+    .bind(user_id)
+    .bind(actor)
+    .bind(action)
+    .bind(detail)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -1,186 +1,29 @@
-//! The request/reply handlers: preauth, start, verify, status, create user.
-//! Each returns a typed error that the edge ([`crate::app`]) maps once to an
-//! `RpcError` reply; the caller turns any error into a deny.
-
-use std::{sync::Arc, time::SystemTime};
+//! Challenges from start to final answer: start (after policy), verify a
+//! passcode (with lockout), status, and the one way a challenge ends.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
-use vigil_bus::{BusError, Outbox};
-use vigil_core::{ChallengeId, Clock, DeliveryId, PhoneNumber, ProviderId, UserId, Username};
+use vigil_core::{ChallengeId, DeliveryId, PhoneNumber, UserId, Username};
 use vigil_proto::{
     events::{
         AuthenticationKind, AuthenticationUsage, ChallengeCompleted, ChallengeCreated, Channel, DeliveryRequested,
-        UserCreated,
     },
     rpc,
-    v1::{Decision, Factor, Reason, UserStatus},
+    v1::{Decision, Factor, Reason},
 };
 
 use crate::{
-    codes::CodeHasher,
+    login,
+    policy::{self, Verdict},
+    service::{Service, ServiceError, factor_kind, parse_provider, timestamp},
     state::{ChallengeState, parse_reason, reason_str},
-    store::{self, ChallengeRow},
+    store::{self, ChallengeRow, UserDetail},
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
-    #[error("bus error")]
-    Bus(#[from] BusError),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-}
-
-impl ServiceError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Database(_) | Self::Bus(_) => "internal",
-            Self::InvalidArgument(_) => "invalid_argument",
-            Self::AlreadyExists(_) => "already_exists",
-        }
-    }
-}
-
-pub struct Service {
-    pub pool: PgPool,
-    pub outbox: Outbox,
-    pub clock: Arc<dyn Clock>,
-    pub codes: CodeHasher,
-    pub lifetime: chrono::Duration,
-    pub max_attempts: i32,
-    pub sms_template: String,
-}
-
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    vigil_proto::to_timestamp(SystemTime::from(t))
-}
-
-fn provider(id: &str) -> Result<ProviderId, ServiceError> {
-    ProviderId::parse(id).map_err(|e| ServiceError::InvalidArgument(format!("provider_id: {e}")))
-}
-
-fn factor_kind(factor: Factor) -> Option<&'static str> {
-    match factor {
-        Factor::Sms => Some("sms"),
-        Factor::Voice => Some("voice"),
-        Factor::Push => Some("push"),
-        Factor::Totp => Some("totp"),
-        Factor::Hotp => Some("hotp"),
-        Factor::BackupCode => Some("backup_code"),
-        Factor::Default | Factor::Unspecified => None,
-    }
-}
-
-fn factor_of(kind: &str) -> Factor {
-    match kind {
-        "sms" => Factor::Sms,
-        "voice" => Factor::Voice,
-        "push" => Factor::Push,
-        "totp" => Factor::Totp,
-        "hotp" => Factor::Hotp,
-        "backup_code" => Factor::BackupCode,
-        _ => Factor::Unspecified,
-    }
-}
-
-/// Why a known user may not be challenged, if they may not.
-fn status_denial(status: &str) -> Option<(Reason, &'static str)> {
-    match status {
-        "enabled" => None,
-        "blocked_for_fraud" => Some((Reason::BlockedForFraud, "the user is blocked after a fraud report")),
-        _ => Some((Reason::Disabled, "the user is disabled")),
-    }
-}
-
 impl Service {
-    pub async fn create_user(&self, req: rpc::CreateUserRequest) -> Result<rpc::CreateUserReply, ServiceError> {
-        let provider = provider(&req.provider_id)?;
-        let username =
-            Username::parse(&req.username).map_err(|e| ServiceError::InvalidArgument(format!("username: {e}")))?;
-        let phone =
-            PhoneNumber::parse(&req.sms_phone).map_err(|e| ServiceError::InvalidArgument(format!("sms_phone: {e}")))?;
-        let user_id = UserId::new();
-        let now = self.clock.now();
-        let mut tx = self.pool.begin().await?;
-        let created = store::insert_user(
-            &mut tx,
-            store::NewUser {
-                id: user_id.as_uuid(),
-                provider_id: &provider.to_string(),
-                username: username.as_str(),
-                display_name: req.display_name.trim(),
-                now,
-            },
-        )
-        .await?;
-        if !created {
-            return Err(ServiceError::AlreadyExists(format!(
-                "user {username} exists in this provider"
-            )));
-        }
-        store::insert_factor(&mut tx, user_id.as_uuid(), "sms", phone.as_str(), now).await?;
-        let event = UserCreated {
-            user_id: user_id.to_string(),
-            status: UserStatus::Enabled as i32,
-            occurred_at: Some(timestamp(now)),
-        };
-        self.outbox.enqueue(&mut tx, &req.provider_id, &event).await?;
-        tx.commit().await?;
-        self.outbox.notify();
-        tracing::info!(%user_id, %provider, "user created");
-        Ok(rpc::CreateUserReply {
-            user_id: user_id.to_string(),
-            status: UserStatus::Enabled as i32,
-            factors: vec![rpc::FactorSummary {
-                factor: Factor::Sms as i32,
-                masked_destination: phone.masked(),
-            }],
-            error: None,
-        })
-    }
-
-    pub async fn preauth(&self, req: rpc::PreauthRequest) -> Result<rpc::PreauthReply, ServiceError> {
-        let provider = provider(&req.provider_id)?;
-        let deny = |reason: Reason, message: &str| rpc::PreauthReply {
-            decision: Decision::Deny as i32,
-            reason: reason as i32,
-            message: message.to_owned(),
-            ..Default::default()
-        };
-        let Ok(username) = Username::parse(&req.username) else {
-            return Ok(deny(Reason::InvalidRequest, "the username is not valid"));
-        };
-        let mut conn = self.pool.acquire().await?;
-        let Some(user) = store::find_user(&mut conn, &provider.to_string(), username.as_str()).await? else {
-            return Ok(deny(Reason::UnknownUser, "the user is not enrolled in Vigil"));
-        };
-        if let Some((reason, message)) = status_denial(&user.status) {
-            return Ok(deny(reason, message));
-        }
-        let factors: Vec<i32> = store::user_factors(&mut conn, user.id)
-            .await?
-            .iter()
-            .map(|f| factor_of(&f.kind) as i32)
-            .collect();
-        if factors.is_empty() {
-            return Ok(deny(Reason::NotEnrolled, "the user has no second factor"));
-        }
-        Ok(rpc::PreauthReply {
-            decision: Decision::Challenge as i32,
-            reason: Reason::Enrolled as i32,
-            message: "a second factor is required".into(),
-            factors,
-            error: None,
-        })
-    }
-
     pub async fn start(&self, req: rpc::StartChallengeRequest) -> Result<rpc::StartChallengeReply, ServiceError> {
-        let provider = provider(&req.provider_id)?.to_string();
+        let provider = parse_provider(&req.provider_id)?.to_string();
         let challenge_id = ChallengeId::parse(&req.challenge_id)
             .map_err(|e| ServiceError::InvalidArgument(format!("challenge_id: {e}")))?;
         let deny = |reason: Reason, message: String| rpc::StartChallengeReply {
@@ -197,17 +40,68 @@ impl Service {
         if let Some(existing) = store::get_challenge(&mut tx, &provider, challenge_id.as_uuid(), false).await? {
             return Ok(self.start_reply(&existing, "challenge already started".into()));
         }
-        let Some(user) = store::find_user(&mut tx, &provider, username.as_str()).await? else {
+        let now = self.clock.now();
+        let policy = req.policy.as_ref();
+        // The user row is locked so that a bypass is used once.
+        let facts = login::gather(&mut tx, &provider, &username, policy, true).await?;
+        let verdict = policy::decide(facts.user_facts.as_ref(), facts.login, now);
+        let user_id = facts.user.as_ref().map(|u| u.id);
+        if verdict != Verdict::Challenge {
+            if verdict.is_bypass_use()
+                && let Some(id) = user_id
+            {
+                store::consume_bypass(&mut tx, id, now).await?;
+            }
+            login::record(
+                &mut tx,
+                &provider,
+                username.as_str(),
+                user_id,
+                "authenticate",
+                policy,
+                (verdict.decision(), verdict.reason()),
+                None,
+                now,
+            )
+            .await?;
+            // Passes without a challenge are recorded for billing, never billed.
+            if let (Verdict::Allow(reason), Some(id)) = (verdict, user_id) {
+                let kind = match reason {
+                    Reason::TrustedNetwork => AuthenticationKind::TrustedNetwork,
+                    Reason::Bypass => AuthenticationKind::Bypass,
+                    _ => AuthenticationKind::Remembered,
+                };
+                let usage = AuthenticationUsage {
+                    challenge_id: String::new(),
+                    user_id: UserId::from_uuid(id).to_string(),
+                    factor: Factor::Unspecified as i32,
+                    occurred_at: Some(timestamp(now)),
+                    kind: kind as i32,
+                    billable: false,
+                };
+                self.outbox.enqueue(&mut tx, &provider, &usage).await?;
+            }
+            tx.commit().await?;
+            self.outbox.notify();
+            return Ok(rpc::StartChallengeReply {
+                decision: verdict.decision() as i32,
+                reason: verdict.reason() as i32,
+                message: verdict.message().into(),
+                ..Default::default()
+            });
+        }
+        let Some(user) = facts.user else {
             return Ok(deny(Reason::UnknownUser, "the user is not enrolled in Vigil".into()));
         };
-        if let Some((reason, message)) = status_denial(&user.status) {
-            return Ok(deny(reason, message.into()));
-        }
-        let factors = store::user_factors(&mut tx, user.id).await?;
+        let factors = facts.factors;
         let wanted = Factor::try_from(req.factor).unwrap_or(Factor::Unspecified);
+        // No factor asked for: the user's default, else the first enrolled.
         let chosen = match factor_kind(wanted) {
             Some(kind) => factors.iter().find(|f| f.kind == kind),
-            None => factors.first(),
+            None => factors
+                .iter()
+                .find(|f| f.kind == user.default_factor)
+                .or_else(|| factors.first()),
         };
         let Some(factor) = chosen else {
             return Ok(deny(
@@ -225,7 +119,6 @@ impl Service {
             .map_err(|_| ServiceError::InvalidArgument("stored phone number is invalid".into()))?;
 
         let code = self.codes.generate();
-        let now = self.clock.now();
         let expires_at = now + self.lifetime;
         let id_text = challenge_id.to_string();
         store::insert_challenge(
@@ -239,6 +132,7 @@ impl Service {
                 code_hash: self.codes.hash(&id_text, &code),
                 max_attempts: self.max_attempts,
                 client_ip: &req.client_ip,
+                remember_minutes: i32::try_from(facts.login.remember_minutes).unwrap_or(0),
                 now,
                 expires_at,
             },
@@ -293,6 +187,18 @@ impl Service {
                 },
             )
             .await?;
+        login::record(
+            &mut tx,
+            &provider,
+            username.as_str(),
+            Some(user.id),
+            "authenticate",
+            policy,
+            (Decision::Challenge, Reason::Enrolled),
+            Some(challenge_id.as_uuid()),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.outbox.notify();
         tracing::info!(challenge_id = %id_text, to = %phone.masked(), "challenge started");
@@ -325,7 +231,7 @@ impl Service {
     }
 
     pub async fn verify(&self, req: rpc::VerifyRequest) -> Result<rpc::VerifyReply, ServiceError> {
-        let provider = provider(&req.provider_id)?.to_string();
+        let provider = parse_provider(&req.provider_id)?.to_string();
         let reply = |decision: Decision, reason: Reason, state: ChallengeState, message: &str, remaining: i32| {
             rpc::VerifyReply {
                 decision: decision as i32,
@@ -380,9 +286,11 @@ impl Service {
             .code_hash
             .as_deref()
             .is_some_and(|stored| self.codes.matches(&id_text, &req.passcode, stored));
+        let user = store::user_by_id(&mut tx, &provider, row.user_id, true).await?;
         let response = if matched {
             self.complete(&mut tx, &row, ChallengeState::Approved, Reason::Approved, now)
                 .await?;
+            self.approved(&mut tx, &row, now).await?;
             reply(
                 Decision::Allow,
                 Reason::Approved,
@@ -393,7 +301,21 @@ impl Service {
         } else {
             let attempts = store::count_attempt(&mut tx, row.id).await?;
             let remaining = row.max_attempts - attempts;
-            if remaining <= 0 {
+            let locked = match &user {
+                Some(u) => self.failed(&mut tx, u, now).await?,
+                None => false,
+            };
+            if locked {
+                self.complete(&mut tx, &row, ChallengeState::Denied, Reason::LockedOut, now)
+                    .await?;
+                reply(
+                    Decision::Deny,
+                    Reason::LockedOut,
+                    ChallengeState::Denied,
+                    "too many failed attempts; the user is locked out for now",
+                    0,
+                )
+            } else if remaining <= 0 {
                 self.complete(&mut tx, &row, ChallengeState::Denied, Reason::TooManyAttempts, now)
                     .await?;
                 reply(
@@ -413,6 +335,26 @@ impl Service {
                 )
             }
         };
+        let context = rpc::PolicyContext {
+            agent_id: row.agent_id.clone(),
+            client_ip: row.client_ip.clone(),
+            ..Default::default()
+        };
+        login::record(
+            &mut tx,
+            &provider,
+            user.as_ref().map_or("", |u| u.username.as_str()),
+            Some(row.user_id),
+            "verify",
+            Some(&context),
+            (
+                Decision::try_from(response.decision).unwrap_or_default(),
+                Reason::try_from(response.reason).unwrap_or_default(),
+            ),
+            Some(row.id),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.outbox.notify();
         tracing::info!(challenge_id = %id_text, reason = reason_str(Reason::try_from(response.reason).unwrap_or_default()), "passcode verified");
@@ -420,7 +362,7 @@ impl Service {
     }
 
     pub async fn status(&self, req: rpc::StatusRequest) -> Result<rpc::StatusReply, ServiceError> {
-        let provider = provider(&req.provider_id)?.to_string();
+        let provider = parse_provider(&req.provider_id)?.to_string();
         let not_found = rpc::StatusReply {
             reason: Reason::ChallengeNotFound as i32,
             message: "no such challenge".into(),
@@ -451,6 +393,45 @@ impl Service {
             expires_at: Some(timestamp(row.expires_at)),
             error: None,
         })
+    }
+
+    /// After an approval: the failure count starts again, and the agent +
+    /// user + address is remembered when the agent asks for it.
+    pub async fn approved(
+        &self,
+        tx: &mut PgConnection,
+        row: &ChallengeRow,
+        now: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        store::set_failures(tx, row.user_id, 0, None, None).await?;
+        if row.remember_minutes > 0 && !row.client_ip.is_empty() {
+            store::remember_approval(tx, &row.provider_id, &row.agent_id, row.user_id, &row.client_ip, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts a failed answer against the user; `true` when it locks them out.
+    pub async fn failed(
+        &self,
+        tx: &mut PgConnection,
+        user: &UserDetail,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ServiceError> {
+        let state = self
+            .lockout
+            .record_failure(user.failed_attempts, user.failure_window_start, now);
+        store::set_failures(
+            tx,
+            user.id,
+            state.failed_attempts,
+            Some(state.window_start),
+            state.locked_until,
+        )
+        .await?;
+        if state.locked_until.is_some() {
+            tracing::warn!(user_id = %UserId::from_uuid(user.id), "user locked out after repeated failures");
+        }
+        Ok(state.locked_until.is_some())
     }
 
     /// Ends `row` in a terminal state and records the event, in `tx`.

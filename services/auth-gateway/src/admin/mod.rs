@@ -1,0 +1,148 @@
+//! The operator API: providers, admin tokens, agents, users, and "why".
+//! Every call is authorised here first; a provider admin token reaches its
+//! own provider only.
+
+mod agents;
+mod convert;
+mod providers;
+mod users;
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vigil_proto::v1::{self as api, admin_server::Admin};
+
+use crate::{
+    app::Gateway,
+    auth::{AdminScope, require_admin},
+    error::GatewayError,
+};
+
+pub struct AdminApi(pub Arc<Gateway>);
+
+impl AdminApi {
+    async fn scope<T>(&self, request: &Request<T>) -> Result<AdminScope, GatewayError> {
+        require_admin(request.metadata(), &self.0).await
+    }
+}
+
+/// Runs one admin call: authorise, then the body, errors mapped once.
+macro_rules! admin_call {
+    ($self:ident, $request:ident, |$scope:ident, $req:ident| $body:expr) => {{
+        let $scope = $self.scope(&$request).await?;
+        let $req = $request.into_inner();
+        let result: Result<_, GatewayError> = $body.await;
+        result.map(Response::new).map_err(Status::from)
+    }};
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn create_provider(
+        &self,
+        request: Request<api::CreateProviderRequest>,
+    ) -> Result<Response<api::Provider>, Status> {
+        admin_call!(self, request, |scope, req| providers::create(&self.0, scope, req))
+    }
+
+    async fn get_provider(&self, request: Request<api::GetProviderRequest>) -> Result<Response<api::Provider>, Status> {
+        admin_call!(self, request, |scope, req| providers::get(&self.0, scope, req))
+    }
+
+    async fn list_providers(
+        &self,
+        request: Request<api::ListProvidersRequest>,
+    ) -> Result<Response<api::ListProvidersResponse>, Status> {
+        admin_call!(self, request, |scope, req| providers::list(&self.0, scope, req))
+    }
+
+    async fn update_provider(
+        &self,
+        request: Request<api::UpdateProviderRequest>,
+    ) -> Result<Response<api::Provider>, Status> {
+        admin_call!(self, request, |scope, req| providers::update(&self.0, scope, req))
+    }
+
+    async fn create_admin_token(
+        &self,
+        request: Request<api::CreateAdminTokenRequest>,
+    ) -> Result<Response<api::CreateAdminTokenResponse>, Status> {
+        admin_call!(self, request, |scope, req| providers::create_admin_token(
+            &self.0, scope, req
+        ))
+    }
+
+    async fn create_agent(
+        &self,
+        request: Request<api::CreateAgentRequest>,
+    ) -> Result<Response<api::CreateAgentResponse>, Status> {
+        admin_call!(self, request, |scope, req| agents::create(&self.0, scope, req))
+    }
+
+    async fn create_activation(
+        &self,
+        request: Request<api::CreateActivationRequest>,
+    ) -> Result<Response<api::ActivationCredentials>, Status> {
+        admin_call!(self, request, |scope, req| agents::create_activation(
+            &self.0, scope, req
+        ))
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<api::ListAgentsRequest>,
+    ) -> Result<Response<api::ListAgentsResponse>, Status> {
+        admin_call!(self, request, |scope, req| agents::list(&self.0, scope, req))
+    }
+
+    async fn update_agent(&self, request: Request<api::UpdateAgentRequest>) -> Result<Response<api::Agent>, Status> {
+        admin_call!(self, request, |scope, req| agents::update(&self.0, scope, req))
+    }
+
+    async fn delete_agent(
+        &self,
+        request: Request<api::DeleteAgentRequest>,
+    ) -> Result<Response<api::DeleteAgentResponse>, Status> {
+        admin_call!(self, request, |scope, req| agents::delete(&self.0, scope, req))
+    }
+
+    async fn create_user(&self, request: Request<api::CreateUserRequest>) -> Result<Response<api::User>, Status> {
+        admin_call!(self, request, |scope, req| users::create(&self.0, scope, req))
+    }
+
+    async fn get_user(&self, request: Request<api::GetUserRequest>) -> Result<Response<api::User>, Status> {
+        admin_call!(self, request, |scope, req| users::get(&self.0, scope, req))
+    }
+
+    async fn update_user(&self, request: Request<api::UpdateUserRequest>) -> Result<Response<api::User>, Status> {
+        admin_call!(self, request, |scope, req| users::update(&self.0, scope, req))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<api::DeleteUserRequest>,
+    ) -> Result<Response<api::DeleteUserResponse>, Status> {
+        admin_call!(self, request, |scope, req| users::delete(&self.0, scope, req))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<api::ListUsersRequest>,
+    ) -> Result<Response<api::ListUsersResponse>, Status> {
+        admin_call!(self, request, |scope, req| users::list(&self.0, scope, req))
+    }
+
+    async fn import_users(
+        &self,
+        request: Request<api::ImportUsersRequest>,
+    ) -> Result<Response<api::ImportUsersResponse>, Status> {
+        admin_call!(self, request, |scope, req| users::import(&self.0, scope, req))
+    }
+
+    async fn explain_login(
+        &self,
+        request: Request<api::ExplainLoginRequest>,
+    ) -> Result<Response<api::LoginExplanation>, Status> {
+        admin_call!(self, request, |scope, req| users::explain(&self.0, scope, req))
+    }
+}

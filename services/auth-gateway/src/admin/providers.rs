@@ -1,0 +1,230 @@
+//! Providers (tenants): created with a usage model that never changes.
+
+use uuid::Uuid;
+use vigil_core::ProviderId;
+use vigil_proto::{
+    events::ProviderCreated,
+    v1::{self as api, UsageModel},
+};
+
+use super::convert::{self, parse_provider, usage_model_name};
+use crate::{app::Gateway, auth::AdminScope, error::GatewayError, store};
+
+const MAX_PAGE_SIZE: u32 = 500;
+
+/// The provider, if it exists and `scope` may see it.
+pub async fn existing(gateway: &Gateway, scope: AdminScope, id: &str) -> Result<store::ProviderRow, GatewayError> {
+    let provider = parse_provider(id)?;
+    scope.require_provider(provider.as_uuid())?;
+    let mut conn = gateway.pool.acquire().await?;
+    store::get_provider(&mut conn, provider.as_uuid())
+        .await?
+        .ok_or_else(|| GatewayError::NotFound(format!("provider {provider} does not exist")))
+}
+
+fn valid_name(name: &str) -> Result<&str, GatewayError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(GatewayError::InvalidArgument("name must be 1 to 200 characters".into()));
+    }
+    Ok(name)
+}
+
+fn valid_networks(networks: &[String]) -> Result<Vec<String>, GatewayError> {
+    networks
+        .iter()
+        .map(|n| {
+            n.trim()
+                .parse::<ipnet::IpNet>()
+                .map(|net| net.trunc().to_string())
+                .map_err(|_| {
+                    GatewayError::InvalidArgument(format!("trusted network {n:?} is not a CIDR like 10.0.0.0/8"))
+                })
+        })
+        .collect()
+}
+
+fn valid_webhook(url: &str) -> Result<String, GatewayError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(String::new());
+    }
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => Ok(url.to_owned()),
+        _ => Err(GatewayError::InvalidArgument(format!(
+            "fraud_webhook_url {url:?} must be an http(s) URL"
+        ))),
+    }
+}
+
+pub async fn create(
+    gateway: &Gateway,
+    scope: AdminScope,
+    req: api::CreateProviderRequest,
+) -> Result<api::Provider, GatewayError> {
+    scope.require_operator()?;
+    let name = valid_name(&req.name)?;
+    let model = UsageModel::try_from(req.usage_model).unwrap_or(UsageModel::Unspecified);
+    let model_name = usage_model_name(model).ok_or_else(|| {
+        GatewayError::InvalidArgument(
+            "usage_model must be per_enabled_user or per_authentication; it cannot be changed later".into(),
+        )
+    })?;
+    let row = store::ProviderRow {
+        id: Uuid::now_v7(),
+        name: name.to_owned(),
+        usage_model: model_name.to_owned(),
+        created_at: gateway.clock.now(),
+        block_user_on_fraud: true,
+        fraud_webhook_url: String::new(),
+        trusted_networks: vec![],
+    };
+    let provider_id = ProviderId::from_uuid(row.id).to_string();
+    let mut tx = gateway.pool.begin().await?;
+    store::insert_provider(&mut tx, &row).await?;
+    let event = ProviderCreated {
+        provider_id: provider_id.clone(),
+        name: row.name.clone(),
+        usage_model: model as i32,
+    };
+    gateway.outbox.enqueue(&mut tx, &provider_id, &event).await?;
+    tx.commit().await?;
+    gateway.outbox.notify();
+    tracing::info!(%provider_id, usage_model = model_name, "provider created");
+    Ok(convert::provider(&row))
+}
+
+pub async fn get(
+    gateway: &Gateway,
+    scope: AdminScope,
+    req: api::GetProviderRequest,
+) -> Result<api::Provider, GatewayError> {
+    Ok(convert::provider(&existing(gateway, scope, &req.provider_id).await?))
+}
+
+pub async fn list(
+    gateway: &Gateway,
+    scope: AdminScope,
+    req: api::ListProvidersRequest,
+) -> Result<api::ListProvidersResponse, GatewayError> {
+    if req.page_size > MAX_PAGE_SIZE {
+        return Err(GatewayError::InvalidArgument(format!(
+            "page_size is at most {MAX_PAGE_SIZE}"
+        )));
+    }
+    let size = if req.page_size == 0 { 50 } else { req.page_size };
+    let after = if req.page_token.is_empty() {
+        Uuid::nil()
+    } else {
+        parse_provider(&req.page_token)?.as_uuid()
+    };
+    let only = match scope {
+        AdminScope::Operator => None,
+        AdminScope::Provider { provider_id, .. } => Some(provider_id),
+    };
+    let mut conn = gateway.pool.acquire().await?;
+    let mut rows = store::list_providers(&mut conn, after, only, i64::from(size) + 1).await?;
+    let more = rows.len() > size as usize;
+    rows.truncate(size as usize);
+    Ok(api::ListProvidersResponse {
+        next_page_token: match rows.last() {
+            Some(last) if more => ProviderId::from_uuid(last.id).to_string(),
+            _ => String::new(),
+        },
+        providers: rows.iter().map(convert::provider).collect(),
+    })
+}
+
+pub async fn update(
+    gateway: &Gateway,
+    scope: AdminScope,
+    req: api::UpdateProviderRequest,
+) -> Result<api::Provider, GatewayError> {
+    let current = existing(gateway, scope, &req.provider_id).await?;
+    if let Some(model) = req.usage_model {
+        let asked = usage_model_name(UsageModel::try_from(model).unwrap_or(UsageModel::Unspecified));
+        if asked != Some(current.usage_model.as_str()) {
+            return Err(GatewayError::FailedPrecondition(format!(
+                "the usage model of a provider is fixed at creation ({}); create a new provider for another model",
+                current.usage_model
+            )));
+        }
+    }
+    let name = req.name.as_deref().map(valid_name).transpose()?;
+    let webhook = req.fraud_webhook_url.as_deref().map(valid_webhook).transpose()?;
+    let networks = if req.set_trusted_networks {
+        Some(valid_networks(&req.trusted_networks)?)
+    } else {
+        None
+    };
+    let mut conn = gateway.pool.acquire().await?;
+    let row = store::update_provider(
+        &mut conn,
+        current.id,
+        name,
+        req.block_user_on_fraud,
+        webhook.as_deref(),
+        networks.as_deref(),
+    )
+    .await?
+    .ok_or_else(|| GatewayError::NotFound("no such provider".into()))?;
+    store::audit(
+        &mut conn,
+        Some(row.id),
+        "provider_updated",
+        "ok",
+        &format!(
+            "block_user_on_fraud={} trusted_networks={}",
+            row.block_user_on_fraud,
+            row.trusted_networks.join(",")
+        ),
+        &scope.actor(),
+        gateway.clock.now(),
+    )
+    .await?;
+    Ok(convert::provider(&row))
+}
+
+pub async fn create_admin_token(
+    gateway: &Gateway,
+    scope: AdminScope,
+    req: api::CreateAdminTokenRequest,
+) -> Result<api::CreateAdminTokenResponse, GatewayError> {
+    scope.require_operator()?;
+    let provider = existing(gateway, scope, &req.provider_id).await?;
+    let (token, hash) = crate::auth::new_admin_token(gateway);
+    let id = Uuid::now_v7();
+    let now = gateway.clock.now();
+    let mut tx = gateway.pool.begin().await?;
+    store::insert_admin_token(&mut tx, id, provider.id, &hash, req.description.trim(), now).await?;
+    store::audit(
+        &mut tx,
+        Some(provider.id),
+        "admin_token_created",
+        "ok",
+        &id.to_string(),
+        &scope.actor(),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(api::CreateAdminTokenResponse {
+        token_id: id.to_string(),
+        token: secrecy::ExposeSecret::expose_secret(&token).to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_are_normalised_and_bad_ones_refused() {
+        let ok = valid_networks(&["10.1.2.3/8".into(), " 2001:db8::/32".into()]).unwrap_or_default();
+        assert_eq!(ok, vec!["10.0.0.0/8".to_owned(), "2001:db8::/32".to_owned()]);
+        assert!(valid_networks(&["10.0.0.0".into()]).is_err());
+        assert!(valid_networks(&["banana/8".into()]).is_err());
+        assert!(valid_webhook("ftp://x").is_err());
+        assert!(valid_webhook("https://hooks.example.com/vigil").is_ok());
+    }
+}

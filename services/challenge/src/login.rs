@@ -1,0 +1,205 @@
+//! Preauth and `explain`: what policy decides for a login, and the audit
+//! trail of every decision.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+use vigil_core::{ChallengeId, Username};
+use vigil_proto::{
+    rpc,
+    v1::{Decision, Reason},
+};
+
+use crate::{
+    policy::{self, LoginFacts, UserFacts, Verdict},
+    service::{Service, ServiceError, factor_of, parse_provider, timestamp},
+    state::{parse_reason, reason_str},
+    store::{self, UserDetail},
+    users::user_record,
+};
+
+/// The facts about one login, read in one place for preauth, start and explain.
+pub struct Facts {
+    pub user: Option<UserDetail>,
+    pub user_facts: Option<UserFacts>,
+    pub factors: Vec<store::FactorRow>,
+    pub login: LoginFacts,
+}
+
+pub fn login_facts(policy: Option<&rpc::PolicyContext>) -> LoginFacts {
+    // Without a policy context the strict defaults apply: fail closed.
+    policy.map_or(
+        LoginFacts {
+            require_user_match: true,
+            ..Default::default()
+        },
+        |p| LoginFacts {
+            require_user_match: p.require_user_match,
+            trusted_network: p.trusted_network,
+            remember_minutes: p.remember_minutes,
+        },
+    )
+}
+
+pub async fn gather(
+    conn: &mut PgConnection,
+    provider: &str,
+    username: &Username,
+    policy: Option<&rpc::PolicyContext>,
+    lock_user: bool,
+) -> Result<Facts, ServiceError> {
+    let login = login_facts(policy);
+    let Some(user) = store::user_by_name(conn, provider, username.as_str(), lock_user).await? else {
+        return Ok(Facts {
+            user: None,
+            user_facts: None,
+            factors: vec![],
+            login,
+        });
+    };
+    let factors = store::user_factors(conn, user.id).await?;
+    let last_approved = match policy {
+        Some(p) if p.remember_minutes > 0 && !p.client_ip.is_empty() => {
+            store::last_approval(conn, provider, &p.agent_id, user.id, &p.client_ip).await?
+        }
+        _ => None,
+    };
+    let user_facts = UserFacts {
+        status: user.status.clone(),
+        locked_until: user.locked_until,
+        bypass_until: user.bypass_until,
+        bypass_remaining: user.bypass_remaining,
+        last_approved,
+        has_factors: !factors.is_empty(),
+    };
+    Ok(Facts {
+        user: Some(user),
+        user_facts: Some(user_facts),
+        factors,
+        login,
+    })
+}
+
+pub fn decision_str(decision: Decision) -> &'static str {
+    decision
+        .as_str_name()
+        .strip_prefix("DECISION_")
+        .unwrap_or("UNSPECIFIED")
+}
+
+/// Records one decision in the audit trail.
+#[allow(clippy::too_many_arguments)]
+pub async fn record(
+    conn: &mut PgConnection,
+    provider: &str,
+    username: &str,
+    user_id: Option<Uuid>,
+    operation: &str,
+    policy: Option<&rpc::PolicyContext>,
+    verdict: (Decision, Reason),
+    challenge_id: Option<Uuid>,
+    at: DateTime<Utc>,
+) -> Result<(), ServiceError> {
+    store::record_attempt(
+        conn,
+        store::NewAttempt {
+            provider_id: provider,
+            user_id,
+            username,
+            operation,
+            agent_id: policy.map_or("", |p| p.agent_id.as_str()),
+            client_ip: policy.map_or("", |p| p.client_ip.as_str()),
+            decision: decision_str(verdict.0),
+            reason: reason_str(verdict.1),
+            challenge_id,
+            at,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+impl Service {
+    pub async fn preauth(&self, req: rpc::PreauthRequest) -> Result<rpc::PreauthReply, ServiceError> {
+        let provider = parse_provider(&req.provider_id)?.to_string();
+        let Ok(username) = Username::parse(&req.username) else {
+            return Ok(rpc::PreauthReply {
+                decision: Decision::Deny as i32,
+                reason: Reason::InvalidRequest as i32,
+                message: "the username is not valid".into(),
+                ..Default::default()
+            });
+        };
+        let now = self.clock.now();
+        let mut conn = self.pool.acquire().await?;
+        let facts = gather(&mut conn, &provider, &username, req.policy.as_ref(), false).await?;
+        let verdict = policy::decide(facts.user_facts.as_ref(), facts.login, now);
+        if !req.dry_run {
+            record(
+                &mut conn,
+                &provider,
+                username.as_str(),
+                facts.user.as_ref().map(|u| u.id),
+                "preauth",
+                req.policy.as_ref(),
+                (verdict.decision(), verdict.reason()),
+                None,
+                now,
+            )
+            .await?;
+        }
+        let factors = if verdict == Verdict::Challenge {
+            facts.factors.iter().map(|f| factor_of(&f.kind) as i32).collect()
+        } else {
+            vec![]
+        };
+        Ok(rpc::PreauthReply {
+            decision: verdict.decision() as i32,
+            reason: verdict.reason() as i32,
+            message: verdict.message().into(),
+            factors,
+            error: None,
+        })
+    }
+
+    /// What would happen, the inputs weighed, and the user's last attempts.
+    pub async fn explain(&self, req: rpc::ExplainRequest) -> Result<rpc::ExplainReply, ServiceError> {
+        let provider = parse_provider(&req.provider_id)?.to_string();
+        let username =
+            Username::parse(&req.username).map_err(|e| ServiceError::InvalidArgument(format!("username: {e}")))?;
+        let now = self.clock.now();
+        let mut conn = self.pool.acquire().await?;
+        let facts = gather(&mut conn, &provider, &username, req.policy.as_ref(), false).await?;
+        let verdict = policy::decide(facts.user_facts.as_ref(), facts.login, now);
+        let considered = policy::considered(facts.user_facts.as_ref(), facts.login, now);
+        let limit = i64::from(req.attempts.clamp(1, 100));
+        let attempts = store::recent_attempts(&mut conn, &provider, username.as_str(), limit).await?;
+        let user = match &facts.user {
+            Some(u) => Some(user_record(u, &facts.factors)),
+            None => None,
+        };
+        Ok(rpc::ExplainReply {
+            decision: verdict.decision() as i32,
+            reason: verdict.reason() as i32,
+            message: format!("{}. Considered: {}", verdict.message(), considered.join("; ")),
+            factors: facts.factors.iter().map(|f| factor_of(&f.kind) as i32).collect(),
+            user,
+            recent_attempts: attempts
+                .into_iter()
+                .map(|a| rpc::Attempt {
+                    at: Some(timestamp(a.at)),
+                    operation: a.operation,
+                    agent_id: a.agent_id,
+                    client_ip: a.client_ip,
+                    decision: Decision::from_str_name(&format!("DECISION_{}", a.decision)).unwrap_or_default() as i32,
+                    reason: parse_reason(&a.reason) as i32,
+                    challenge_id: a
+                        .challenge_id
+                        .map(|id| ChallengeId::from_uuid(id).to_string())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            error: None,
+        })
+    }
+}

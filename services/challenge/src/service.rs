@@ -1,0 +1,86 @@
+//! What every request handler shares, and the one error type they return.
+//! The edge ([`crate::app`]) maps errors once to an `RpcError` reply; the
+//! gateway turns any error on a login path into a deny.
+
+use std::{sync::Arc, time::SystemTime};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use vigil_bus::{BusError, Outbox};
+use vigil_core::{Clock, ProviderId};
+use vigil_proto::v1::Factor;
+
+use crate::{codes::CodeHasher, policy::Lockout};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("bus error")]
+    Bus(#[from] BusError),
+    #[error("secret handling failed")]
+    Secret(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl ServiceError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Database(_) | Self::Bus(_) | Self::Secret(_) => "internal",
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::AlreadyExists(_) => "already_exists",
+            Self::NotFound(_) => "not_found",
+        }
+    }
+}
+
+pub struct Service {
+    pub pool: PgPool,
+    pub outbox: Outbox,
+    pub clock: Arc<dyn Clock>,
+    pub codes: CodeHasher,
+    pub lifetime: chrono::Duration,
+    pub max_attempts: i32,
+    pub sms_template: String,
+    pub lockout: Lockout,
+    /// Argon2 parameters for PINs: cheap in tests, strong in production.
+    pub pin_hasher: vigil_secrets::PasswordHasher,
+}
+
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    vigil_proto::to_timestamp(SystemTime::from(t))
+}
+
+pub fn parse_provider(id: &str) -> Result<ProviderId, ServiceError> {
+    ProviderId::parse(id).map_err(|e| ServiceError::InvalidArgument(format!("provider_id: {e}")))
+}
+
+/// Factor names as stored.
+pub fn factor_kind(factor: Factor) -> Option<&'static str> {
+    match factor {
+        Factor::Sms => Some("sms"),
+        Factor::Voice => Some("voice"),
+        Factor::Push => Some("push"),
+        Factor::Totp => Some("totp"),
+        Factor::Hotp => Some("hotp"),
+        Factor::BackupCode => Some("backup_code"),
+        Factor::Default | Factor::Unspecified => None,
+    }
+}
+
+pub fn factor_of(kind: &str) -> Factor {
+    match kind {
+        "sms" => Factor::Sms,
+        "voice" => Factor::Voice,
+        "push" => Factor::Push,
+        "totp" => Factor::Totp,
+        "hotp" => Factor::Hotp,
+        "backup_code" => Factor::BackupCode,
+        _ => Factor::Unspecified,
+    }
+}
