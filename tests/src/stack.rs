@@ -17,6 +17,8 @@ const SIM_TOKEN: &str = "e2e-sim-auth-token";
 pub struct StackOptions {
     pub challenge_lifetime_secs: u32,
     pub rpc_timeout_ms: u64,
+    pub activation_ttl_secs: u32,
+    pub lockout_threshold: u32,
 }
 
 impl Default for StackOptions {
@@ -24,6 +26,8 @@ impl Default for StackOptions {
         Self {
             challenge_lifetime_secs: 120,
             rpc_timeout_ms: 2000,
+            activation_ttl_secs: 600,
+            lockout_threshold: 5,
         }
     }
 }
@@ -143,6 +147,7 @@ impl Stack {
                 ("VIGIL_NATS_URL", nats_url.clone()),
                 ("VIGIL_CODE_KEY", CODE_KEY.into()),
                 ("VIGIL_PIN_HASH_MEMORY_KIB", "8".into()),
+                ("VIGIL_LOCKOUT_THRESHOLD", options.lockout_threshold.to_string()),
                 (
                     "VIGIL_CHALLENGE_LIFETIME_SECS",
                     options.challenge_lifetime_secs.to_string(),
@@ -166,6 +171,7 @@ impl Stack {
                 ("VIGIL_TOKEN_PEPPER", TOKEN_PEPPER.into()),
                 // argon2's smallest memory cost: these tests check logic, not cost.
                 ("VIGIL_PASSWORD_HASH_MEMORY_KIB", "8".into()),
+                ("VIGIL_ACTIVATION_TTL_SECS", options.activation_ttl_secs.to_string()),
             ],
             &gw_http,
             logs.path(),
@@ -211,6 +217,24 @@ impl Stack {
             .iter()
             .filter_map(|e| e["body"].as_str().map(str::to_owned))
             .collect())
+    }
+
+    /// The 6-digit code in the newest SMS to `number` once `count` have arrived.
+    pub async fn sms_code(&self, number: &str, count: usize) -> anyhow::Result<String> {
+        let bodies = vigil_testkit::wait_until(
+            std::time::Duration::from_secs(15),
+            "the SMS in the simulator's inbox",
+            || async {
+                let inbox = self.sim_inbox(number).await?;
+                anyhow::Ok((inbox.len() >= count).then_some(inbox))
+            },
+        )
+        .await?;
+        let body = bodies.last().map(String::as_str).unwrap_or_default();
+        body.split(|c: char| !c.is_ascii_digit())
+            .find(|w| w.len() == 6)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no 6-digit code in {body:?}"))
     }
 
     /// GET billing's usage for a provider: (HTTP status, JSON body).

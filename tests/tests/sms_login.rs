@@ -62,23 +62,8 @@ fn sms(username: &str) -> AuthenticateRequest {
     }
 }
 
-/// The 6-digit code in the newest SMS to `phone` once `count` have arrived.
 async fn code_from_sms(stack: &Stack, phone: &str, count: usize) -> anyhow::Result<String> {
-    let bodies = wait_until(Duration::from_secs(15), "the SMS in the simulator's inbox", || async {
-        let inbox = stack.sim_inbox(phone).await?;
-        anyhow::Ok((inbox.len() >= count).then_some(inbox))
-    })
-    .await?;
-    let body = bodies.last().context("empty inbox")?;
-    let digits: String = body
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .unwrap_or_default()
-        .to_owned();
-    if digits.len() != 6 {
-        bail!("no 6-digit code in {body:?}");
-    }
-    Ok(digits)
+    stack.sms_code(phone, count).await
 }
 
 async fn verify(
