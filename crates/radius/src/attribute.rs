@@ -88,7 +88,7 @@ pub(crate) fn check_value(typ: u8, value: &[u8]) -> Result<(), DecodeError> {
     let len = value.len();
     let ok = match typ {
         // RFC 2865 §5.2: 16..=128 octets, a multiple of 16.
-        attr::USER_PASSWORD => (16..=128).contains(&len) && len.is_multiple_of(16),
+        attr::USER_PASSWORD => (16..=128).contains(&len) && len % 16 == 0,
         attr::CHAP_PASSWORD => len == 17,
         attr::NAS_IP_ADDRESS | attr::NAS_PORT | attr::SERVICE_TYPE | attr::SESSION_TIMEOUT => len == 4,
         attr::MESSAGE_AUTHENTICATOR => len == 16,

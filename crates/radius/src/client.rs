@@ -139,6 +139,16 @@ impl ClientRegistry for StaticClients {
     }
 }
 
+/// A registry swapped whole when clients change (auth-gateway reloads from its
+/// database and replaces the list); readers never wait on a query.
+impl ClientRegistry for std::sync::RwLock<StaticClients> {
+    fn lookup(&self, source: IpAddr) -> Option<RadiusClient> {
+        self.read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .lookup(source)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -176,6 +186,14 @@ mod tests {
         assert_eq!(reg.lookup("10.0.0.7".parse().unwrap()).unwrap().id, "narrow");
         assert_eq!(reg.lookup("10.9.9.9".parse().unwrap()).unwrap().id, "wide");
         assert!(reg.lookup("192.0.2.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn reloadable_registry() {
+        let reg = std::sync::RwLock::new(StaticClients::new());
+        assert!(reg.lookup("10.0.0.1".parse().unwrap()).is_none());
+        *reg.write().unwrap() = StaticClients::new().with("10.0.0.0/8".parse().unwrap(), client("new"));
+        assert_eq!(reg.lookup("10.0.0.1".parse().unwrap()).unwrap().id, "new");
     }
 
     #[test]

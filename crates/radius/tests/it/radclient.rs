@@ -183,10 +183,13 @@ async fn radclient_retransmission_is_answered_once() {
     )
     .await;
     assert_eq!(out.received(), Some("Access-Accept"), "{}", out.stdout);
-    assert_eq!(out.stdout.matches("Sent Access-Request").count(), 2, "{}", out.stdout);
+    // At least one retransmission reached the server while the handler ran
+    // (more if the machine is slow); none started a second handler.
+    let sent = out.stdout.matches("Sent Access-Request").count() as u64;
+    assert!(sent >= 2, "{}", out.stdout);
     assert_eq!(srv.calls(), 1);
     let c = srv.counters.snapshot();
-    assert_eq!(c.duplicate_in_flight, 1);
-    assert_eq!(c.responses_sent, 1);
+    assert_eq!(c.duplicate_in_flight + c.duplicate_answered, sent - 1);
+    assert!(c.duplicate_in_flight >= 1);
     srv.stop().await;
 }

@@ -94,7 +94,7 @@ async fn slow_handlers_run_concurrently() {
         nas.recv(WAIT).await.unwrap();
     }
     assert!(
-        started.elapsed() < Duration::from_millis(2500),
+        started.elapsed() < Duration::from_secs(7),
         "took {:?}",
         started.elapsed()
     );
@@ -224,8 +224,9 @@ async fn handler_timeout_sends_nothing_and_frees_the_request() {
     assert!(nas.recv(Duration::from_millis(600)).await.is_none());
     assert_eq!(srv.counters.snapshot().handler_timeouts, 1);
     nas.send(&req).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(nas.recv(Duration::from_millis(600)).await.is_none());
     assert_eq!(srv.calls(), 2, "an abandoned request is handled afresh");
+    assert_eq!(srv.counters.snapshot().handler_timeouts, 2);
     srv.stop().await;
 }
 
