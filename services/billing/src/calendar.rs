@@ -45,7 +45,10 @@ mod tests {
 
     #[test]
     fn months_round_trip() {
-        let at = Utc.with_ymd_and_hms(2024, 12, 31, 23, 59, 59).single().unwrap_or_default();
+        let at = Utc
+            .with_ymd_and_hms(2024, 12, 31, 23, 59, 59)
+            .single()
+            .unwrap_or_default();
         let december = month_of(at);
         assert_eq!(month_name(december), "2024-12");
         assert_eq!(parse_month("2024-12"), Some(december));

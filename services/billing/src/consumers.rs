@@ -164,7 +164,11 @@ fn authentication(envelope: &Envelope) -> Result<Authentication, HandlerError> {
     };
     if event.billable != kind.billable() && event.kind != AuthenticationKind::Unspecified as i32 {
         // The kind decides (README, "Billing definition"); the flag is advisory.
-        tracing::warn!(kind = kind.as_str(), billable = event.billable, "authentication's billable flag disagrees with its kind; the kind decides");
+        tracing::warn!(
+            kind = kind.as_str(),
+            billable = event.billable,
+            "authentication's billable flag disagrees with its kind; the kind decides"
+        );
     }
     let factor = v1::Factor::try_from(event.factor)
         .map(|f| f.as_str_name().trim_start_matches("FACTOR_").to_ascii_lowercase())
@@ -241,11 +245,23 @@ fn user_change(envelope: &Envelope) -> Result<UserChange, HandlerError> {
             let status = user_status(e.status, "user status changed")?
                 .ok_or_else(|| HandlerError::Reject("user status changed to no status".into()))?;
             let previous = user_status(e.previous, "user status changed")?;
-            (parse_user(&e.user_id)?, "status_changed", status, previous, e.occurred_at)
+            (
+                parse_user(&e.user_id)?,
+                "status_changed",
+                status,
+                previous,
+                e.occurred_at,
+            )
         }
         UserDeleted::TYPE => {
             let e: UserDeleted = envelope::unwrap(envelope)?;
-            (parse_user(&e.user_id)?, "deleted", UserStatus::Deleted, None, e.occurred_at)
+            (
+                parse_user(&e.user_id)?,
+                "deleted",
+                UserStatus::Deleted,
+                None,
+                e.occurred_at,
+            )
         }
         other => {
             return Err(HandlerError::Reject(format!(

@@ -313,7 +313,10 @@ mod tests {
         // Only a disable on the 10th is known, saying the user was enabled before.
         let events = [event(10, Disabled, Some(Enabled))];
         assert!(enabled_in(&events, day(1), day(11)));
-        assert!(!enabled_in(&events, day(10), day(11)), "disabled at the period's first instant");
+        assert!(
+            !enabled_in(&events, day(10), day(11)),
+            "disabled at the period's first instant"
+        );
         assert!(!enabled_in(&events, day(11), day(12)));
     }
 
@@ -330,6 +333,9 @@ mod tests {
         history.push("usr_b".into(), event(1, Disabled, None));
         history.push("usr_a".into(), event(1, Deleted, None));
         assert_eq!(history.enabled_in(day(1), day(2)).len(), 0);
-        assert_eq!(history.enabled_in(day(1), day(3)).into_iter().collect::<Vec<_>>(), ["usr_b"]);
+        assert_eq!(
+            history.enabled_in(day(1), day(3)).into_iter().collect::<Vec<_>>(),
+            ["usr_b"]
+        );
     }
 }

@@ -130,12 +130,7 @@ pub enum StoreError {
 }
 
 /// Sets the provider's rates. The currency is fixed by the first call.
-pub async fn store(
-    db: &sqlx::PgPool,
-    provider_id: &str,
-    rates: &Rates,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+pub async fn store(db: &sqlx::PgPool, provider_id: &str, rates: &Rates, now: DateTime<Utc>) -> Result<(), StoreError> {
     let stored = sqlx::query_scalar::<_, String>(
         "INSERT INTO rates (provider_id, currency, per_authentication, per_enabled_user_month, \
            per_sms_segment, per_voice_minute, updated_at) \
@@ -198,7 +193,19 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_plain_price() {
-        for bad in ["", "-1", "1e3", "0.0000001", "abc", ".5", "5.", "1,5", "1000000.01", "NaN", "+1"] {
+        for bad in [
+            "",
+            "-1",
+            "1e3",
+            "0.0000001",
+            "abc",
+            ".5",
+            "5.",
+            "1,5",
+            "1000000.01",
+            "NaN",
+            "+1",
+        ] {
             assert_eq!(
                 Rates::parse(&input("EUR", bad)),
                 Err(RatesError::Price {

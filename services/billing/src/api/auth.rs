@@ -119,8 +119,14 @@ mod tests {
     fn provider_tokens_read_their_provider_only() {
         let a = Principal::Provider("prv_a".into());
         assert!(a.authorize("prv_a", Access::Read).is_ok());
-        assert!(matches!(a.authorize("prv_b", Access::Read), Err(ApiError::Forbidden(_))));
-        assert!(matches!(a.authorize("prv_a", Access::Admin), Err(ApiError::OperatorOnly)));
+        assert!(matches!(
+            a.authorize("prv_b", Access::Read),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            a.authorize("prv_a", Access::Admin),
+            Err(ApiError::OperatorOnly)
+        ));
         assert!(Principal::Operator.authorize("prv_b", Access::Admin).is_ok());
     }
 }

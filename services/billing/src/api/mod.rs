@@ -49,8 +49,16 @@ fn authenticated() -> Vec<(&'static str, &'static str, MethodRouter<ApiState>)> 
         ("GET", const_format(P, "/ledger.csv"), get(ledger::csv)),
         ("GET", const_format(P, "/rates"), get(admin::get_rates)),
         ("PUT", const_format(P, "/rates"), put(admin::put_rates)),
-        ("POST", const_format(P, "/tokens"), axum::routing::post(admin::create_token)),
-        ("DELETE", const_format(P, "/tokens/{token_id}"), delete(admin::revoke_token)),
+        (
+            "POST",
+            const_format(P, "/tokens"),
+            axum::routing::post(admin::create_token),
+        ),
+        (
+            "DELETE",
+            const_format(P, "/tokens/{token_id}"),
+            delete(admin::revoke_token),
+        ),
     ]
 }
 

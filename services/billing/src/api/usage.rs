@@ -110,10 +110,7 @@ pub async fn series(
 }
 
 /// The buckets covering `period`: `(aligned start, clipped start, clipped end)`.
-fn buckets(
-    period: Period,
-    granularity: Granularity,
-) -> Result<Vec<BucketRange>, ApiError> {
+fn buckets(period: Period, granularity: Granularity) -> Result<Vec<BucketRange>, ApiError> {
     let align = |t: DateTime<Utc>| -> Option<DateTime<Utc>> {
         match granularity {
             Granularity::Hour => t.duration_trunc(Duration::hours(1)).ok(),
