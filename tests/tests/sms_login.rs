@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use vigil_e2e::{AgentClient, Stack, StackOptions, admin_client, agent_client};
 use vigil_proto::v1::{
     AgentKind, AuthenticateRequest, ChallengeState, CreateAgentRequest, CreateProviderRequest, CreateUserRequest,

@@ -21,6 +21,8 @@ pub trait RpcReply: Message + Default + Send + 'static {
 macro_rules! rpc_reply {
     ($($ty:ident),*) => {$(
         impl RpcReply for rpc::$ty {
+            // Some replies carry nothing but the error.
+            #[allow(clippy::needless_update)]
             fn from_error(code: &str, message: String) -> Self {
                 Self { error: Some(rpc::RpcError { code: code.to_owned(), message }), ..Default::default() }
             }
