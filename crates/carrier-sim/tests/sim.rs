@@ -24,6 +24,10 @@ const VIGIL_NUMBER: &str = "+15550000001";
 const PHONE: &str = "+15551112222";
 const WAIT: Duration = Duration::from_secs(5);
 
+// One test binary (link time); calls and push live beside it.
+#[path = "sim/voice_push.rs"]
+mod voice_push;
+
 struct Sim {
     base: String,
     http: reqwest::Client,
@@ -240,7 +244,8 @@ async fn sent_sms_lands_in_the_inbox_and_gets_delivered() {
         sim.stats().await,
         Stats {
             messages_accepted: 2,
-            requests_failed: 1
+            requests_failed: 1,
+            ..Stats::default()
         }
     );
     sim.shutdown().await.unwrap();
@@ -456,7 +461,8 @@ async fn faults_fail_the_next_calls_with_a_retryable_error() {
         sim.stats().await,
         Stats {
             messages_accepted: 1,
-            requests_failed: 3
+            requests_failed: 3,
+            ..Stats::default()
         }
     );
 }
@@ -512,7 +518,7 @@ async fn bad_requests_get_json_errors() {
     assert!(resp.json::<ControlErrorBody>().await.unwrap().error.contains("/nope"));
     let resp = sim
         .http
-        .get(sim.url("/2010-04-01/Accounts/x/Calls.json"))
+        .get(sim.url("/2010-04-01/Accounts/x/Recordings.json"))
         .send()
         .await
         .unwrap();

@@ -406,10 +406,14 @@ mod tests {
         let list = c.carrier_list();
         assert_eq!(list.len(), 1);
         assert_eq!((list[0].name.as_str(), list[0].account_sid.as_str()), ("twilio", "AC9"));
-        let mut dup = Config::default();
-        dup.carriers = vec![CarrierConfig::default(), CarrierConfig::default()];
-        dup.carriers[0].name = "a".into();
-        dup.carriers[1].name = "a".into();
+        let named = |name: &str| CarrierConfig {
+            name: name.into(),
+            ..CarrierConfig::default()
+        };
+        let dup = Config {
+            carriers: vec![named("a"), named("a")],
+            ..Config::default()
+        };
         assert!(dup.validate().is_err(), "names must be unique");
         Ok(())
     }
