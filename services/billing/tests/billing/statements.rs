@@ -625,6 +625,40 @@ async fn statements_match_an_independent_reckoning_to_the_cent() -> anyhow::Resu
             })
             .count();
         assert_eq!(csv.lines().count(), in_feb + 1, "a header and one line per event");
+
+        // The JSON ledger pages through the same rows, each once.
+        let mut seen = BTreeSet::new();
+        let mut cursor = String::new();
+        loop {
+            let query = [feb_range[0], feb_range[1], ("limit", "97"), ("cursor", cursor.as_str())];
+            let (status, page) = stack
+                .get(&billing, &format!("/v1/providers/{a}/ledger"), &query, Some(TOKEN))
+                .await?;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            for item in page["items"].as_array().context("items")? {
+                assert!(seen.insert(item["event_id"].to_string()), "{item} served twice");
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = next.to_owned(),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), in_feb);
+
+        // Hourly buckets add up to the same month.
+        let hourly = [("granularity", "hour"), feb_range[0], feb_range[1]];
+        let (_, series) = stack
+            .get(
+                &billing,
+                &format!("/v1/providers/{a}/usage/series"),
+                &hourly,
+                Some(TOKEN),
+            )
+            .await?;
+        let buckets = series["buckets"].as_array().context("buckets")?;
+        assert_eq!(buckets.len(), 28 * 24);
+        let segments: i64 = buckets.iter().filter_map(|b| b["sms_segments"].as_i64()).sum();
+        assert_eq!(segments, reckon(&a_facts, feb, mar).segments);
         assert!(csv.starts_with("event_id,kind,occurred_at"));
         billing.stop().await
     })
