@@ -5,6 +5,32 @@
 //! (HTTP, auth, signed webhooks) without a real carrier.
 //!
 //! Run it in-process with [`serve`], or mount [`router`] yourself.
+//!
+//! Carrier side (what Vigil calls):
+//! - `POST /2010-04-01/Accounts/{sid}/Messages.json`, `GET .../Messages/{sid}.json`
+//! - `POST /2010-04-01/Accounts/{sid}/Calls.json` (`To`, `From`, `Url`,
+//!   `StatusCallback`, `Timeout`): rings for `status_delay`, then plays the
+//!   called number's [`control::VoiceBehaviour`]: fetches `Url` (signed),
+//!   presses the keys into the first `<Gather>`'s action (`Digits`,
+//!   `FinishedOnKey`, signed) and posts the final status with `CallDuration`.
+//! - `POST /v1/projects/{project}/messages:send` (bearer `push_token`,
+//!   FCM-style): the device registered under `message.token` answers after
+//!   `status_delay` by POSTing `{delivery_id, device_id, answer,
+//!   matched_number, timestamp}` to `data.callback_url`, signed with its
+//!   Ed25519 key in [`DEVICE_SIGNATURE_HEADER`] (base64, over the body).
+//!
+//! Control side (tests, the CLI), JSON:
+//! - `GET|DELETE /sim/inbox/{number}`; `POST /sim/phones/{number}/reply`
+//! - `PUT /sim/phones/{number}/voice` `{"action": "answer"|"no_answer"|"busy"|
+//!   "hang_up"|"fail", "digits": "1234#", "duration_seconds": 12}` (default:
+//!   answer and press `#`); `GET` reads it back
+//! - `GET /sim/calls/{number}`: calls placed to it, with what the phone heard
+//! - `POST /sim/devices` (optional `{"action", "pick"}`) →
+//!   `{device_id, token, public_key}`; `PUT /sim/devices/{id}/behaviour`
+//!   `{"action": "approve"|"deny"|"fraud"|"ignore", "pick": 47}`;
+//!   `GET /sim/devices/{id}/pushes`
+//! - `POST /sim/faults` `{"fail_next": 2, "status": 503, "api": "any"|
+//!   "messages"|"calls"|"push"}`; `GET /sim/stats`
 
 mod auth;
 mod config;
