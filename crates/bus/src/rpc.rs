@@ -40,7 +40,8 @@ rpc_reply!(
     DeleteUserReply,
     ListUsersReply,
     ImportUsersReply,
-    ExplainReply
+    ExplainReply,
+    EnrollFactorReply
 );
 
 #[derive(Debug, thiserror::Error)]

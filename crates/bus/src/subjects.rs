@@ -26,3 +26,5 @@ pub const RPC_CHALLENGE_DELETE_USER: &str = "vigil.rpc.challenge.delete_user";
 pub const RPC_CHALLENGE_LIST_USERS: &str = "vigil.rpc.challenge.list_users";
 pub const RPC_CHALLENGE_IMPORT_USERS: &str = "vigil.rpc.challenge.import_users";
 pub const RPC_CHALLENGE_EXPLAIN: &str = "vigil.rpc.challenge.explain";
+pub const RPC_CHALLENGE_ENROLL_FACTOR: &str = "vigil.rpc.challenge.enroll_factor";
+pub const RPC_CHALLENGE_RESYNC_HOTP: &str = "vigil.rpc.challenge.resync_hotp";

@@ -139,6 +139,17 @@ impl Admin for AdminApi {
         admin_call!(self, request, |scope, req| users::import(&self.0, scope, req))
     }
 
+    async fn enroll_factor(
+        &self,
+        request: Request<api::EnrollFactorRequest>,
+    ) -> Result<Response<api::EnrollFactorResponse>, Status> {
+        admin_call!(self, request, |scope, req| users::enroll_factor(&self.0, scope, req))
+    }
+
+    async fn resync_hotp(&self, request: Request<api::ResyncHotpRequest>) -> Result<Response<api::User>, Status> {
+        admin_call!(self, request, |scope, req| users::resync_hotp(&self.0, scope, req))
+    }
+
     async fn explain_login(
         &self,
         request: Request<api::ExplainLoginRequest>,

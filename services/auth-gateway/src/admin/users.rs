@@ -38,7 +38,8 @@ has_error!(
     DeleteUserReply,
     ListUsersReply,
     ImportUsersReply,
-    ExplainReply
+    ExplainReply,
+    EnrollFactorReply
 );
 
 async fn ask<Req: prost::Message, Rep: RpcReply + HasError>(
@@ -280,6 +281,48 @@ pub async fn import(
         rejected: count("rejected"),
         rows: results,
     })
+}
+
+pub async fn enroll_factor(
+    gateway: &Gateway,
+    scope: AdminScope,
+    req: api::EnrollFactorRequest,
+) -> Result<api::EnrollFactorResponse, GatewayError> {
+    let provider_id = provider_text(gateway, scope, &req.provider_id).await?;
+    let reply: rpc::EnrollFactorReply = ask(
+        gateway,
+        subjects::RPC_CHALLENGE_ENROLL_FACTOR,
+        &rpc::EnrollFactorRequest {
+            provider_id,
+            user: req.user,
+            factor: req.factor,
+            actor: scope.actor(),
+        },
+    )
+    .await?;
+    Ok(api::EnrollFactorResponse {
+        factor: reply.factor,
+        otpauth_uri: reply.otpauth_uri,
+        secret_base32: reply.secret_base32,
+        qr_png: reply.qr_png,
+        backup_codes: reply.backup_codes,
+    })
+}
+
+pub async fn resync_hotp(gateway: &Gateway, scope: AdminScope, req: api::ResyncHotpRequest) -> Result<api::User, GatewayError> {
+    let provider_id = provider_text(gateway, scope, &req.provider_id).await?;
+    let reply = ask(
+        gateway,
+        subjects::RPC_CHALLENGE_RESYNC_HOTP,
+        &rpc::ResyncHotpRequest {
+            provider_id: provider_id.clone(),
+            user: req.user,
+            first_code: req.first_code,
+            second_code: req.second_code,
+        },
+    )
+    .await?;
+    user_of(&provider_id, reply)
 }
 
 pub async fn explain(
