@@ -59,6 +59,27 @@ async fn rendered_dom(url: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
+async fn screenshot(url: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    let profile = tempfile::tempdir()?;
+    let status = tokio::process::Command::new(chromium()?)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1000,800",
+            "--virtual-time-budget=15000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", path.display()))
+        .arg(url)
+        .kill_on_drop(true)
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "chromium screenshot failed: {status}");
+    Ok(())
+}
+
 /// The text of the element with `id` (no nested tags).
 fn text_of<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
     let start = dom.find(&format!("id=\"{id}\""))?;
@@ -140,6 +161,11 @@ async fn dashboard_renders_usage_model_estimate_and_chart_in_chromium() -> anyho
         assert_eq!(value("2025-03-19"), Some(5));
         assert_eq!(bars.iter().map(|(_, v)| v).sum::<i64>(), 9);
         assert!(dom.contains("data-max=\"5\""), "the chart scales to its tallest bar");
+
+        // `VIGIL_DASHBOARD_SCREENSHOT=/tmp/dashboard.png` keeps a picture to look at.
+        if let Some(path) = std::env::var_os("VIGIL_DASHBOARD_SCREENSHOT") {
+            screenshot(&url, &PathBuf::from(path)).await?;
+        }
 
         // A wrong token shows an error, not numbers.
         let dom = rendered_dom(&format!("{}/dashboard#provider={a}&token=wrong", billing.base)).await?;
