@@ -246,7 +246,7 @@ pub async fn status(
 ) -> Result<StatusCode, WebhookError> {
     let CallRequest {
         mut tx,
-        delivery,
+        mut delivery,
         params,
     } = verified(&app, &delivery_id, &uri, &headers, body).await?;
     let call_status = params.require("CallStatus")?;
@@ -283,6 +283,20 @@ pub async fn status(
             usage::UsageError::Database(e) => WebhookError::Database(e),
             usage::UsageError::Outbox(e) => WebhookError::Outbox(e),
         })?;
+    if delivery.state == DeliveryState::Queued {
+        // The call ended before the commit that records its acceptance: the
+        // carrier calling back shows it took the call, so announce that
+        // first and keep `sent` before the outcome.
+        let sid = params.get("CallSid").filter(|s| !s.is_empty());
+        match sid {
+            Some(sid) => db::record_sent(&mut tx, delivery.id, &delivery.carrier.clone(), sid).await?,
+            None => db::set_state(&mut tx, delivery.id, DeliveryState::Sent, None, 0).await?,
+        }
+        delivery.carrier_ref = sid.map(str::to_owned).or(delivery.carrier_ref);
+        let event = delivery.status_event(DeliveryState::Sent, None);
+        app.outbox.enqueue(&mut tx, &delivery.provider_id, &event).await?;
+        delivery.state = DeliveryState::Sent;
+    }
     let (next, error) = match &outcome {
         Ok(()) => (DeliveryState::Delivered, None),
         Err(why) => (DeliveryState::Failed, Some(why.as_str())),
