@@ -147,6 +147,7 @@ impl Stack {
                 ("VIGIL_NATS_URL", nats_url.clone()),
                 ("VIGIL_CODE_KEY", CODE_KEY.into()),
                 ("VIGIL_PIN_HASH_MEMORY_KIB", "8".into()),
+                ("VIGIL_KEYS", KEYS.into()),
                 ("VIGIL_LOCKOUT_THRESHOLD", options.lockout_threshold.to_string()),
                 (
                     "VIGIL_CHALLENGE_LIFETIME_SECS",

@@ -47,6 +47,8 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
             duration: chrono::Duration::seconds(i64::from(config.lockout_duration_secs)),
         },
         pin_hasher: config.pin_hasher()?,
+        keyring: config.keyring()?,
+        otp_issuer: config.otp_issuer.clone(),
     });
 
     let tasks = TaskTracker::new();
@@ -80,6 +82,8 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         RPC_CHALLENGE_LIST_USERS => list_users,
         RPC_CHALLENGE_IMPORT_USERS => import_users,
         RPC_CHALLENGE_EXPLAIN => explain,
+        RPC_CHALLENGE_ENROLL_FACTOR => enroll_factor,
+        RPC_CHALLENGE_RESYNC_HOTP => resync_hotp,
     );
 
     let health = health_router(HealthState {

@@ -15,8 +15,9 @@ use vigil_proto::{
 
 use crate::{
     login,
+    otp_factors::OtpCheck,
     policy::{self, Verdict},
-    service::{Service, ServiceError, factor_kind, parse_provider, timestamp},
+    service::{Service, ServiceError, factor_kind, factor_of, parse_provider, timestamp},
     state::{ChallengeState, parse_reason, reason_str},
     store::{self, ChallengeRow, UserDetail},
 };
@@ -109,18 +110,24 @@ impl Service {
                 format!("the user has no {} factor", factor_kind(wanted).unwrap_or("second")),
             ));
         };
-        if factor.kind != "sms" {
+        // Codes from an app or a backup list: nothing to deliver.
+        let typed_by_user = matches!(factor.kind.as_str(), "totp" | "hotp" | "backup_code");
+        if !typed_by_user && factor.kind != "sms" {
             return Ok(deny(
                 Reason::NotEnrolled,
                 format!("the {} factor cannot be challenged yet", factor.kind),
             ));
         }
-        let phone = PhoneNumber::parse(&factor.destination)
-            .map_err(|_| ServiceError::InvalidArgument("stored phone number is invalid".into()))?;
-
-        let code = self.codes.generate();
+        let factor_wire = factor_of(&factor.kind);
         let expires_at = now + self.lifetime;
         let id_text = challenge_id.to_string();
+        let (code, phone) = if typed_by_user {
+            (None, None)
+        } else {
+            let phone = PhoneNumber::parse(&factor.destination)
+                .map_err(|_| ServiceError::InvalidArgument("stored phone number is invalid".into()))?;
+            (Some(self.codes.generate()), Some(phone))
+        };
         store::insert_challenge(
             &mut tx,
             store::NewChallenge {
@@ -129,7 +136,7 @@ impl Service {
                 user_id: user.id,
                 agent_id: &req.agent_id,
                 factor: &factor.kind,
-                code_hash: self.codes.hash(&id_text, &code),
+                code_hash: code.as_ref().map(|c| self.codes.hash(&id_text, c)),
                 max_attempts: self.max_attempts,
                 client_ip: &req.client_ip,
                 remember_minutes: i32::try_from(facts.login.remember_minutes).unwrap_or(0),
@@ -139,11 +146,6 @@ impl Service {
         )
         .await?;
         let user_id = UserId::from_uuid(user.id).to_string();
-        let minutes = (self.lifetime.num_seconds() + 59) / 60;
-        let body = self
-            .sms_template
-            .replace("{code}", &code)
-            .replace("{minutes}", &minutes.to_string());
         self.outbox
             .enqueue(
                 &mut tx,
@@ -152,26 +154,33 @@ impl Service {
                     challenge_id: id_text.clone(),
                     user_id: user_id.clone(),
                     agent_id: req.agent_id.clone(),
-                    factor: Factor::Sms as i32,
+                    factor: factor_wire as i32,
                     expires_at: Some(timestamp(expires_at)),
                 },
             )
             .await?;
-        self.outbox
-            .enqueue(
-                &mut tx,
-                &provider,
-                &DeliveryRequested {
-                    delivery_id: DeliveryId::new().to_string(),
-                    challenge_id: id_text.clone(),
-                    channel: Channel::Sms as i32,
-                    destination: phone.as_str().to_owned(),
-                    body,
-                    expires_at: Some(timestamp(expires_at)),
-                    ..Default::default()
-                },
-            )
-            .await?;
+        if let (Some(code), Some(phone)) = (&code, &phone) {
+            let minutes = (self.lifetime.num_seconds() + 59) / 60;
+            let body = self
+                .sms_template
+                .replace("{code}", code)
+                .replace("{minutes}", &minutes.to_string());
+            self.outbox
+                .enqueue(
+                    &mut tx,
+                    &provider,
+                    &DeliveryRequested {
+                        delivery_id: DeliveryId::new().to_string(),
+                        challenge_id: id_text.clone(),
+                        channel: Channel::Sms as i32,
+                        destination: phone.as_str().to_owned(),
+                        body,
+                        expires_at: Some(timestamp(expires_at)),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
         // One billable authentication: a challenge issued to a user.
         self.outbox
             .enqueue(
@@ -180,7 +189,7 @@ impl Service {
                 &AuthenticationUsage {
                     challenge_id: id_text.clone(),
                     user_id,
-                    factor: Factor::Sms as i32,
+                    factor: factor_wire as i32,
                     occurred_at: Some(timestamp(now)),
                     kind: AuthenticationKind::Challenge as i32,
                     billable: true,
@@ -201,11 +210,16 @@ impl Service {
         .await?;
         tx.commit().await?;
         self.outbox.notify();
-        tracing::info!(challenge_id = %id_text, to = %phone.masked(), "challenge started");
+        let message = match (&phone, factor.kind.as_str()) {
+            (Some(phone), _) => format!("Enter the code sent to {}", phone.masked()),
+            (None, "backup_code") => "Enter one of your backup codes".to_owned(),
+            (None, _) => "Enter the code from your authenticator app".to_owned(),
+        };
+        tracing::info!(challenge_id = %id_text, factor = %factor.kind, to = %phone.as_ref().map(PhoneNumber::masked).unwrap_or_default(), "challenge started");
         Ok(rpc::StartChallengeReply {
             decision: Decision::Challenge as i32,
             reason: Reason::Enrolled as i32,
-            message: format!("Enter the code sent to {}", phone.masked()),
+            message,
             challenge_id: id_text,
             state: ChallengeState::Pending.to_proto() as i32,
             expires_at: Some(timestamp(expires_at)),
@@ -282,10 +296,19 @@ impl Service {
             ));
         }
         let id_text = challenge_id.to_string();
-        let matched = row
+        let check = if matches!(row.factor.as_str(), "totp" | "hotp" | "backup_code") {
+            self.check_otp(&mut tx, &provider, row.user_id, &row.factor, &req.passcode, now)
+                .await?
+        } else if row
             .code_hash
             .as_deref()
-            .is_some_and(|stored| self.codes.matches(&id_text, &req.passcode, stored));
+            .is_some_and(|stored| self.codes.matches(&id_text, &req.passcode, stored))
+        {
+            OtpCheck::Accepted
+        } else {
+            OtpCheck::Wrong
+        };
+        let matched = check == OtpCheck::Accepted;
         let user = store::user_by_id(&mut tx, &provider, row.user_id, true).await?;
         let response = if matched {
             self.complete(&mut tx, &row, ChallengeState::Approved, Reason::Approved, now)
@@ -324,6 +347,14 @@ impl Service {
                     ChallengeState::Denied,
                     "too many wrong codes; the challenge is denied",
                     0,
+                )
+            } else if check == OtpCheck::AlreadyUsed {
+                reply(
+                    Decision::Deny,
+                    Reason::AlreadyUsed,
+                    state,
+                    "that code was already used; wait for the next one",
+                    remaining,
                 )
             } else {
                 reply(

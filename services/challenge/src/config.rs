@@ -31,6 +31,12 @@ pub struct Config {
     /// Argon2id memory cost in KiB for PINs (`VIGIL_PIN_HASH_MEMORY_KIB`);
     /// tests lower it, production keeps the OWASP default.
     pub pin_hash_memory_kib: u32,
+    /// Key-encryption keys for OTP seeds (`VIGIL_KEYS`, `id:base64`
+    /// comma-separated, the first active); required.
+    #[serde(serialize_with = "vigil_runtime::config::serialize_redacted")]
+    pub keys: SecretString,
+    /// Issuer shown in authenticator apps (`VIGIL_OTP_ISSUER`).
+    pub otp_issuer: String,
 }
 
 impl Default for Config {
@@ -48,6 +54,8 @@ impl Default for Config {
             lockout_window_secs: 15 * 60,
             lockout_duration_secs: 15 * 60,
             pin_hash_memory_kib: 19 * 1024,
+            keys: SecretString::from(""),
+            otp_issuer: "Vigil".into(),
         }
     }
 }
@@ -61,7 +69,12 @@ impl Config {
         .map_err(|e| ConfigError::new(format!("VIGIL_PIN_HASH_MEMORY_KIB: {e}")))
     }
 
+    pub fn keyring(&self) -> Result<vigil_secrets::Keyring, ConfigError> {
+        vigil_secrets::Keyring::from_secret(&self.keys).map_err(|e| ConfigError::new(format!("VIGIL_KEYS: {e}")))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.keyring()?;
         if self.code_key.expose_secret().len() < 16 {
             return Err(ConfigError::new("VIGIL_CODE_KEY must be set to at least 16 characters"));
         }

@@ -9,6 +9,7 @@ mod config;
 mod delivery_status;
 mod expiry;
 mod login;
+mod otp_factors;
 mod policy;
 mod service;
 mod state;

@@ -50,6 +50,10 @@ pub struct Service {
     pub lockout: Lockout,
     /// Argon2 parameters for PINs: cheap in tests, strong in production.
     pub pin_hasher: vigil_secrets::PasswordHasher,
+    /// Encrypts OTP seeds at rest.
+    pub keyring: vigil_secrets::Keyring,
+    /// The issuer authenticator apps show beside the account.
+    pub otp_issuer: String,
 }
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {

@@ -26,6 +26,7 @@ pub struct ChallengeRow {
     pub agent_id: String,
     pub client_ip: String,
     pub remember_minutes: i32,
+    pub factor: String,
 }
 
 impl ChallengeRow {
@@ -91,7 +92,7 @@ pub struct NewChallenge<'a> {
     pub user_id: Uuid,
     pub agent_id: &'a str,
     pub factor: &'a str,
-    pub code_hash: Vec<u8>,
+    pub code_hash: Option<Vec<u8>>,
     pub max_attempts: i32,
     pub client_ip: &'a str,
     pub remember_minutes: i32,
@@ -122,7 +123,7 @@ pub async fn insert_challenge(conn: &mut PgConnection, c: NewChallenge<'_>) -> R
     Ok(inserted == 1)
 }
 
-const CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, state, reason, code_hash, max_attempts, expires_at, agent_id, client_ip, remember_minutes";
+const CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, state, reason, code_hash, max_attempts, expires_at, agent_id, client_ip, remember_minutes, factor";
 
 /// Reads a challenge of `provider_id`; another provider's challenge is "not found".
 pub async fn get_challenge(

@@ -137,7 +137,7 @@ async fn sync_phone_factors(
 }
 
 impl Service {
-    async fn user_of(
+    pub(crate) async fn user_of(
         &self,
         conn: &mut PgConnection,
         provider: &str,

@@ -1,0 +1,165 @@
+//! TOTP, HOTP and backup codes through the real binaries: enrolment over the
+//! admin API, a login with each, replay refused, HOTP resync.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use vigil_e2e::{Admin, AgentClient, Stack, StackOptions, admin_client, agent_client};
+use vigil_otp::{Hotp, OtpSecret, Totp};
+use vigil_proto::v1::{
+    AgentKind, AuthenticateRequest, CreateAgentRequest, CreateProviderRequest, CreateUserRequest, Decision,
+    EnrollFactorRequest, EnrollFactorResponse, Factor, Reason, ResyncHotpRequest, UsageModel, VerifyPasscodeRequest,
+};
+
+async fn enroll(admin: &mut Admin, provider_id: &str, factor: Factor) -> EnrollFactorResponse {
+    admin
+        .enroll_factor(EnrollFactorRequest {
+            provider_id: provider_id.into(),
+            user: "alice".into(),
+            factor: factor as i32,
+        })
+        .await
+        .expect("enrol")
+        .into_inner()
+}
+
+/// Starts a challenge on `factor` and answers it with `code`.
+async fn login(agent: &mut AgentClient, factor: Factor, code: &str) -> Reason {
+    let started = agent
+        .authenticate(AuthenticateRequest {
+            username: "alice".into(),
+            factor: factor as i32,
+            client_ip: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
+    agent
+        .verify_passcode(VerifyPasscodeRequest {
+            challenge_id: started.challenge_id,
+            passcode: code.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .reason()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn totp_hotp_and_backup_codes_log_in_once_each() {
+    let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    let mut admin = admin_client(&stack.grpc_url, &stack.admin_token).await.unwrap();
+    let provider = admin
+        .create_provider(CreateProviderRequest {
+            name: "Acme".into(),
+            usage_model: UsageModel::PerAuthentication as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let agent = admin
+        .create_agent(CreateAgentRequest {
+            provider_id: provider.clone(),
+            name: "app".into(),
+            kind: AgentKind::App as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut agent = agent_client(&stack.grpc_url, &agent.agent_id, &agent.agent_key)
+        .await
+        .unwrap();
+    admin
+        .create_user(CreateUserRequest {
+            provider_id: provider.clone(),
+            username: "alice".into(),
+            display_name: "Alice".into(),
+            sms_phone: "+15550003001".into(),
+        })
+        .await
+        .unwrap();
+
+    let not_yet = agent
+        .authenticate(AuthenticateRequest {
+            username: "alice".into(),
+            factor: Factor::Totp as i32,
+            client_ip: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (not_yet.decision(), not_yet.reason()),
+        (Decision::Deny, Reason::NotEnrolled)
+    );
+
+    // TOTP: the URI and QR come once; a code works once.
+    let totp = enroll(&mut admin, &provider, Factor::Totp).await;
+    assert!(
+        totp.otpauth_uri.starts_with("otpauth://totp/Vigil:alice?"),
+        "{}",
+        totp.otpauth_uri
+    );
+    assert!(totp.qr_png.starts_with(b"\x89PNG"));
+    let seed = OtpSecret::from_base32(&totp.secret_base32).unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let code = Totp::default().generate(&seed, now);
+    assert_eq!(login(&mut agent, Factor::Totp, code.as_str()).await, Reason::Approved);
+    assert_eq!(
+        login(&mut agent, Factor::Totp, code.as_str()).await,
+        Reason::AlreadyUsed,
+        "replay refused"
+    );
+    let wrong = if code.as_str() == "000000" { "111111" } else { "000000" };
+    assert_eq!(login(&mut agent, Factor::Totp, wrong).await, Reason::WrongCode);
+
+    // HOTP: look-ahead, then resync after the token ran far ahead.
+    let hotp = enroll(&mut admin, &provider, Factor::Hotp).await;
+    let seed = OtpSecret::from_base32(&hotp.secret_base32).unwrap();
+    let token = Hotp::default();
+    assert_eq!(
+        login(&mut agent, Factor::Hotp, token.generate(&seed, 2).as_str()).await,
+        Reason::Approved
+    );
+    assert_eq!(
+        login(&mut agent, Factor::Hotp, token.generate(&seed, 2).as_str()).await,
+        Reason::WrongCode
+    );
+    assert_eq!(
+        login(&mut agent, Factor::Hotp, token.generate(&seed, 50).as_str()).await,
+        Reason::WrongCode
+    );
+    admin
+        .resync_hotp(ResyncHotpRequest {
+            provider_id: provider.clone(),
+            user: "alice".into(),
+            first_code: token.generate(&seed, 50).as_str().into(),
+            second_code: token.generate(&seed, 51).as_str().into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        login(&mut agent, Factor::Hotp, token.generate(&seed, 52).as_str()).await,
+        Reason::Approved
+    );
+
+    // Backup codes: ten, each works once, case and dashes do not matter.
+    let backup = enroll(&mut admin, &provider, Factor::BackupCode).await;
+    assert_eq!(backup.backup_codes.len(), 10);
+    let first = backup.backup_codes[0].to_uppercase();
+    assert_eq!(login(&mut agent, Factor::BackupCode, &first).await, Reason::Approved);
+    assert_eq!(login(&mut agent, Factor::BackupCode, &first).await, Reason::AlreadyUsed);
+    // Regenerating invalidates the old list.
+    let fresh = enroll(&mut admin, &provider, Factor::BackupCode).await;
+    assert_eq!(
+        login(&mut agent, Factor::BackupCode, &backup.backup_codes[1]).await,
+        Reason::WrongCode
+    );
+    assert_eq!(
+        login(&mut agent, Factor::BackupCode, &fresh.backup_codes[1].replace('-', "")).await,
+        Reason::Approved
+    );
+}
