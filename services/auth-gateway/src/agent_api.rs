@@ -6,14 +6,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use vigil_agent_auth::methods;
-use vigil_bus::{
-    rpc::{CallError, call},
-    subjects,
-};
+use vigil_bus::{rpc::call, subjects};
 use vigil_core::ChallengeId;
 use vigil_proto::{
     rpc,
-    v1::{self as api, Decision, Reason, auth_gateway_server::AuthGateway},
+    v1::{self as api, Decision, Factor, Reason, auth_gateway_server::AuthGateway},
 };
 
 use crate::{
@@ -26,14 +23,114 @@ pub struct AgentApi(pub Arc<Gateway>);
 
 const UNAVAILABLE: &str = "Vigil cannot decide right now; the login is denied";
 
-/// Why the challenge service gave no usable answer: logged, and the login denied.
-fn unavailable(what: &str, error: &dyn std::fmt::Display) -> (i32, i32, String) {
-    tracing::warn!(%error, what, "no answer from the challenge service; denying");
-    (
-        Decision::Deny as i32,
-        Reason::Unavailable as i32,
-        UNAVAILABLE.to_owned(),
-    )
+/// A challenge-service reply that can stand for "no usable answer": a deny
+/// with reason `unavailable`.
+pub trait Reply: prost::Message + Default {
+    fn rpc_error(&self) -> Option<&rpc::RpcError>;
+    fn unavailable() -> Self;
+}
+
+macro_rules! deniable_reply {
+    ($($reply:ty),+ $(,)?) => {$(
+        impl Reply for $reply {
+            fn rpc_error(&self) -> Option<&rpc::RpcError> {
+                self.error.as_ref()
+            }
+            fn unavailable() -> Self {
+                Self {
+                    decision: Decision::Deny as i32,
+                    reason: Reason::Unavailable as i32,
+                    message: UNAVAILABLE.to_owned(),
+                    ..Default::default()
+                }
+            }
+        }
+    )+};
+}
+
+deniable_reply!(rpc::PreauthReply, rpc::StartChallengeReply, rpc::VerifyReply);
+
+impl Reply for rpc::StatusReply {
+    fn rpc_error(&self) -> Option<&rpc::RpcError> {
+        self.error.as_ref()
+    }
+    fn unavailable() -> Self {
+        Self {
+            reason: Reason::Unavailable as i32,
+            message: UNAVAILABLE.to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Asks the challenge service; no answer, a late one or an error reply is
+/// logged and becomes a deny with reason `unavailable`, never an allow.
+async fn ask<Req: prost::Message, Rep: Reply>(gateway: &Gateway, subject: &'static str, request: &Req) -> Rep {
+    match call::<_, Rep>(&gateway.nats, subject, request, gateway.rpc_timeout).await {
+        Ok(reply) if reply.rpc_error().is_none() => reply,
+        Ok(reply) => {
+            tracing::warn!(error = ?reply.rpc_error(), subject, "the challenge service refused; denying");
+            Rep::unavailable()
+        }
+        Err(error) => {
+            tracing::warn!(%error, subject, "no answer from the challenge service; denying");
+            Rep::unavailable()
+        }
+    }
+}
+
+/// The policy decision for `username`, without starting a challenge.
+pub async fn preauth(gateway: &Gateway, agent: &AgentIdentity, username: String, client_ip: &str) -> rpc::PreauthReply {
+    let ask_for = rpc::PreauthRequest {
+        provider_id: agent.provider_id.to_string(),
+        username,
+        policy: Some(policy_context(agent, client_ip)),
+        dry_run: false,
+    };
+    ask(gateway, subjects::RPC_CHALLENGE_PREAUTH, &ask_for).await
+}
+
+/// Policy, then (when it says so) a challenge on `factor`.
+pub async fn start(
+    gateway: &Gateway,
+    agent: &AgentIdentity,
+    username: String,
+    factor: Factor,
+    client_ip: &str,
+) -> rpc::StartChallengeReply {
+    // The id is chosen here so that a retried start is idempotent.
+    let ask_for = rpc::StartChallengeRequest {
+        provider_id: agent.provider_id.to_string(),
+        agent_id: agent.agent_id.to_string(),
+        challenge_id: ChallengeId::new().to_string(),
+        username,
+        factor: factor as i32,
+        policy: Some(policy_context(agent, client_ip)),
+        client_ip: client_ip.to_owned(),
+    };
+    ask(gateway, subjects::RPC_CHALLENGE_START, &ask_for).await
+}
+
+pub async fn verify(
+    gateway: &Gateway,
+    agent: &AgentIdentity,
+    challenge_id: String,
+    passcode: String,
+) -> rpc::VerifyReply {
+    let ask_for = rpc::VerifyRequest {
+        provider_id: agent.provider_id.to_string(),
+        challenge_id,
+        passcode,
+    };
+    ask(gateway, subjects::RPC_CHALLENGE_VERIFY, &ask_for).await
+}
+
+pub async fn status(gateway: &Gateway, agent: &AgentIdentity, challenge_id: String) -> rpc::StatusReply {
+    let ask_for = rpc::StatusRequest {
+        provider_id: agent.provider_id.to_string(),
+        challenge_id,
+    };
+    ask(gateway, subjects::RPC_CHALLENGE_STATUS, &ask_for).await
 }
 
 impl AgentApi {
@@ -47,14 +144,6 @@ impl AgentApi {
                 other => Status::from(other),
             })
     }
-
-    async fn ask<Req: prost::Message, Rep: prost::Message + Default>(
-        &self,
-        subject: &'static str,
-        request: &Req,
-    ) -> Result<Rep, CallError> {
-        call(&self.0.nats, subject, request, self.0.rpc_timeout).await
-    }
 }
 
 /// What the challenge service needs to know of this agent's policy.
@@ -65,6 +154,7 @@ pub fn policy_context(agent: &AgentIdentity, client_ip: &str) -> rpc::PolicyCont
         require_user_match: agent.require_user_match,
         trusted_network: agent.is_trusted(client_ip),
         remember_minutes: agent.remember_minutes,
+        block_user_on_fraud: agent.block_user_on_fraud,
     }
 }
 
@@ -82,43 +172,14 @@ impl AuthGateway for AgentApi {
         let agent = self.agent(&request, methods::PREAUTH).await?;
         let req = request.into_inner();
         require_username(&req.username)?;
-        let ask = rpc::PreauthRequest {
-            provider_id: agent.provider_id.to_string(),
-            username: req.username,
-            policy: Some(policy_context(&agent, &req.client_ip)),
-            dry_run: false,
-        };
-        let response = match self
-            .ask::<_, rpc::PreauthReply>(subjects::RPC_CHALLENGE_PREAUTH, &ask)
-            .await
-        {
-            Ok(reply) if reply.error.is_none() => api::PreauthResponse {
-                decision: reply.decision,
-                reason: reply.reason,
-                message: reply.message,
-                factors: reply.factors,
-            },
-            Ok(reply) => {
-                let (decision, reason, message) = unavailable("preauth", &format!("{:?}", reply.error));
-                api::PreauthResponse {
-                    decision,
-                    reason,
-                    message,
-                    factors: vec![],
-                }
-            }
-            Err(e) => {
-                let (decision, reason, message) = unavailable("preauth", &e);
-                api::PreauthResponse {
-                    decision,
-                    reason,
-                    message,
-                    factors: vec![],
-                }
-            }
-        };
-        record(&agent, response.reason);
-        Ok(Response::new(response))
+        let reply = preauth(&self.0, &agent, req.username, &req.client_ip).await;
+        record(&agent, reply.reason);
+        Ok(Response::new(api::PreauthResponse {
+            decision: reply.decision,
+            reason: reply.reason,
+            message: reply.message,
+            factors: reply.factors,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(agent_id, provider_id, reason))]
@@ -129,49 +190,17 @@ impl AuthGateway for AgentApi {
         let agent = self.agent(&request, methods::AUTHENTICATE).await?;
         let req = request.into_inner();
         require_username(&req.username)?;
-        // The id is chosen here so that a retried start is idempotent.
-        let ask = rpc::StartChallengeRequest {
-            provider_id: agent.provider_id.to_string(),
-            agent_id: agent.agent_id.to_string(),
-            challenge_id: ChallengeId::new().to_string(),
-            username: req.username,
-            factor: req.factor,
-            policy: Some(policy_context(&agent, &req.client_ip)),
-            client_ip: req.client_ip,
-        };
-        let response = match self
-            .ask::<_, rpc::StartChallengeReply>(subjects::RPC_CHALLENGE_START, &ask)
-            .await
-        {
-            Ok(reply) if reply.error.is_none() => api::AuthenticateResponse {
-                decision: reply.decision,
-                reason: reply.reason,
-                message: reply.message,
-                challenge_id: reply.challenge_id,
-                state: reply.state,
-                expires_at: reply.expires_at,
-            },
-            Ok(reply) => {
-                let (decision, reason, message) = unavailable("authenticate", &format!("{:?}", reply.error));
-                api::AuthenticateResponse {
-                    decision,
-                    reason,
-                    message,
-                    ..Default::default()
-                }
-            }
-            Err(e) => {
-                let (decision, reason, message) = unavailable("authenticate", &e);
-                api::AuthenticateResponse {
-                    decision,
-                    reason,
-                    message,
-                    ..Default::default()
-                }
-            }
-        };
-        record(&agent, response.reason);
-        Ok(Response::new(response))
+        let factor = Factor::try_from(req.factor).unwrap_or_default();
+        let reply = start(&self.0, &agent, req.username, factor, &req.client_ip).await;
+        record(&agent, reply.reason);
+        Ok(Response::new(api::AuthenticateResponse {
+            decision: reply.decision,
+            reason: reply.reason,
+            message: reply.message,
+            challenge_id: reply.challenge_id,
+            state: reply.state,
+            expires_at: reply.expires_at,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(agent_id, provider_id, reason))]
@@ -181,42 +210,15 @@ impl AuthGateway for AgentApi {
     ) -> Result<Response<api::AuthStatus>, Status> {
         let agent = self.agent(&request, methods::GET_AUTH_STATUS).await?;
         let req = request.into_inner();
-        let ask = rpc::StatusRequest {
-            provider_id: agent.provider_id.to_string(),
-            challenge_id: req.challenge_id.clone(),
-        };
-        let response = match self
-            .ask::<_, rpc::StatusReply>(subjects::RPC_CHALLENGE_STATUS, &ask)
-            .await
-        {
-            Ok(reply) if reply.error.is_none() => api::AuthStatus {
-                challenge_id: req.challenge_id,
-                state: reply.state,
-                reason: reply.reason,
-                message: reply.message,
-                expires_at: reply.expires_at,
-            },
-            Ok(reply) => {
-                let (_, reason, message) = unavailable("status", &format!("{:?}", reply.error));
-                api::AuthStatus {
-                    challenge_id: req.challenge_id,
-                    reason,
-                    message,
-                    ..Default::default()
-                }
-            }
-            Err(e) => {
-                let (_, reason, message) = unavailable("status", &e);
-                api::AuthStatus {
-                    challenge_id: req.challenge_id,
-                    reason,
-                    message,
-                    ..Default::default()
-                }
-            }
-        };
-        record(&agent, response.reason);
-        Ok(Response::new(response))
+        let reply = status(&self.0, &agent, req.challenge_id.clone()).await;
+        record(&agent, reply.reason);
+        Ok(Response::new(api::AuthStatus {
+            challenge_id: req.challenge_id,
+            state: reply.state,
+            reason: reply.reason,
+            message: reply.message,
+            expires_at: reply.expires_at,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(agent_id, provider_id, reason))]
@@ -229,43 +231,15 @@ impl AuthGateway for AgentApi {
         if req.passcode.len() > 64 {
             return Err(Status::invalid_argument("passcode is too long"));
         }
-        let ask = rpc::VerifyRequest {
-            provider_id: agent.provider_id.to_string(),
-            challenge_id: req.challenge_id,
-            passcode: req.passcode,
-        };
-        let response = match self
-            .ask::<_, rpc::VerifyReply>(subjects::RPC_CHALLENGE_VERIFY, &ask)
-            .await
-        {
-            Ok(reply) if reply.error.is_none() => api::VerifyPasscodeResponse {
-                decision: reply.decision,
-                reason: reply.reason,
-                message: reply.message,
-                state: reply.state,
-                attempts_remaining: reply.attempts_remaining,
-            },
-            Ok(reply) => {
-                let (decision, reason, message) = unavailable("verify", &format!("{:?}", reply.error));
-                api::VerifyPasscodeResponse {
-                    decision,
-                    reason,
-                    message,
-                    ..Default::default()
-                }
-            }
-            Err(e) => {
-                let (decision, reason, message) = unavailable("verify", &e);
-                api::VerifyPasscodeResponse {
-                    decision,
-                    reason,
-                    message,
-                    ..Default::default()
-                }
-            }
-        };
-        record(&agent, response.reason);
-        Ok(Response::new(response))
+        let reply = verify(&self.0, &agent, req.challenge_id, req.passcode).await;
+        record(&agent, reply.reason);
+        Ok(Response::new(api::VerifyPasscodeResponse {
+            decision: reply.decision,
+            reason: reply.reason,
+            message: reply.message,
+            state: reply.state,
+            attempts_remaining: reply.attempts_remaining,
+        }))
     }
 }
 

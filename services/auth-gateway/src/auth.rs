@@ -24,6 +24,7 @@ pub struct AgentIdentity {
     pub require_user_match: bool,
     pub remember_minutes: u32,
     pub trusted_networks: Vec<ipnet::IpNet>,
+    pub block_user_on_fraud: bool,
 }
 
 impl AgentIdentity {
@@ -180,6 +181,7 @@ pub async fn authenticate_agent(
         require_user_match: agent.require_user_match,
         remember_minutes: u32::try_from(agent.remember_minutes).unwrap_or(0),
         trusted_networks: agent.trusted_networks.iter().filter_map(|n| n.parse().ok()).collect(),
+        block_user_on_fraud: agent.block_user_on_fraud,
     })
 }
 
@@ -194,6 +196,7 @@ mod tests {
             require_user_match: true,
             remember_minutes: 0,
             trusted_networks: networks.iter().filter_map(|n| n.parse().ok()).collect(),
+            block_user_on_fraud: true,
         }
     }
 

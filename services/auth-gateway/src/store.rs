@@ -32,10 +32,11 @@ pub struct AgentRow {
     pub remember_minutes: i32,
     pub created_at: DateTime<Utc>,
     pub trusted_networks: Vec<String>,
+    pub block_user_on_fraud: bool,
 }
 
 const AGENT_COLUMNS: &str = "a.id, a.provider_id, a.name, a.kind, a.key_ciphertext, a.enabled, \
-     a.require_user_match, a.remember_minutes, a.created_at, p.trusted_networks";
+     a.require_user_match, a.remember_minutes, a.created_at, p.trusted_networks, p.block_user_on_fraud";
 
 pub async fn insert_provider(conn: &mut PgConnection, row: &ProviderRow) -> Result<(), sqlx::Error> {
     sqlx::query(

@@ -16,6 +16,7 @@ use vigil_runtime::health::{HealthState, health_router};
 use crate::{
     Config,
     codes::CodeHasher,
+    delivery_answers::DeliveryAnsweredHandler,
     delivery_status::DeliveryStatusHandler,
     policy::Lockout,
     service::{Service, ServiceError},
@@ -63,6 +64,17 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         pool.clone(),
         ConsumerSpec::new("challenge-delivery-status", "VIGIL_DELIVERY", subjects::DELIVERY_STATUS),
         DeliveryStatusHandler(service.clone()),
+        shutdown.clone(),
+    ));
+    tasks.spawn(consumer::run(
+        js.clone(),
+        pool.clone(),
+        ConsumerSpec::new(
+            "challenge-delivery-answered",
+            "VIGIL_DELIVERY",
+            subjects::DELIVERY_ANSWERED,
+        ),
+        DeliveryAnsweredHandler(service.clone()),
         shutdown.clone(),
     ));
     macro_rules! serve_all {

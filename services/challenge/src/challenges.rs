@@ -8,6 +8,7 @@ use vigil_core::{ChallengeId, DeliveryId, PhoneNumber, UserId, Username};
 use vigil_proto::{
     events::{
         AuthenticationKind, AuthenticationUsage, ChallengeCompleted, ChallengeCreated, Channel, DeliveryRequested,
+        VoiceMode,
     },
     rpc,
     v1::{Decision, Factor, Reason},
@@ -112,7 +113,7 @@ impl Service {
         };
         // Codes from an app or a backup list: nothing to deliver.
         let typed_by_user = matches!(factor.kind.as_str(), "totp" | "hotp" | "backup_code");
-        if !typed_by_user && factor.kind != "sms" {
+        if !typed_by_user && !matches!(factor.kind.as_str(), "sms" | "voice") {
             return Ok(deny(
                 Reason::NotEnrolled,
                 format!("the {} factor cannot be challenged yet", factor.kind),
@@ -126,7 +127,9 @@ impl Service {
         } else {
             let phone = PhoneNumber::parse(&factor.destination)
                 .map_err(|_| ServiceError::InvalidArgument("stored phone number is invalid".into()))?;
-            (Some(self.codes.generate()), Some(phone))
+            // A voice call is answered on the keypad: no code to type.
+            let code = (factor.kind == "sms").then(|| self.codes.generate());
+            (code, Some(phone))
         };
         store::insert_challenge(
             &mut tx,
@@ -140,6 +143,7 @@ impl Service {
                 max_attempts: self.max_attempts,
                 client_ip: &req.client_ip,
                 remember_minutes: i32::try_from(facts.login.remember_minutes).unwrap_or(0),
+                block_user_on_fraud: policy.is_none_or(|p| p.block_user_on_fraud),
                 now,
                 expires_at,
             },
@@ -159,6 +163,37 @@ impl Service {
                 },
             )
             .await?;
+        if factor.kind == "voice"
+            && let Some(phone) = &phone
+        {
+            // With a PIN the user proves knowledge too: PIN then #.
+            let (mode, instruction) = if user.pin_hash.is_some() {
+                (VoiceMode::Pin, "enter your PIN followed by the pound key")
+            } else {
+                (VoiceMode::PressPound, "press the pound key")
+            };
+            let body = format!(
+                "This is Vigil. Someone is signing in as {}. To approve, {instruction}. \
+                 If this was not you, press zero then pound to report fraud.",
+                user.username
+            );
+            self.outbox
+                .enqueue(
+                    &mut tx,
+                    &provider,
+                    &DeliveryRequested {
+                        delivery_id: DeliveryId::new().to_string(),
+                        challenge_id: id_text.clone(),
+                        channel: Channel::Voice as i32,
+                        destination: phone.as_str().to_owned(),
+                        body,
+                        voice_mode: mode as i32,
+                        expires_at: Some(timestamp(expires_at)),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
         if let (Some(code), Some(phone)) = (&code, &phone) {
             let minutes = (self.lifetime.num_seconds() + 59) / 60;
             let body = self
@@ -175,6 +210,8 @@ impl Service {
                         channel: Channel::Sms as i32,
                         destination: phone.as_str().to_owned(),
                         body,
+                        // The user may also reply with the code, YES, NO or FRAUD.
+                        expect_reply: true,
                         expires_at: Some(timestamp(expires_at)),
                         ..Default::default()
                     },
@@ -211,6 +248,7 @@ impl Service {
         tx.commit().await?;
         self.outbox.notify();
         let message = match (&phone, factor.kind.as_str()) {
+            (Some(phone), "voice") => format!("Answer the call to {} to approve", phone.masked()),
             (Some(phone), _) => format!("Enter the code sent to {}", phone.masked()),
             (None, "backup_code") => "Enter one of your backup codes".to_owned(),
             (None, _) => "Enter the code from your authenticator app".to_owned(),

@@ -6,6 +6,7 @@ mod app;
 mod challenges;
 mod codes;
 mod config;
+mod delivery_answers;
 mod delivery_status;
 mod expiry;
 mod login;

@@ -309,7 +309,11 @@ pub async fn enroll_factor(
     })
 }
 
-pub async fn resync_hotp(gateway: &Gateway, scope: AdminScope, req: api::ResyncHotpRequest) -> Result<api::User, GatewayError> {
+pub async fn resync_hotp(
+    gateway: &Gateway,
+    scope: AdminScope,
+    req: api::ResyncHotpRequest,
+) -> Result<api::User, GatewayError> {
     let provider_id = provider_text(gateway, scope, &req.provider_id).await?;
     let reply = ask(
         gateway,
@@ -339,6 +343,7 @@ pub async fn explain(
             provider_id,
             require_user_match: true,
             remember_minutes: 0,
+            block_user_on_fraud: provider.block_user_on_fraud,
             trusted_networks: provider
                 .trusted_networks
                 .iter()
@@ -358,6 +363,7 @@ pub async fn explain(
             require_user_match: row.require_user_match,
             remember_minutes: u32::try_from(row.remember_minutes).unwrap_or(0),
             trusted_networks: row.trusted_networks.iter().filter_map(|n| n.parse().ok()).collect(),
+            block_user_on_fraud: row.block_user_on_fraud,
         }
     };
     let reply: rpc::ExplainReply = ask(
