@@ -11,3 +11,9 @@ pub use config::{ConfigError, load_config, load_config_from};
 pub use connect::{ConnectError, connect_nats, connect_postgres};
 pub use health::{HealthState, serve_health};
 pub use shutdown::shutdown_on_signal;
+
+/// `VIGIL_MIGRATE_ONLY=1`: migrate the service's database and exit, so a
+/// Kubernetes Job can run migrations before new replicas start.
+pub fn migrate_only() -> bool {
+    std::env::var("VIGIL_MIGRATE_ONLY").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}

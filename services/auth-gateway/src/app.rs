@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use secrecy::SecretString;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use vigil_bus::{Outbox, OutboxRelay, streams};
 use vigil_core::{Clock, SystemClock};
@@ -15,7 +15,7 @@ use vigil_proto::v1::{
 };
 use vigil_runtime::health::{HealthState, health_router};
 
-use crate::{Config, admin::AdminApi, agent_api::AgentApi, registration::Registration};
+use crate::{Config, admin::AdminApi, agent_api::AgentApi, radius, registration::Registration};
 
 /// What every handler shares.
 pub struct Gateway {
@@ -32,6 +32,8 @@ pub struct Gateway {
     /// argon2id for activation passwords.
     pub passwords: vigil_secrets::PasswordHasher,
     pub activation_ttl: chrono::Duration,
+    /// Wakes the RADIUS client list when the admin API changes a client or agent.
+    pub radius_changed: tokio::sync::Notify,
 }
 
 pub async fn run(
@@ -44,6 +46,10 @@ pub async fn run(
     let pool = vigil_runtime::connect_postgres(&config.database_url, 20, Duration::from_secs(30)).await?;
     sqlx::migrate!().run(&pool).await.context("running migrations")?;
     vigil_bus::schema::install(&pool).await?;
+    if vigil_runtime::migrate_only() {
+        tracing::info!("migrations applied; exiting (VIGIL_MIGRATE_ONLY)");
+        return Ok(());
+    }
     let nats = vigil_runtime::connect_nats(&config.nats_url, "vigil-auth-gateway").await?;
     let js = async_nats::jetstream::new(nats.clone());
     streams::ensure_streams(&js, config.stream_replicas).await?;
@@ -60,6 +66,7 @@ pub async fn run(
         tokens: config.token_hasher()?,
         passwords: config.password_hasher()?,
         activation_ttl: chrono::Duration::seconds(i64::from(config.activation_ttl_secs)),
+        radius_changed: tokio::sync::Notify::new(),
     });
 
     let tasks = TaskTracker::new();
@@ -70,6 +77,15 @@ pub async fn run(
         nats: nats.clone(),
     });
     tasks.spawn(vigil_runtime::serve_health(http, health, shutdown.clone()));
+    if config.radius_addr.is_empty() {
+        tracing::info!("RADIUS is off (VIGIL_RADIUS_ADDR is empty)");
+    } else {
+        let socket = UdpSocket::bind(&config.radius_addr)
+            .await
+            .with_context(|| format!("binding RADIUS to {}", config.radius_addr))?;
+        tracing::info!(addr = %socket.local_addr()?, "RADIUS ready");
+        tasks.spawn(radius::serve(gateway.clone(), socket, shutdown.clone()));
+    }
 
     tracing::info!(addr = %grpc.local_addr()?, "auth gateway ready");
     let incoming = tonic::transport::server::TcpIncoming::from(grpc);

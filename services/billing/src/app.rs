@@ -80,6 +80,10 @@ async fn run_with_pool(
     MIGRATOR.run(&pool).await?;
     // After our own migrations, as the bus crate asks.
     vigil_bus::schema::install(&pool).await?;
+    if vigil_runtime::migrate_only() {
+        tracing::info!("migrations applied; exiting (VIGIL_MIGRATE_ONLY)");
+        return Ok(());
+    }
 
     let nats = connect_nats(&config.nats_url, "vigil-billing").await?;
     let js = jetstream::new(nats.clone());

@@ -29,6 +29,10 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
     let pool = vigil_runtime::connect_postgres(&config.database_url, 20, Duration::from_secs(30)).await?;
     sqlx::migrate!().run(&pool).await.context("running migrations")?;
     vigil_bus::schema::install(&pool).await?;
+    if vigil_runtime::migrate_only() {
+        tracing::info!("migrations applied; exiting (VIGIL_MIGRATE_ONLY)");
+        return Ok(());
+    }
     let nats = vigil_runtime::connect_nats(&config.nats_url, "vigil-challenge").await?;
     let js = async_nats::jetstream::new(nats.clone());
     streams::ensure_streams(&js, config.stream_replicas).await?;

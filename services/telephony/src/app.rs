@@ -44,6 +44,10 @@ pub async fn run_with_clock(
         vigil_runtime::connect_postgres(&config.database_url, MAX_DB_CONNECTIONS, Duration::from_secs(30)).await?;
     sqlx::migrate!().run(&pool).await.context("running migrations")?;
     vigil_bus::schema::install(&pool).await?;
+    if vigil_runtime::migrate_only() {
+        tracing::info!("migrations applied; exiting (VIGIL_MIGRATE_ONLY)");
+        return Ok(());
+    }
     let nats = vigil_runtime::connect_nats(&config.nats_url, "vigil-telephony").await?;
     let js = async_nats::jetstream::new(nats.clone());
     streams::ensure_streams(&js, config.stream_replicas).await?;
