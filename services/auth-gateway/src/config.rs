@@ -35,6 +35,9 @@ pub struct Config {
     pub password_hash_memory_kib: u32,
     /// How long activation credentials stay valid (`VIGIL_ACTIVATION_TTL_SECS`).
     pub activation_ttl_secs: u32,
+    /// RADIUS (UDP) for NPS, RD Gateway and VPNs (`VIGIL_RADIUS_ADDR`);
+    /// an empty string turns RADIUS off.
+    pub radius_addr: String,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             token_pepper: SecretString::from(""),
             password_hash_memory_kib: 19 * 1024,
             activation_ttl_secs: 600,
+            radius_addr: "127.0.0.1:1812".into(),
         }
     }
 }

@@ -9,6 +9,7 @@ mod app;
 mod auth;
 mod config;
 mod error;
+mod radius;
 mod registration;
 mod store;
 

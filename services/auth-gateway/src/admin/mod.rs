@@ -5,6 +5,7 @@
 mod agents;
 mod convert;
 mod providers;
+mod radius_clients;
 mod users;
 
 use std::sync::Arc;
@@ -96,14 +97,19 @@ impl Admin for AdminApi {
     }
 
     async fn update_agent(&self, request: Request<api::UpdateAgentRequest>) -> Result<Response<api::Agent>, Status> {
-        admin_call!(self, request, |scope, req| agents::update(&self.0, scope, req))
+        let result = admin_call!(self, request, |scope, req| agents::update(&self.0, scope, req));
+        // A RADIUS client follows its agent's enabled flag and policy at once.
+        self.0.radius_changed.notify_one();
+        result
     }
 
     async fn delete_agent(
         &self,
         request: Request<api::DeleteAgentRequest>,
     ) -> Result<Response<api::DeleteAgentResponse>, Status> {
-        admin_call!(self, request, |scope, req| agents::delete(&self.0, scope, req))
+        let result = admin_call!(self, request, |scope, req| agents::delete(&self.0, scope, req));
+        self.0.radius_changed.notify_one();
+        result
     }
 
     async fn create_user(&self, request: Request<api::CreateUserRequest>) -> Result<Response<api::User>, Status> {
@@ -155,5 +161,26 @@ impl Admin for AdminApi {
         request: Request<api::ExplainLoginRequest>,
     ) -> Result<Response<api::LoginExplanation>, Status> {
         admin_call!(self, request, |scope, req| users::explain(&self.0, scope, req))
+    }
+
+    async fn create_radius_client(
+        &self,
+        request: Request<api::CreateRadiusClientRequest>,
+    ) -> Result<Response<api::RadiusClient>, Status> {
+        admin_call!(self, request, |scope, req| radius_clients::create(&self.0, scope, req))
+    }
+
+    async fn list_radius_clients(
+        &self,
+        request: Request<api::ListRadiusClientsRequest>,
+    ) -> Result<Response<api::ListRadiusClientsResponse>, Status> {
+        admin_call!(self, request, |scope, req| radius_clients::list(&self.0, scope, req))
+    }
+
+    async fn delete_radius_client(
+        &self,
+        request: Request<api::DeleteRadiusClientRequest>,
+    ) -> Result<Response<api::DeleteRadiusClientResponse>, Status> {
+        admin_call!(self, request, |scope, req| radius_clients::delete(&self.0, scope, req))
     }
 }

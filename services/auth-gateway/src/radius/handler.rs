@@ -1,0 +1,293 @@
+//! From a validated Access-Request to Accept, Reject or Challenge, through the
+//! same challenge-service questions as the gRPC agent API. Reply-Message
+//! carries the machine-readable reason and the human message; a doubt is a
+//! Reject, never an Accept.
+
+use std::{future::Future, net::IpAddr, sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+use vigil_proto::v1::{ChallengeState, Decision, Factor, Reason};
+use vigil_radius::{Handler, Request, Response};
+
+use super::{
+    Mode,
+    registry::{ClientEntry, Registry},
+    state,
+};
+use crate::{
+    agent_api::{start, status, verify},
+    app::Gateway,
+};
+
+/// How often second-factor mode asks whether the user answered.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// Password-and-code mode: the code is the password's last six characters.
+const CODE_LEN: usize = 6;
+/// Tunnel-Client-Endpoint (RFC 2868), where RD Gateway and some VPNs put the user's address.
+const TUNNEL_CLIENT_ENDPOINT: u8 = 66;
+
+pub struct RadiusHandler {
+    gateway: Arc<Gateway>,
+    registry: Arc<Registry>,
+}
+
+impl RadiusHandler {
+    pub fn new(gateway: Arc<Gateway>, registry: Arc<Registry>) -> Self {
+        Self { gateway, registry }
+    }
+}
+
+impl Handler for RadiusHandler {
+    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send {
+        answer(&self.gateway, &self.registry, request)
+    }
+}
+
+/// What a login comes to, before it becomes a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Accept { reason: Reason, message: String },
+    Reject { reason: Reason, message: String },
+    Challenge { state: Vec<u8>, prompt: String },
+}
+
+impl Answer {
+    fn reject(reason: Reason, message: impl Into<String>) -> Self {
+        Self::Reject {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// A decision from the challenge service; anything but an allow is a reject.
+    fn decided(decision: i32, reason: i32, message: String) -> Self {
+        let reason = Reason::try_from(reason).unwrap_or_default();
+        match Decision::try_from(decision) {
+            Ok(Decision::Allow) => Self::Accept { reason, message },
+            _ => Self::Reject { reason, message },
+        }
+    }
+
+    fn reason(&self) -> Reason {
+        match self {
+            Self::Accept { reason, .. } | Self::Reject { reason, .. } => *reason,
+            Self::Challenge { .. } => Reason::Enrolled,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        match self {
+            Self::Accept { reason, message } => {
+                Response::accept().with_reply_message(&reply_text("ALLOW", reason, &message))
+            }
+            Self::Reject { reason, message } => {
+                Response::reject().with_reply_message(&reply_text("DENY", reason, &message))
+            }
+            // The prompt is shown to the user as it is.
+            Self::Challenge { state, prompt } => Response::challenge(state).with_reply_message(&prompt),
+        }
+    }
+}
+
+/// `REASON_UNKNOWN_USER` → `unknown_user`, the name the audit log and the docs use.
+fn reason_name(reason: Reason) -> String {
+    let name = reason.as_str_name();
+    name.strip_prefix("REASON_").unwrap_or(name).to_ascii_lowercase()
+}
+
+/// "DENY unknown_user: the user is not enrolled in Vigil".
+fn reply_text(verdict: &str, reason: Reason, message: &str) -> String {
+    format!("{verdict} {}: {message}", reason_name(reason))
+}
+
+#[tracing::instrument(skip_all, fields(client = %request.client().id, source = %request.source(), agent_id, reason))]
+async fn answer(gateway: &Gateway, registry: &Registry, request: Request) -> Response {
+    // Removed between the packet's check and now: nobody to decide for.
+    let Some(client) = registry.entry(&request.client().id) else {
+        return Answer::reject(Reason::Unavailable, "this RADIUS client is no longer registered").into_response();
+    };
+    let answer = decide(gateway, &client, &request).await;
+    let span = tracing::Span::current();
+    span.record("agent_id", tracing::field::display(client.agent.agent_id));
+    span.record("reason", reason_name(answer.reason()));
+    tracing::info!(mode = client.mode.as_str(), name = %client.name, "RADIUS login decided");
+    answer.into_response()
+}
+
+async fn decide(gateway: &Gateway, client: &ClientEntry, request: &Request) -> Answer {
+    let Some(username) = request.user_name().map(str::trim).filter(|u| !u.is_empty()) else {
+        return Answer::reject(Reason::InvalidRequest, "the request has no User-Name");
+    };
+    if let Some(state) = request.state() {
+        return challenge_answered(gateway, client, request, username, state).await;
+    }
+    let client_ip = end_user_ip(request);
+    match client.mode {
+        Mode::Challenge => challenge(gateway, client, username, &client_ip).await,
+        Mode::SecondFactor => second_factor(gateway, client, username, &client_ip).await,
+        Mode::PasswordCode => password_code(gateway, client, request, username, &client_ip).await,
+    }
+}
+
+/// The user's own address, for trusted networks and remembered approvals.
+/// Not the packet's source: that is the NAS, and trusting it would let
+/// every login through it skip the second factor.
+fn end_user_ip(request: &Request) -> String {
+    let tunnel = request
+        .packet()
+        .attribute(TUNNEL_CLIENT_ENDPOINT)
+        // A leading byte below 0x20 is the RFC 2868 tag.
+        .map(|v| match v.first() {
+            Some(tag) if *tag < 0x20 => v.get(1..).unwrap_or_default(),
+            _ => v,
+        })
+        .and_then(|v| std::str::from_utf8(v).ok());
+    [request.calling_station_id(), tunnel]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|text| text.parse::<IpAddr>().is_ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn password(request: &Request) -> Option<String> {
+    request.password().and_then(|p| p.as_str().map(str::to_owned))
+}
+
+/// (b) Start a challenge on the user's default factor; the code comes back with the State.
+async fn challenge(gateway: &Gateway, client: &ClientEntry, username: &str, client_ip: &str) -> Answer {
+    let reply = start(gateway, &client.agent, username.to_owned(), Factor::Default, client_ip).await;
+    if reply.decision == Decision::Challenge as i32 && !reply.challenge_id.is_empty() {
+        return Answer::Challenge {
+            state: state::mint(&gateway.tokens, &client.id, username, &reply.challenge_id),
+            prompt: reply.message,
+        };
+    }
+    Answer::decided(reply.decision, reply.reason, reply.message)
+}
+
+/// (b), second round: the State names the challenge, User-Password holds the code.
+async fn challenge_answered(
+    gateway: &Gateway,
+    client: &ClientEntry,
+    request: &Request,
+    username: &str,
+    state: &[u8],
+) -> Answer {
+    let Some(challenge_id) = state::open(&gateway.tokens, &client.id, username, state) else {
+        tracing::warn!("RADIUS State not minted for this client and user; rejected");
+        return Answer::reject(Reason::InvalidRequest, "the State does not belong to this login");
+    };
+    let code = password(request).map(|p| p.trim().to_owned()).unwrap_or_default();
+    let reply = verify(gateway, &client.agent, challenge_id, code).await;
+    Answer::decided(reply.decision, reply.reason, reply.message)
+}
+
+/// (a) The client checked the password: run the default factor and wait for
+/// the user's answer, at most the client's timeout.
+async fn second_factor(gateway: &Gateway, client: &ClientEntry, username: &str, client_ip: &str) -> Answer {
+    let reply = start(gateway, &client.agent, username.to_owned(), Factor::Default, client_ip).await;
+    if reply.decision != Decision::Challenge as i32 || reply.challenge_id.is_empty() {
+        return Answer::decided(reply.decision, reply.reason, reply.message);
+    }
+    let deadline = Instant::now() + client.timeout;
+    // What to say if time runs out: the last trouble seen, else "expired".
+    let mut last_trouble = None;
+    while Instant::now() + POLL_EVERY < deadline {
+        tokio::time::sleep(POLL_EVERY).await;
+        let now = status(gateway, &client.agent, reply.challenge_id.clone()).await;
+        let reason = Reason::try_from(now.reason).unwrap_or_default();
+        match ChallengeState::try_from(now.state).unwrap_or_default() {
+            ChallengeState::Approved => {
+                return Answer::Accept {
+                    reason: Reason::Approved,
+                    message: "the user approved".into(),
+                };
+            }
+            ChallengeState::Pending | ChallengeState::Delivered => {}
+            // No state: the challenge service did not answer (keep waiting,
+            // it may be back before the deadline) or lost the challenge.
+            ChallengeState::Unspecified if reason == Reason::Unavailable => last_trouble = Some(now.message),
+            ChallengeState::Unspecified => return Answer::reject(reason, now.message),
+            ChallengeState::Denied | ChallengeState::Expired | ChallengeState::Fraud | ChallengeState::Failed => {
+                return Answer::reject(reason, now.message);
+            }
+        }
+    }
+    match last_trouble {
+        Some(message) => Answer::reject(Reason::Unavailable, message),
+        None => Answer::reject(Reason::Expired, "the user did not answer in time"),
+    }
+}
+
+/// The code at the end of a password-and-code field, and nothing else.
+fn trailing_code(field: &str) -> Option<&str> {
+    let cut = field.len().checked_sub(CODE_LEN)?;
+    let code = field.get(cut..)?;
+    code.bytes().all(|b| b.is_ascii_digit()).then_some(code)
+}
+
+/// (c) User-Password is the password followed by a TOTP code.
+async fn password_code(
+    gateway: &Gateway,
+    client: &ClientEntry,
+    request: &Request,
+    username: &str,
+    client_ip: &str,
+) -> Answer {
+    let field = password(request).unwrap_or_default();
+    let Some(code) = trailing_code(&field) else {
+        return Answer::reject(
+            Reason::InvalidRequest,
+            "the password must end with the 6-digit code from the authenticator app",
+        );
+    };
+    let reply = start(gateway, &client.agent, username.to_owned(), Factor::Totp, client_ip).await;
+    if reply.decision != Decision::Challenge as i32 || reply.challenge_id.is_empty() {
+        return Answer::decided(reply.decision, reply.reason, reply.message);
+    }
+    let verified = verify(gateway, &client.agent, reply.challenge_id, code.to_owned()).await;
+    Answer::decided(verified.decision, verified.reason, verified.message)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_read_like_the_audit_log() {
+        assert_eq!(reason_name(Reason::UnknownUser), "unknown_user");
+        assert_eq!(
+            reply_text("DENY", Reason::UnknownUser, "the user is not enrolled in Vigil"),
+            "DENY unknown_user: the user is not enrolled in Vigil"
+        );
+    }
+
+    #[test]
+    fn only_an_allow_accepts() {
+        let r = Reason::Approved as i32;
+        assert!(matches!(
+            Answer::decided(Decision::Allow as i32, r, String::new()),
+            Answer::Accept { .. }
+        ));
+        for d in [Decision::Deny, Decision::Challenge, Decision::Unspecified] {
+            assert!(matches!(
+                Answer::decided(d as i32, r, String::new()),
+                Answer::Reject { .. }
+            ));
+        }
+        assert!(matches!(Answer::decided(99, r, String::new()), Answer::Reject { .. }));
+    }
+
+    #[test]
+    fn the_code_is_the_last_six_digits() {
+        assert_eq!(trailing_code("hunter2123456"), Some("123456"));
+        assert_eq!(trailing_code("123456"), Some("123456"));
+        assert_eq!(trailing_code("12345"), None);
+        assert_eq!(trailing_code("hunter212345a"), None);
+        assert_eq!(trailing_code("pässwörd12345"), None);
+        assert_eq!(trailing_code(""), None);
+    }
+}
