@@ -2,7 +2,7 @@ use std::{path::Path, time::Duration};
 
 use anyhow::Context;
 use tempfile::TempDir;
-use vigil_testkit::{NatsServer, PgServer, ServiceProcess, free_port, workspace_bin};
+use vigil_testkit::{NatsServer, PgServer, ServiceProcess, free_port, free_udp_port, workspace_bin};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 pub const BILLING_TOKEN: &str = "e2e-billing-token-0123456789";
@@ -45,6 +45,8 @@ pub struct Stack {
     pub grpc_url: String,
     pub sim_url: String,
     pub billing_url: String,
+    /// The gateway's RADIUS (UDP) address.
+    pub radius_addr: String,
     pub admin_token: String,
     pub billing_token: String,
     pub logs: TempDir,
@@ -90,6 +92,7 @@ impl Stack {
             host(free_port()),
         );
         let nats_url = nats.url();
+        let radius_addr = host(free_udp_port());
 
         let sim = start(
             "carrier-sim",
@@ -173,6 +176,7 @@ impl Stack {
                 // argon2's smallest memory cost: these tests check logic, not cost.
                 ("VIGIL_PASSWORD_HASH_MEMORY_KIB", "8".into()),
                 ("VIGIL_ACTIVATION_TTL_SECS", options.activation_ttl_secs.to_string()),
+                ("VIGIL_RADIUS_ADDR", radius_addr.clone()),
             ],
             &gw_http,
             logs.path(),
@@ -189,6 +193,7 @@ impl Stack {
             grpc_url: format!("http://{gw_grpc}"),
             sim_url: format!("http://{sim_addr}"),
             billing_url: format!("http://{bil_http}"),
+            radius_addr,
             admin_token: ADMIN_TOKEN.into(),
             billing_token: BILLING_TOKEN.into(),
             logs,

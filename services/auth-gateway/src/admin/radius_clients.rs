@@ -4,6 +4,7 @@
 
 use std::{net::IpAddr, time::SystemTime};
 
+use chrono::SubsecRound;
 use uuid::Uuid;
 use vigil_core::{AgentId, ProviderId};
 use vigil_proto::v1::{self as api, RadiusMode};
@@ -144,7 +145,8 @@ pub async fn create(
         secret_ciphertext,
         mode: mode.as_str().to_owned(),
         timeout_secs: timeout,
-        created_at: now,
+        // As PostgreSQL keeps it, so the answer equals what List returns later.
+        created_at: now.trunc_subsecs(6),
     };
     store::insert(&mut tx, &row).await.map_err(|e| match e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
