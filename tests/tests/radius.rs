@@ -536,7 +536,7 @@ async fn second_factor_mode_waits_for_the_phone_and_duplicates_are_answered_once
 
 #[tokio::test(flavor = "multi_thread")]
 async fn password_code_mode_takes_the_totp_code_from_the_password() {
-    let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    let mut stack = Stack::start(StackOptions::default()).await.expect("stack starts");
     let mut admin = admin_client(&stack.grpc_url, &stack.admin_token).await.unwrap();
     let acme = provider(&mut admin, "Acme").await;
     user(&mut admin, &acme, "alice", PHONE).await;
@@ -592,4 +592,12 @@ async fn password_code_mode_takes_the_totp_code_from_the_password() {
         "{}",
         replayed.output
     );
+
+    // Fail closed: with the challenge service gone, the answer is a reject with a reason.
+    stack.challenge.kill();
+    stack.challenge.wait_exit(Duration::from_secs(10)).await.unwrap();
+    let code = Totp::default().generate(&seed, now + 30);
+    let down = login(&stack, "alice", &format!("hunter2{}", code.as_str())).await;
+    assert_eq!(down.answer(), Some("Access-Reject"), "{}", why(&stack, &down));
+    assert!(down.reply_message().starts_with("DENY unavailable:"), "{}", down.output);
 }
