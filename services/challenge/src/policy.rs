@@ -66,7 +66,7 @@ impl Verdict {
         }
     }
 
-    /// Only a challenge issued to the user is billed.
+    /// A pass that spends one of the user's one-time bypasses.
     pub fn is_bypass_use(self) -> bool {
         self == Self::Allow(Reason::Bypass)
     }
