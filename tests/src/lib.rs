@@ -2,7 +2,7 @@
 //! carrier simulator — on a NATS server and a PostgreSQL cluster of its own,
 //! all on free ports and removed when the [`Stack`] is dropped.
 
-mod clients;
+pub mod clients;
 mod stack;
 
 pub use clients::{Admin, AgentClient, admin_client, agent_client, registration_client};

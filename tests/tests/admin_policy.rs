@@ -614,3 +614,33 @@ async fn csv_import_reports_each_row_and_is_idempotent() {
         .await;
     assert_eq!(gone.unwrap_err().code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_health_reports_serving_and_then_not_serving_without_nats() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let mut stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    let health = HealthClient::new(vigil_e2e::clients::channel(&stack.grpc_url).await.unwrap());
+    let check = || HealthCheckRequest {
+        service: "vigil.v1.AuthGateway".into(),
+    };
+    let status = vigil_testkit::wait_until(Duration::from_secs(10), "SERVING", || {
+        let mut health = health.clone();
+        async move {
+            let s = health.check(check()).await?.into_inner().status();
+            anyhow::Ok((s == ServingStatus::Serving).then_some(s))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, ServingStatus::Serving);
+    stack.nats.stop();
+    vigil_testkit::wait_until(Duration::from_secs(15), "NOT_SERVING", || {
+        let mut health = health.clone();
+        async move {
+            let s = health.check(check()).await?.into_inner().status();
+            anyhow::Ok((s == ServingStatus::NotServing).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+}

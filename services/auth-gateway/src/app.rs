@@ -87,10 +87,20 @@ pub async fn run(
         tasks.spawn(radius::serve(gateway.clone(), socket, shutdown.clone()));
     }
 
+    // grpc.health.v1 and server reflection, so grpcurl and load balancers work as expected.
+    let (health_reporter, grpc_health) = tonic_health::server::health_reporter();
+    tasks.spawn(report_grpc_health(health_reporter, gateway.clone(), shutdown.clone()));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("gRPC reflection")?;
+
     tracing::info!(addr = %grpc.local_addr()?, "auth gateway ready");
     let incoming = tonic::transport::server::TcpIncoming::from(grpc);
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
+        .add_service(grpc_health)
+        .add_service(reflection)
         .add_service(AuthGatewayServer::new(AgentApi(gateway.clone())))
         .add_service(AdminServer::new(AdminApi(gateway.clone())))
         .add_service(AgentRegistrationServer::new(Registration(gateway)))
@@ -119,6 +129,32 @@ async fn prune_nonces(gateway: Arc<Gateway>, shutdown: CancellationToken) {
         };
         if let Err(error) = pruned {
             tracing::warn!(%error, "pruning agent nonces failed");
+        }
+    }
+}
+
+/// `grpc.health.v1`: the agent API serves only while NATS and PostgreSQL are
+/// reachable, like `/readyz`.
+async fn report_grpc_health(
+    reporter: tonic_health::server::HealthReporter,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                reporter.set_not_serving::<AuthGatewayServer<AgentApi>>().await;
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        let nats_up = gateway.nats.connection_state() == async_nats::connection::State::Connected;
+        let db_up = sqlx::query("SELECT 1").execute(&gateway.pool).await.is_ok();
+        if nats_up && db_up {
+            reporter.set_serving::<AuthGatewayServer<AgentApi>>().await;
+        } else {
+            reporter.set_not_serving::<AuthGatewayServer<AgentApi>>().await;
         }
     }
 }
