@@ -16,6 +16,8 @@ use crate::{BusError, trace};
 /// A reply type that can carry a request-level error.
 pub trait RpcReply: Message + Default + Send + 'static {
     fn from_error(code: &str, message: String) -> Self;
+    /// The request-level error the reply carries, taken out of it.
+    fn take_error(&mut self) -> Option<rpc::RpcError>;
 }
 
 macro_rules! rpc_reply {
@@ -25,6 +27,10 @@ macro_rules! rpc_reply {
             #[allow(clippy::needless_update)]
             fn from_error(code: &str, message: String) -> Self {
                 Self { error: Some(rpc::RpcError { code: code.to_owned(), message }), ..Default::default() }
+            }
+
+            fn take_error(&mut self) -> Option<rpc::RpcError> {
+                self.error.take()
             }
         }
     )*};

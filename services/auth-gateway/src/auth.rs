@@ -27,7 +27,23 @@ pub struct AgentIdentity {
     pub block_user_on_fraud: bool,
 }
 
+/// A provider's trusted networks as stored (validated CIDRs on the way in).
+pub fn parse_networks(networks: &[String]) -> Vec<ipnet::IpNet> {
+    networks.iter().filter_map(|n| n.parse().ok()).collect()
+}
+
 impl AgentIdentity {
+    pub fn from_row(agent: &store::AgentRow) -> Self {
+        Self {
+            agent_id: AgentId::from_uuid(agent.id),
+            provider_id: ProviderId::from_uuid(agent.provider_id),
+            require_user_match: agent.require_user_match,
+            remember_minutes: u32::try_from(agent.remember_minutes).unwrap_or(0),
+            trusted_networks: parse_networks(&agent.trusted_networks),
+            block_user_on_fraud: agent.block_user_on_fraud,
+        }
+    }
+
     /// Whether `client_ip` is on one of the provider's trusted networks. An
     /// address that does not parse is never trusted.
     pub fn is_trusted(&self, client_ip: &str) -> bool {
@@ -175,14 +191,7 @@ pub async fn authenticate_agent(
     if !store::remember_nonce(&mut conn, agent.id, &presented.nonce, now).await? {
         return Err(refused("nonce replayed"));
     }
-    Ok(AgentIdentity {
-        agent_id,
-        provider_id: ProviderId::from_uuid(agent.provider_id),
-        require_user_match: agent.require_user_match,
-        remember_minutes: u32::try_from(agent.remember_minutes).unwrap_or(0),
-        trusted_networks: agent.trusted_networks.iter().filter_map(|n| n.parse().ok()).collect(),
-        block_user_on_fraud: agent.block_user_on_fraud,
-    })
+    Ok(AgentIdentity::from_row(&agent))
 }
 
 #[cfg(test)]

@@ -404,23 +404,14 @@ impl Service {
                 )
             }
         };
-        let context = rpc::PolicyContext {
-            agent_id: row.agent_id.clone(),
-            client_ip: row.client_ip.clone(),
-            ..Default::default()
-        };
-        login::record(
+        login::record_answer(
             &mut tx,
-            &provider,
+            &row,
             user.as_ref().map_or("", |u| u.username.as_str()),
-            Some(row.user_id),
-            "verify",
-            Some(&context),
             (
                 Decision::try_from(response.decision).unwrap_or_default(),
                 Reason::try_from(response.reason).unwrap_or_default(),
             ),
-            Some(row.id),
             now,
         )
         .await?;

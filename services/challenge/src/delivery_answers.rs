@@ -82,11 +82,6 @@ impl Handler for DeliveryAnsweredHandler {
             ChallengeState::Fraud => fraud(service, tx, &row).await.map_err(retry)?,
             _ => {}
         }
-        let context = vigil_proto::rpc::PolicyContext {
-            agent_id: row.agent_id.clone(),
-            client_ip: row.client_ip.clone(),
-            ..Default::default()
-        };
         let username = store::user_by_id(tx, provider, row.user_id, false)
             .await?
             .map(|u| u.username)
@@ -96,19 +91,9 @@ impl Handler for DeliveryAnsweredHandler {
         } else {
             vigil_proto::v1::Decision::Deny
         };
-        login::record(
-            tx,
-            provider,
-            &username,
-            Some(row.user_id),
-            "verify",
-            Some(&context),
-            (decision, reason),
-            Some(row.id),
-            now,
-        )
-        .await
-        .map_err(retry)?;
+        login::record_answer(tx, &row, &username, (decision, reason), now)
+            .await
+            .map_err(retry)?;
         tracing::info!(challenge_id = %answer.challenge_id, state = state.as_str(), "challenge answered on the phone");
         service.outbox.notify();
         Ok(())

@@ -119,6 +119,34 @@ pub async fn record(
     Ok(())
 }
 
+/// Records the answer to a challenge (a typed code or one given on the
+/// phone) under the agent and address that started it.
+pub async fn record_answer(
+    conn: &mut PgConnection,
+    row: &store::ChallengeRow,
+    username: &str,
+    verdict: (Decision, Reason),
+    at: DateTime<Utc>,
+) -> Result<(), ServiceError> {
+    let context = rpc::PolicyContext {
+        agent_id: row.agent_id.clone(),
+        client_ip: row.client_ip.clone(),
+        ..Default::default()
+    };
+    record(
+        conn,
+        &row.provider_id,
+        username,
+        Some(row.user_id),
+        "verify",
+        Some(&context),
+        verdict,
+        Some(row.id),
+        at,
+    )
+    .await
+}
+
 impl Service {
     pub async fn preauth(&self, req: rpc::PreauthRequest) -> Result<rpc::PreauthReply, ServiceError> {
         let provider = parse_provider(&req.provider_id)?.to_string();
@@ -181,7 +209,8 @@ impl Service {
         Ok(rpc::ExplainReply {
             decision: verdict.decision() as i32,
             reason: verdict.reason() as i32,
-            message: format!("{}. Considered: {}", verdict.message(), considered.join("; ")),
+            message: verdict.message().into(),
+            considered,
             factors: facts.factors.iter().map(|f| factor_of(&f.kind) as i32).collect(),
             user,
             recent_attempts: attempts

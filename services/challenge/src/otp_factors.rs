@@ -164,13 +164,7 @@ impl Service {
         set_counter(&mut tx, user.id, "hotp", next).await?;
         let now = self.clock.now();
         store::audit_user(&mut tx, &provider, user.id, "admin", "hotp_resynced", "", now).await?;
-        let reply = rpc::UserReply {
-            user: Some(crate::users::user_record(
-                &user,
-                &store::user_factors(&mut tx, user.id).await?,
-            )),
-            error: None,
-        };
+        let reply = self.reply_for(&mut tx, &user).await?;
         tx.commit().await?;
         Ok(reply)
     }

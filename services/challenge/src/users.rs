@@ -154,7 +154,11 @@ impl Service {
         found.ok_or_else(|| ServiceError::NotFound(format!("no user {user:?} in this provider")))
     }
 
-    async fn reply_for(&self, conn: &mut PgConnection, user: &UserDetail) -> Result<rpc::UserReply, ServiceError> {
+    pub(crate) async fn reply_for(
+        &self,
+        conn: &mut PgConnection,
+        user: &UserDetail,
+    ) -> Result<rpc::UserReply, ServiceError> {
         let factors = store::user_factors(conn, user.id).await?;
         Ok(rpc::UserReply {
             user: Some(user_record(user, &factors)),

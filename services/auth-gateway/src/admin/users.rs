@@ -11,7 +11,7 @@ use super::{
 use crate::{
     agent_api::policy_context,
     app::Gateway,
-    auth::{AdminScope, AgentIdentity},
+    auth::{AdminScope, AgentIdentity, parse_networks},
     error::{GatewayError, from_rpc},
     store,
 };
@@ -19,30 +19,7 @@ use crate::{
 /// The largest CSV accepted in one import.
 const MAX_CSV_BYTES: usize = 4 * 1024 * 1024;
 
-trait HasError {
-    fn take_error(&mut self) -> Option<rpc::RpcError>;
-}
-
-macro_rules! has_error {
-    ($($ty:ident),*) => {$(
-        impl HasError for rpc::$ty {
-            fn take_error(&mut self) -> Option<rpc::RpcError> {
-                self.error.take()
-            }
-        }
-    )*};
-}
-has_error!(
-    CreateUserReply,
-    UserReply,
-    DeleteUserReply,
-    ListUsersReply,
-    ImportUsersReply,
-    ExplainReply,
-    EnrollFactorReply
-);
-
-async fn ask<Req: prost::Message, Rep: RpcReply + HasError>(
+async fn ask<Req: prost::Message, Rep: RpcReply>(
     gateway: &Gateway,
     subject: &'static str,
     request: &Req,
@@ -344,11 +321,7 @@ pub async fn explain(
             require_user_match: true,
             remember_minutes: 0,
             block_user_on_fraud: provider.block_user_on_fraud,
-            trusted_networks: provider
-                .trusted_networks
-                .iter()
-                .filter_map(|n| n.parse().ok())
-                .collect(),
+            trusted_networks: parse_networks(&provider.trusted_networks),
         }
     } else {
         let id = parse_agent(&req.agent_id)?;
@@ -357,14 +330,7 @@ pub async fn explain(
             .await?
             .filter(|a| a.provider_id == provider.id)
             .ok_or_else(|| GatewayError::NotFound(format!("agent {id} does not exist in this provider")))?;
-        AgentIdentity {
-            agent_id: id,
-            provider_id,
-            require_user_match: row.require_user_match,
-            remember_minutes: u32::try_from(row.remember_minutes).unwrap_or(0),
-            trusted_networks: row.trusted_networks.iter().filter_map(|n| n.parse().ok()).collect(),
-            block_user_on_fraud: row.block_user_on_fraud,
-        }
+        AgentIdentity::from_row(&row)
     };
     let reply: rpc::ExplainReply = ask(
         gateway,
@@ -377,16 +343,12 @@ pub async fn explain(
         },
     )
     .await?;
-    let (message, considered) = match reply.message.split_once(". Considered: ") {
-        Some((m, c)) => (m.to_owned(), c.split("; ").map(str::to_owned).collect()),
-        None => (reply.message, vec![]),
-    };
     Ok(api::LoginExplanation {
         decision: reply.decision,
         reason: reply.reason,
-        message,
+        message: reply.message,
         factors: reply.factors,
-        considered,
+        considered: reply.considered,
         user: reply.user.map(|u| convert::user(&provider_id.to_string(), u)),
         recent_attempts: reply
             .recent_attempts

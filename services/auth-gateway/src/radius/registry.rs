@@ -15,7 +15,10 @@ use vigil_core::{AgentId, ProviderId};
 use vigil_radius::{Cidr, ClientRegistry, RadiusClient, SharedSecret, StaticClients};
 
 use super::{Mode, client_id_text, secret_aad, store};
-use crate::{app::Gateway, auth::AgentIdentity};
+use crate::{
+    app::Gateway,
+    auth::{AgentIdentity, parse_networks},
+};
 
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
@@ -106,7 +109,7 @@ fn build(gateway: &Gateway, rows: Vec<store::ServingRow>) -> Snapshot {
                 provider_id: ProviderId::from_uuid(row.client.provider_id),
                 require_user_match: row.require_user_match,
                 remember_minutes: u32::try_from(row.remember_minutes).unwrap_or(0),
-                trusted_networks: row.trusted_networks.iter().filter_map(|n| n.parse().ok()).collect(),
+                trusted_networks: parse_networks(&row.trusted_networks),
                 block_user_on_fraud: row.block_user_on_fraud,
             },
         };
