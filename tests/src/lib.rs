@@ -4,6 +4,8 @@
 
 pub mod clients;
 mod stack;
+mod tenant;
 
 pub use clients::{Admin, AgentClient, admin_client, agent_client, registration_client};
 pub use stack::{Stack, StackOptions};
+pub use tenant::Tenant;

@@ -5,11 +5,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vigil_e2e::{Admin, AgentClient, Stack, StackOptions, admin_client, agent_client};
+use vigil_e2e::{Admin, AgentClient, Stack, StackOptions, Tenant};
 use vigil_otp::{Hotp, OtpSecret, Totp};
 use vigil_proto::v1::{
-    AgentKind, AuthenticateRequest, CreateAgentRequest, CreateProviderRequest, CreateUserRequest, Decision,
-    EnrollFactorRequest, EnrollFactorResponse, Factor, Reason, ResyncHotpRequest, UsageModel, VerifyPasscodeRequest,
+    AuthenticateRequest, Decision, EnrollFactorRequest, EnrollFactorResponse, Factor, Reason, ResyncHotpRequest,
+    VerifyPasscodeRequest,
 };
 
 async fn enroll(admin: &mut Admin, provider_id: &str, factor: Factor) -> EnrollFactorResponse {
@@ -50,37 +50,13 @@ async fn login(agent: &mut AgentClient, factor: Factor, code: &str) -> Reason {
 #[tokio::test(flavor = "multi_thread")]
 async fn totp_hotp_and_backup_codes_log_in_once_each() {
     let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
-    let mut admin = admin_client(&stack.grpc_url, &stack.admin_token).await.unwrap();
-    let provider = admin
-        .create_provider(CreateProviderRequest {
-            name: "Acme".into(),
-            usage_model: UsageModel::PerAuthentication as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    let agent = admin
-        .create_agent(CreateAgentRequest {
-            provider_id: provider.clone(),
-            name: "app".into(),
-            kind: AgentKind::App as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut agent = agent_client(&stack.grpc_url, &agent.agent_id, &agent.agent_key)
-        .await
-        .unwrap();
-    admin
-        .create_user(CreateUserRequest {
-            provider_id: provider.clone(),
-            username: "alice".into(),
-            display_name: "Alice".into(),
-            sms_phone: "+15550003001".into(),
-        })
-        .await
-        .unwrap();
+    let mut tenant = Tenant::create(&stack, "Acme").await.unwrap();
+    tenant.add_user("alice", "+15550003001").await.unwrap();
+    let Tenant {
+        mut admin,
+        provider_id: provider,
+        mut agent,
+    } = tenant;
 
     let not_yet = agent
         .authenticate(AuthenticateRequest {

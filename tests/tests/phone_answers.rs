@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use serde_json::json;
-use vigil_e2e::{AgentClient, Stack, StackOptions, admin_client, agent_client};
+use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant};
 use vigil_proto::v1::{
-    AgentKind, AuthenticateRequest, ChallengeState, CreateAgentRequest, CreateProviderRequest, CreateUserRequest,
-    Decision, Factor, GetAuthStatusRequest, PreauthRequest, Reason, UpdateUserRequest, UsageModel, UserStatus,
+    AuthenticateRequest, ChallengeState, Decision, Factor, GetAuthStatusRequest, PreauthRequest, Reason,
+    UpdateUserRequest, UserStatus,
 };
 use vigil_testkit::wait_until;
 
@@ -60,37 +60,13 @@ async fn answered(agent: &mut AgentClient, factor: Factor) -> (ChallengeState, R
 #[tokio::test(flavor = "multi_thread")]
 async fn voice_pin_fraud_no_answer_and_sms_reply() {
     let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
-    let mut admin = admin_client(&stack.grpc_url, &stack.admin_token).await.unwrap();
-    let provider = admin
-        .create_provider(CreateProviderRequest {
-            name: "Acme".into(),
-            usage_model: UsageModel::PerAuthentication as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    let agent = admin
-        .create_agent(CreateAgentRequest {
-            provider_id: provider.clone(),
-            name: "rdp".into(),
-            kind: AgentKind::Rdp as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut agent = agent_client(&stack.grpc_url, &agent.agent_id, &agent.agent_key)
-        .await
-        .unwrap();
-    admin
-        .create_user(CreateUserRequest {
-            provider_id: provider.clone(),
-            username: "alice".into(),
-            display_name: "Alice".into(),
-            sms_phone: PHONE.into(),
-        })
-        .await
-        .unwrap();
+    let mut tenant = Tenant::create(&stack, "Acme").await.unwrap();
+    tenant.add_user("alice", PHONE).await.unwrap();
+    let Tenant {
+        mut admin,
+        provider_id: provider,
+        mut agent,
+    } = tenant;
     let update = || UpdateUserRequest {
         provider_id: provider.clone(),
         user: "alice".into(),

@@ -5,53 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use vigil_e2e::{AgentClient, Stack, StackOptions, admin_client, agent_client};
+use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant};
 use vigil_proto::v1::{
-    AgentKind, AuthenticateRequest, ChallengeState, CreateAgentRequest, CreateProviderRequest, CreateUserRequest,
-    Decision, Factor, GetAuthStatusRequest, Reason, UsageModel, VerifyPasscodeRequest,
+    AuthenticateRequest, ChallengeState, Decision, Factor, GetAuthStatusRequest, Reason, VerifyPasscodeRequest,
 };
 use vigil_testkit::wait_until;
-
-struct Tenant {
-    provider_id: String,
-    agent: AgentClient,
-}
-
-async fn tenant(stack: &Stack, name: &str) -> anyhow::Result<Tenant> {
-    let mut admin = admin_client(&stack.grpc_url, &stack.admin_token).await?;
-    let provider = admin
-        .create_provider(CreateProviderRequest {
-            name: name.into(),
-            usage_model: UsageModel::PerAuthentication as i32,
-        })
-        .await?
-        .into_inner();
-    let agent = admin
-        .create_agent(CreateAgentRequest {
-            provider_id: provider.id.clone(),
-            name: format!("{name} RDP"),
-            kind: AgentKind::Rdp as i32,
-        })
-        .await?
-        .into_inner();
-    Ok(Tenant {
-        provider_id: provider.id,
-        agent: agent_client(&stack.grpc_url, &agent.agent_id, &agent.agent_key).await?,
-    })
-}
-
-async fn add_user(stack: &Stack, provider_id: &str, username: &str, phone: &str) -> anyhow::Result<()> {
-    let mut admin = admin_client(&stack.grpc_url, &stack.admin_token).await?;
-    admin
-        .create_user(CreateUserRequest {
-            provider_id: provider_id.into(),
-            username: username.into(),
-            display_name: username.into(),
-            sms_phone: phone.into(),
-        })
-        .await?;
-    Ok(())
-}
 
 fn sms(username: &str) -> AuthenticateRequest {
     AuthenticateRequest {
@@ -89,9 +47,9 @@ async fn sms_login_is_challenged_answered_and_billed_once() {
 
 async fn sms_login(stack: &mut Stack) -> anyhow::Result<()> {
     let phone = "+15550100001";
-    let mut acme = tenant(stack, "Acme").await?;
-    let mut other = tenant(stack, "Other").await?;
-    add_user(stack, &acme.provider_id, "alice", phone).await?;
+    let mut acme = Tenant::create(stack, "Acme").await?;
+    let mut other = Tenant::create(stack, "Other").await?;
+    acme.add_user("alice", phone).await?;
 
     // Authenticate: a challenge, pending.
     let started = acme.agent.authenticate(sms("Alice")).await?.into_inner();
@@ -205,8 +163,8 @@ async fn an_unanswered_challenge_ends_as_expired() {
 
 async fn expiry(stack: &Stack) -> anyhow::Result<()> {
     let phone = "+15550100002";
-    let mut acme = tenant(stack, "Acme").await?;
-    add_user(stack, &acme.provider_id, "bob", phone).await?;
+    let mut acme = Tenant::create(stack, "Acme").await?;
+    acme.add_user("bob", phone).await?;
     let started = acme.agent.authenticate(sms("bob")).await?.into_inner();
     assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
     let code = code_from_sms(stack, phone, 1).await?;

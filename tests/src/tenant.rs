@@ -1,0 +1,52 @@
+//! A provider with an operator admin client and one RDP agent: the starting
+//! point of most end-to-end tests.
+
+use vigil_proto::v1::{AgentKind, CreateAgentRequest, CreateProviderRequest, CreateUserRequest, UsageModel};
+
+use crate::{Admin, AgentClient, Stack, admin_client, agent_client};
+
+pub struct Tenant {
+    pub admin: Admin,
+    pub provider_id: String,
+    pub agent: AgentClient,
+}
+
+impl Tenant {
+    /// A `per_authentication` provider named `name` with an RDP agent.
+    pub async fn create(stack: &Stack, name: &str) -> anyhow::Result<Tenant> {
+        let mut admin = admin_client(&stack.grpc_url, &stack.admin_token).await?;
+        let provider = admin
+            .create_provider(CreateProviderRequest {
+                name: name.into(),
+                usage_model: UsageModel::PerAuthentication as i32,
+            })
+            .await?
+            .into_inner();
+        let agent = admin
+            .create_agent(CreateAgentRequest {
+                provider_id: provider.id.clone(),
+                name: format!("{name} RDP"),
+                kind: AgentKind::Rdp as i32,
+            })
+            .await?
+            .into_inner();
+        Ok(Tenant {
+            agent: agent_client(&stack.grpc_url, &agent.agent_id, &agent.agent_key).await?,
+            admin,
+            provider_id: provider.id,
+        })
+    }
+
+    /// A user of this provider with SMS and voice on `phone`.
+    pub async fn add_user(&mut self, username: &str, phone: &str) -> anyhow::Result<()> {
+        self.admin
+            .create_user(CreateUserRequest {
+                provider_id: self.provider_id.clone(),
+                username: username.into(),
+                display_name: username.into(),
+                sms_phone: phone.into(),
+            })
+            .await?;
+        Ok(())
+    }
+}
