@@ -66,9 +66,12 @@ async fn counts_every_authentication_exactly_once() -> anyhow::Result<()> {
         unknown.r#type = "vigil.events.v1.SeatUsage".into();
         let last_usage = stack.publish("vigil.usage.seat", &unknown, None).await?;
 
-        let counted = wait_until(PATIENCE, "three March authentications for A", || async {
+        // Usage and provider events travel on different streams: wait for both,
+        // or the snapshot may predate the provider's usage model.
+        let counted = wait_until(PATIENCE, "three March authentications for A, and A itself", || async {
             let (status, body) = stack.usage(&billing, &a, &[]).await?;
-            anyhow::Ok((status == StatusCode::OK && body["authentications"] == 3).then_some(body))
+            let complete = body["authentications"] == 3 && !body["usage_model"].is_null();
+            anyhow::Ok((status == StatusCode::OK && complete).then_some(body))
         })
         .await?;
         stack
