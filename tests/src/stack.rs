@@ -19,6 +19,17 @@ pub struct StackOptions {
     pub rpc_timeout_ms: u64,
     pub activation_ttl_secs: u32,
     pub lockout_threshold: u32,
+    /// More environment for one service: (service name as in the logs, variable, value).
+    pub env: Vec<(&'static str, &'static str, String)>,
+}
+
+impl StackOptions {
+    fn env_for(&self, service: &str) -> impl Iterator<Item = (&str, String)> {
+        self.env
+            .iter()
+            .filter(move |(s, _, _)| *s == service)
+            .map(|(_, k, v)| (*k, v.clone()))
+    }
 }
 
 impl Default for StackOptions {
@@ -28,6 +39,7 @@ impl Default for StackOptions {
             rpc_timeout_ms: 2000,
             activation_ttl_secs: 600,
             lockout_threshold: 5,
+            env: vec![],
         }
     }
 }
@@ -67,8 +79,11 @@ async fn start(
     envs: &[(&str, String)],
     health: &str,
     logs: &Path,
+    options: &StackOptions,
 ) -> anyhow::Result<ServiceProcess> {
-    let mut process = ServiceProcess::spawn(name, &workspace_bin(bin)?, &env(envs), logs)?;
+    let mut envs = env(envs);
+    envs.extend(options.env_for(name).map(|(k, v)| (k.to_owned(), v)));
+    let mut process = ServiceProcess::spawn(name, &workspace_bin(bin)?, &envs, logs)?;
     process
         .wait_http_ready(&format!("http://{health}/readyz"), Duration::from_secs(60))
         .await
@@ -109,6 +124,7 @@ impl Stack {
             ],
             &sim_addr,
             logs.path(),
+            &options,
         )
         .await?;
         let telephony = start(
@@ -126,6 +142,7 @@ impl Stack {
             ],
             &tel_http,
             logs.path(),
+            &options,
         )
         .await?;
         let billing = start(
@@ -139,6 +156,7 @@ impl Stack {
             ],
             &bil_http,
             logs.path(),
+            &options,
         )
         .await?;
         let challenge = start(
@@ -159,6 +177,7 @@ impl Stack {
             ],
             &chl_http,
             logs.path(),
+            &options,
         )
         .await?;
         let gateway = start(
@@ -180,6 +199,7 @@ impl Stack {
             ],
             &gw_http,
             logs.path(),
+            &options,
         )
         .await?;
         Ok(Stack {

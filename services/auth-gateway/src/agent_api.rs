@@ -121,6 +121,7 @@ pub async fn verify(
         provider_id: agent.provider_id.to_string(),
         challenge_id,
         passcode,
+        agent_id: agent.agent_id.to_string(),
     };
     ask(gateway, subjects::RPC_CHALLENGE_VERIFY, &ask_for).await
 }

@@ -54,6 +54,7 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         pin_hasher: config.pin_hasher()?,
         keyring: config.keyring()?,
         otp_issuer: config.otp_issuer.clone(),
+        limits: config.rate_limits(),
     });
 
     let tasks = TaskTracker::new();
@@ -63,6 +64,7 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         Duration::from_millis(500),
         shutdown.clone(),
     ));
+    tasks.spawn(crate::ratelimit::prune(service.clone(), shutdown.clone()));
     tasks.spawn(consumer::run(
         js.clone(),
         pool.clone(),

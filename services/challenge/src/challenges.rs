@@ -18,6 +18,7 @@ use crate::{
     login,
     otp_factors::OtpCheck,
     policy::{self, Verdict},
+    ratelimit,
     service::{Service, ServiceError, factor_kind, factor_of, parse_provider, timestamp},
     state::{ChallengeState, parse_reason, reason_str},
     store::{self, ChallengeRow, UserDetail},
@@ -37,6 +38,19 @@ impl Service {
         let Ok(username) = Username::parse(&req.username) else {
             return Ok(deny(Reason::InvalidRequest, "the username is not valid".into()));
         };
+        if let Some(message) = self
+            .rate_limited(ratelimit::Request {
+                provider: &provider,
+                username: username.as_str(),
+                user_id: None,
+                operation: "authenticate",
+                policy: req.policy.as_ref(),
+                challenge_id: None,
+            })
+            .await?
+        {
+            return Ok(deny(Reason::RateLimited, message));
+        }
         let mut tx = self.pool.begin().await?;
         // A retried request finds the challenge it created the first time.
         if let Some(existing) = store::get_challenge(&mut tx, &provider, challenge_id.as_uuid(), false).await? {
@@ -308,6 +322,9 @@ impl Service {
             return Ok(not_found);
         };
         let state = row.state();
+        if let Some(message) = self.verify_rate_limited(&req, &row).await? {
+            return Ok(reply(Decision::Deny, Reason::RateLimited, state, &message, 0));
+        }
         if state.is_terminal() {
             let (reason, message) = match state {
                 ChallengeState::Approved => (

@@ -37,6 +37,15 @@ pub struct Config {
     pub keys: SecretString,
     /// Issuer shown in authenticator apps (`VIGIL_OTP_ISSUER`).
     pub otp_issuer: String,
+    /// Preauth, Authenticate and VerifyPasscode calls per user (by username)
+    /// within `VIGIL_RATE_LIMIT_USER_WINDOW_SECS` (`VIGIL_RATE_LIMIT_USER_MAX`);
+    /// 0 turns the limit off.
+    pub rate_limit_user_max: u32,
+    pub rate_limit_user_window_secs: u32,
+    /// The same calls per agent (`VIGIL_RATE_LIMIT_AGENT_MAX`,
+    /// `VIGIL_RATE_LIMIT_AGENT_WINDOW_SECS`); 0 turns the limit off.
+    pub rate_limit_agent_max: u32,
+    pub rate_limit_agent_window_secs: u32,
 }
 
 impl Default for Config {
@@ -56,6 +65,10 @@ impl Default for Config {
             pin_hash_memory_kib: 19 * 1024,
             keys: SecretString::from(""),
             otp_issuer: "Vigil".into(),
+            rate_limit_user_max: 20,
+            rate_limit_user_window_secs: 60,
+            rate_limit_agent_max: 1200,
+            rate_limit_agent_window_secs: 60,
         }
     }
 }
@@ -73,6 +86,17 @@ impl Config {
         vigil_secrets::Keyring::from_secret(&self.keys).map_err(|e| ConfigError::new(format!("VIGIL_KEYS: {e}")))
     }
 
+    pub fn rate_limits(&self) -> crate::ratelimit::Limits {
+        let limit = |max: u32, secs: u32| crate::ratelimit::Limit {
+            max,
+            window: chrono::Duration::seconds(i64::from(secs)),
+        };
+        crate::ratelimit::Limits {
+            user: limit(self.rate_limit_user_max, self.rate_limit_user_window_secs),
+            agent: limit(self.rate_limit_agent_max, self.rate_limit_agent_window_secs),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.keyring()?;
         if self.code_key.expose_secret().len() < 16 {
@@ -86,6 +110,11 @@ impl Config {
         if self.lockout_threshold == 0 || self.lockout_window_secs == 0 || self.lockout_duration_secs == 0 {
             return Err(ConfigError::new(
                 "lockout threshold, window and duration must be positive",
+            ));
+        }
+        if self.rate_limit_user_window_secs == 0 || self.rate_limit_agent_window_secs == 0 {
+            return Err(ConfigError::new(
+                "rate-limit windows must be positive (set the _MAX to 0 to turn a limit off)",
             ));
         }
         if !self.sms_template.contains("{code}") {

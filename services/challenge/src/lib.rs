@@ -12,6 +12,7 @@ mod expiry;
 mod login;
 mod otp_factors;
 mod policy;
+pub mod ratelimit;
 mod service;
 mod state;
 mod store;

@@ -12,6 +12,7 @@ use vigil_proto::{
 
 use crate::{
     policy::{self, LoginFacts, UserFacts, Verdict},
+    ratelimit,
     service::{Service, ServiceError, factor_of, parse_provider, timestamp},
     state::{parse_reason, reason_str},
     store::{self, UserDetail},
@@ -158,6 +159,25 @@ impl Service {
                 ..Default::default()
             });
         };
+        if !req.dry_run
+            && let Some(message) = self
+                .rate_limited(ratelimit::Request {
+                    provider: &provider,
+                    username: username.as_str(),
+                    user_id: None,
+                    operation: "preauth",
+                    policy: req.policy.as_ref(),
+                    challenge_id: None,
+                })
+                .await?
+        {
+            return Ok(rpc::PreauthReply {
+                decision: Decision::Deny as i32,
+                reason: Reason::RateLimited as i32,
+                message,
+                ..Default::default()
+            });
+        }
         let now = self.clock.now();
         let mut conn = self.pool.acquire().await?;
         let facts = gather(&mut conn, &provider, &username, req.policy.as_ref(), false).await?;

@@ -54,6 +54,8 @@ pub struct Service {
     pub keyring: vigil_secrets::Keyring,
     /// The issuer authenticator apps show beside the account.
     pub otp_issuer: String,
+    /// Requests per user and per agent on the login paths.
+    pub limits: crate::ratelimit::Limits,
 }
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {

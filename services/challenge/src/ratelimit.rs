@@ -1,0 +1,331 @@
+//! Rate limits per user and per agent on the login paths (Preauth,
+//! Authenticate, VerifyPasscode): past a limit the answer is a deny with
+//! reason `rate_limited` and the time to try again.
+//!
+//! Where the counters live: PostgreSQL, one row per key, updated by one
+//! upsert. The challenge service runs several replicas, so the counters must
+//! be shared; the database is already on every one of these paths (the
+//! decision is recorded there), so a row costs one more statement and no new
+//! moving part, and the upsert is atomic per key under any number of
+//! replicas. A NATS KV bucket would need a compare-and-swap loop per request
+//! (KV has no atomic increment) and a second store to keep highly available.
+//!
+//! The window slides: each row keeps the count of the current fixed window
+//! and of the one before, and the estimate weighs the previous window by how
+//! much of it still overlaps the last `window` (the "sliding window counter").
+//! A plain fixed window would let twice the limit through across a boundary.
+//! Requests refused for the limit count too, so a client that keeps
+//! hammering stays limited; the retry time assumes it stops.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+use vigil_proto::{rpc, v1::Reason};
+
+use crate::{
+    login,
+    service::{Service, ServiceError},
+};
+
+/// At most `max` requests per `window`; `max == 0` turns the limit off.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    pub max: u32,
+    pub window: chrono::Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub user: Limit,
+    pub agent: Limit,
+}
+
+/// Who went over a limit, and from when one more request would be allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limited {
+    pub scope: &'static str,
+    pub retry_at: DateTime<Utc>,
+}
+
+impl Limited {
+    pub fn message(&self, now: DateTime<Utc>) -> String {
+        let seconds = (self.retry_at - now).num_seconds().max(1);
+        let who = match self.scope {
+            "agent" => "from this agent",
+            _ => "for this user",
+        };
+        format!(
+            "too many sign-in requests {who}; try again in {seconds} s (after {} UTC)",
+            self.retry_at.format("%H:%M:%S")
+        )
+    }
+}
+
+/// `None` while `count` requests in the current window (this one included)
+/// and `previous` in the one before stay within `limit` at `elapsed` into
+/// the window; otherwise how long until one more request would be allowed,
+/// if none came meanwhile.
+pub fn over_limit(limit: Limit, count: i64, previous: i64, elapsed: chrono::Duration) -> Option<chrono::Duration> {
+    let window = limit.window.num_milliseconds().max(1) as f64;
+    let elapsed = (elapsed.num_milliseconds() as f64).clamp(0.0, window);
+    let (count, previous, max) = (count as f64, previous as f64, f64::from(limit.max));
+    if limit.max == 0 || previous * (window - elapsed) / window + count <= max {
+        return None;
+    }
+    // One more request is allowed once the estimate is down to max - 1.
+    let room = max - 1.0;
+    let wait_ms = if count <= room && previous > 0.0 {
+        // Later in this window, as the previous one slides out.
+        window * (1.0 - (room - count) / previous) - elapsed
+    } else {
+        // In the next window, as this one slides out.
+        (window - elapsed) + window * (1.0 - room / count)
+    };
+    // Whole seconds, rounded up: "try again in 0 s" helps nobody.
+    let seconds = (wait_ms.max(0.0) / 1000.0).ceil().max(1.0);
+    Some(chrono::Duration::seconds(seconds as i64))
+}
+
+/// Start of the fixed window `now` is in.
+fn window_start(now: DateTime<Utc>, window: chrono::Duration) -> DateTime<Utc> {
+    let size = window.num_milliseconds().max(1);
+    let ms = now.timestamp_millis();
+    DateTime::from_timestamp_millis(ms - ms.rem_euclid(size)).unwrap_or(now)
+}
+
+#[derive(sqlx::FromRow)]
+struct Counted {
+    key: String,
+    window_start: DateTime<Utc>,
+    count: i32,
+    previous: i32,
+}
+
+/// Counts one request against each `(scope, key, limit)` in one upsert and
+/// returns the first limit it exceeds.
+pub async fn hit(
+    conn: &mut PgConnection,
+    keys: &[(&'static str, String, Limit)],
+    now: DateTime<Utc>,
+) -> Result<Option<Limited>, sqlx::Error> {
+    let active: Vec<_> = keys.iter().filter(|(_, key, l)| l.max > 0 && !key.is_empty()).collect();
+    if active.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = active.iter().map(|(_, key, _)| key.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = active.iter().map(|(_, _, l)| window_start(now, l.window)).collect();
+    let lengths: Vec<i64> = active
+        .iter()
+        .map(|(_, _, l)| l.window.num_milliseconds().max(1))
+        .collect();
+    // Old values on the right-hand side: a row from the window just before
+    // becomes `previous`; an older one is forgotten. A replica whose clock
+    // lags counts into the newer window another replica already opened.
+    let rows: Vec<Counted> = sqlx::query_as(
+        "INSERT INTO rate_limit_windows AS r (key, window_start, window_ms, count, previous)
+         SELECT * , 1, 0 FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[])
+         ON CONFLICT (key) DO UPDATE SET
+             previous = CASE
+                 WHEN r.window_start >= EXCLUDED.window_start THEN r.previous
+                 WHEN r.window_ms = EXCLUDED.window_ms
+                      AND r.window_start + EXCLUDED.window_ms * INTERVAL '1 millisecond' = EXCLUDED.window_start
+                     THEN r.count
+                 ELSE 0 END,
+             count = CASE WHEN r.window_start >= EXCLUDED.window_start THEN r.count + 1 ELSE 1 END,
+             window_start = GREATEST(r.window_start, EXCLUDED.window_start),
+             window_ms = EXCLUDED.window_ms
+         RETURNING key, window_start, count, previous",
+    )
+    .bind(&names)
+    .bind(&starts)
+    .bind(&lengths)
+    .fetch_all(conn)
+    .await?;
+    for (scope, key, limit) in active {
+        let Some(row) = rows.iter().find(|r| &r.key == key) else {
+            continue;
+        };
+        let elapsed = now - row.window_start;
+        if let Some(wait) = over_limit(*limit, i64::from(row.count), i64::from(row.previous), elapsed) {
+            return Ok(Some(Limited {
+                scope,
+                retry_at: now + wait,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Forgets counters whose windows no longer overlap the present, every minute.
+pub(crate) async fn prune(service: std::sync::Arc<Service>, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let pruned = sqlx::query(
+            "DELETE FROM rate_limit_windows WHERE window_start + 2 * window_ms * INTERVAL '1 millisecond' < $1",
+        )
+        .bind(service.clock.now())
+        .execute(&service.pool)
+        .await;
+        if let Err(error) = pruned {
+            tracing::warn!(%error, "pruning rate-limit counters failed");
+        }
+    }
+}
+
+/// What is counted for one request.
+pub(crate) struct Request<'a> {
+    pub provider: &'a str,
+    pub username: &'a str,
+    pub user_id: Option<Uuid>,
+    pub operation: &'a str,
+    pub policy: Option<&'a rpc::PolicyContext>,
+    pub challenge_id: Option<Uuid>,
+}
+
+impl Service {
+    /// Counts `request` against its user's and its agent's limits. Over
+    /// either, the deny is recorded like every decision and its message
+    /// returned. The counters commit on their own: a request that later
+    /// fails still counted.
+    pub(crate) async fn rate_limited(&self, request: Request<'_>) -> Result<Option<String>, ServiceError> {
+        let now = self.clock.now();
+        let agent = request.policy.map_or("", |p| p.agent_id.as_str());
+        let keys = [
+            (
+                "user",
+                format!("user:{}:{}", request.provider, request.username),
+                self.limits.user,
+            ),
+            (
+                "agent",
+                if agent.is_empty() {
+                    String::new()
+                } else {
+                    format!("agent:{agent}")
+                },
+                self.limits.agent,
+            ),
+        ];
+        let mut conn = self.pool.acquire().await?;
+        let Some(limited) = hit(&mut conn, &keys, now).await? else {
+            return Ok(None);
+        };
+        login::record(
+            &mut conn,
+            request.provider,
+            request.username,
+            request.user_id,
+            request.operation,
+            request.policy,
+            (vigil_proto::v1::Decision::Deny, Reason::RateLimited),
+            request.challenge_id,
+            now,
+        )
+        .await?;
+        tracing::warn!(
+            scope = limited.scope,
+            agent_id = agent,
+            operation = request.operation,
+            "rate limited"
+        );
+        Ok(Some(limited.message(now)))
+    }
+
+    /// [`Self::rate_limited`] for a passcode: the challenge's user, the agent asking.
+    pub(crate) async fn verify_rate_limited(
+        &self,
+        req: &rpc::VerifyRequest,
+        row: &crate::store::ChallengeRow,
+    ) -> Result<Option<String>, ServiceError> {
+        let username: Option<String> = sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
+            .bind(row.user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let context = rpc::PolicyContext {
+            agent_id: req.agent_id.clone(),
+            client_ip: row.client_ip.clone(),
+            ..Default::default()
+        };
+        self.rate_limited(Request {
+            provider: &row.provider_id,
+            username: username.as_deref().unwrap_or_default(),
+            user_id: Some(row.user_id),
+            operation: "verify",
+            policy: Some(&context),
+            challenge_id: Some(row.id),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(max: u32, secs: i64) -> Limit {
+        Limit {
+            max,
+            window: chrono::Duration::seconds(secs),
+        }
+    }
+
+    fn s(n: i64) -> chrono::Duration {
+        chrono::Duration::seconds(n)
+    }
+
+    #[test]
+    fn within_the_limit_nothing_is_refused() {
+        assert_eq!(over_limit(limit(3, 60), 3, 0, s(10)), None);
+        assert_eq!(over_limit(limit(0, 60), 1000, 1000, s(0)), None, "0 is off");
+    }
+
+    #[test]
+    fn over_the_limit_the_wait_ends_when_one_more_fits() {
+        // 4 in this window, none before: at 80 s the next window is half
+        // through, the estimate is 4 * 0.5 = 2, so a third request fits.
+        assert_eq!(over_limit(limit(3, 60), 4, 0, s(10)), Some(s(80)));
+        // Checked from the other side: 30 s into the next window, 4 before.
+        assert_eq!(over_limit(limit(3, 60), 1, 4, s(30)), None);
+        assert!(over_limit(limit(3, 60), 1, 4, s(29)).is_some());
+    }
+
+    #[test]
+    fn the_previous_window_counts_while_it_overlaps() {
+        // 6 before, 1 now, 30 s in: 6 * 0.5 + 1 = 4 > 3.
+        let wait = over_limit(limit(3, 60), 1, 6, s(30));
+        // Room for the next: 6 * (60 - t) / 60 <= 1  =>  t >= 50.
+        assert_eq!(wait, Some(s(20)));
+        assert_eq!(over_limit(limit(3, 60), 2, 6, s(50)), None);
+        // Late in the window the previous one barely counts.
+        assert_eq!(over_limit(limit(3, 60), 1, 6, s(55)), None);
+    }
+
+    #[test]
+    fn a_limit_of_one_waits_for_the_window_to_slide_by() {
+        assert_eq!(over_limit(limit(1, 60), 2, 0, s(0)), Some(s(120)));
+    }
+
+    #[test]
+    fn windows_are_aligned() {
+        let now = DateTime::from_timestamp(1_000_000_123, 0).unwrap_or_default();
+        let start = window_start(now, s(60));
+        assert_eq!(start.timestamp() % 60, 0);
+        assert!(start <= now && now - start < s(60));
+    }
+
+    #[test]
+    fn the_message_says_when() {
+        let now = DateTime::from_timestamp(0, 0).unwrap_or_default();
+        let limited = Limited {
+            scope: "user",
+            retry_at: now + s(42),
+        };
+        assert_eq!(
+            limited.message(now),
+            "too many sign-in requests for this user; try again in 42 s (after 00:00:42 UTC)"
+        );
+    }
+}

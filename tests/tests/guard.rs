@@ -1,0 +1,165 @@
+//! Guards around the second factor, end to end through the real binaries:
+//! rate limits per user and per agent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant, agent_client};
+use vigil_proto::v1::{
+    AgentKind, AuthenticateRequest, CreateAgentRequest, Decision, ExplainLoginRequest, Factor, PreauthRequest, Reason,
+    VerifyPasscodeRequest,
+};
+
+async fn preauth(agent: &mut AgentClient, username: &str) -> anyhow::Result<(Decision, Reason, String)> {
+    let reply = agent
+        .preauth(PreauthRequest {
+            username: username.into(),
+            client_ip: "192.0.2.10".into(),
+        })
+        .await?
+        .into_inner();
+    Ok((reply.decision(), reply.reason(), reply.message))
+}
+
+async fn authenticate_sms(
+    agent: &mut AgentClient,
+    username: &str,
+) -> anyhow::Result<vigil_proto::v1::AuthenticateResponse> {
+    Ok(agent
+        .authenticate(AuthenticateRequest {
+            username: username.into(),
+            factor: Factor::Sms as i32,
+            client_ip: "192.0.2.10".into(),
+        })
+        .await?
+        .into_inner())
+}
+
+/// "try again in N s" -> N.
+fn retry_seconds(message: &str) -> u64 {
+    message
+        .split("try again in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no retry time in {message:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_per_user_and_per_agent() {
+    let stack = Stack::start(StackOptions {
+        env: vec![
+            ("challenge", "VIGIL_RATE_LIMIT_USER_MAX", "3".into()),
+            ("challenge", "VIGIL_RATE_LIMIT_USER_WINDOW_SECS", "4".into()),
+            ("challenge", "VIGIL_RATE_LIMIT_AGENT_MAX", "16".into()),
+            ("challenge", "VIGIL_RATE_LIMIT_AGENT_WINDOW_SECS", "600".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .expect("stack starts");
+    if let Err(error) = rate_limits(&stack).await {
+        panic!("{error:#}\n\n{}", stack.log_tails(40));
+    }
+}
+
+async fn rate_limits(stack: &Stack) -> anyhow::Result<()> {
+    let mut acme = Tenant::create(stack, "Acme").await?;
+    acme.add_user("carol", "+15550200001").await?;
+    acme.add_user("dave", "+15550200002").await?;
+
+    // Per user: three in the window pass, the fourth is refused with the time to retry.
+    for _ in 0..3 {
+        assert_eq!(preauth(&mut acme.agent, "carol").await?.1, Reason::Enrolled);
+    }
+    let (decision, reason, message) = preauth(&mut acme.agent, "Carol").await?;
+    assert_eq!((decision, reason), (Decision::Deny, Reason::RateLimited), "{message}");
+    assert!(message.contains("for this user"), "{message}");
+    // Authenticate is refused too, and sends nothing.
+    let refused = authenticate_sms(&mut acme.agent, "carol").await?;
+    assert_eq!(
+        (refused.decision(), refused.reason()),
+        (Decision::Deny, Reason::RateLimited)
+    );
+    assert!(refused.challenge_id.is_empty());
+    assert!(stack.sim_inbox("+15550200001").await?.is_empty());
+
+    // The refusal is in the audit trail, like every decision.
+    let explained = acme
+        .admin
+        .explain_login(ExplainLoginRequest {
+            provider_id: acme.provider_id.clone(),
+            username: "carol".into(),
+            agent_id: String::new(),
+            client_ip: String::new(),
+        })
+        .await?
+        .into_inner();
+    let limited = explained
+        .recent_attempts
+        .iter()
+        .filter(|a| a.reason() == Reason::RateLimited)
+        .count();
+    assert_eq!(limited, 2, "{:?}", explained.recent_attempts);
+
+    // Another user is not held back by carol's limit.
+    acme.add_user("erin", "+15550200003").await?;
+    assert_eq!(preauth(&mut acme.agent, "erin").await?.1, Reason::Enrolled);
+
+    // After the time the message gave (asking nothing meanwhile), carol passes again.
+    let (_, _, message) = preauth(&mut acme.agent, "carol").await?;
+    tokio::time::sleep(Duration::from_secs(retry_seconds(&message))).await;
+    assert_eq!(preauth(&mut acme.agent, "carol").await?.1, Reason::Enrolled);
+
+    // VerifyPasscode counts against the challenge's user: past the limit
+    // even the right code is refused.
+    let started = authenticate_sms(&mut acme.agent, "dave").await?;
+    assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
+    let code = stack.sms_code("+15550200002", 1).await?;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let verify = |code: &str| VerifyPasscodeRequest {
+        challenge_id: started.challenge_id.clone(),
+        passcode: code.into(),
+    };
+    for _ in 0..2 {
+        let denied = acme.agent.verify_passcode(verify(wrong)).await?.into_inner();
+        assert_eq!(denied.reason(), Reason::WrongCode, "{denied:?}");
+    }
+    let refused = acme.agent.verify_passcode(verify(&code)).await?.into_inner();
+    assert_eq!(
+        (refused.decision(), refused.reason()),
+        (Decision::Deny, Reason::RateLimited),
+        "{refused:?}"
+    );
+
+    // Per agent: fresh usernames each time, so only the agent's count grows.
+    let mut agent_limited = None;
+    for n in 0..20 {
+        let (decision, reason, message) = preauth(&mut acme.agent, &format!("nobody{n}")).await?;
+        if reason == Reason::RateLimited {
+            assert_eq!(decision, Decision::Deny);
+            agent_limited = Some((n, message));
+            break;
+        }
+        assert_eq!(reason, Reason::UnknownUser);
+    }
+    let (n, message) = agent_limited.expect("the agent reaches its limit of 16");
+    assert!(message.contains("from this agent"), "{message}");
+    // 12 calls above (refused ones included) + 4 here = 16: the 17th is refused.
+    assert_eq!(n, 4, "every call of the agent counts");
+
+    // Another agent of the same provider still gets answers.
+    let other = acme
+        .admin
+        .create_agent(CreateAgentRequest {
+            provider_id: acme.provider_id.clone(),
+            name: "second".into(),
+            kind: AgentKind::Rdp as i32,
+        })
+        .await?
+        .into_inner();
+    let mut second = agent_client(&stack.grpc_url, &other.agent_id, &other.agent_key).await?;
+    assert_eq!(preauth(&mut second, "nobody-else").await?.1, Reason::UnknownUser);
+    Ok(())
+}
