@@ -56,6 +56,8 @@ pub enum AdminCommand {
         #[arg(long)]
         phone: String,
     },
+    /// The audit log: every admin change and every login decision, newest first.
+    Audit(crate::audit::AuditArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -138,6 +140,7 @@ pub async fn run(global: &Global, command: AdminCommand) -> anyhow::Result<ExitC
             let user = create_user(&mut admin, provider, username, display_name.unwrap_or_default(), phone).await?;
             emit(global, &user_json(&user), || user_text(&user));
         }
+        AdminCommand::Audit(args) => crate::audit::run(global, &admin, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 
 mod admin;
 mod agent;
+mod audit;
 mod billing;
 mod demo;
 mod gateway;

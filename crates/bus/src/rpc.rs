@@ -47,7 +47,8 @@ rpc_reply!(
     ListUsersReply,
     ImportUsersReply,
     ExplainReply,
-    EnrollFactorReply
+    EnrollFactorReply,
+    ListAuditReply
 );
 
 #[derive(Debug, thiserror::Error)]

@@ -28,3 +28,4 @@ pub const RPC_CHALLENGE_IMPORT_USERS: &str = "vigil.rpc.challenge.import_users";
 pub const RPC_CHALLENGE_EXPLAIN: &str = "vigil.rpc.challenge.explain";
 pub const RPC_CHALLENGE_ENROLL_FACTOR: &str = "vigil.rpc.challenge.enroll_factor";
 pub const RPC_CHALLENGE_RESYNC_HOTP: &str = "vigil.rpc.challenge.resync_hotp";
+pub const RPC_CHALLENGE_LIST_AUDIT: &str = "vigil.rpc.challenge.list_audit";

@@ -6,6 +6,7 @@
 mod admin;
 mod agent_api;
 mod app;
+mod audit;
 mod auth;
 mod config;
 mod error;

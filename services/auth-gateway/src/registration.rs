@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use vigil_core::{AgentId, ProviderId};
 use vigil_proto::v1::{self as api, agent_registration_server::AgentRegistration};
 
-use crate::{app::Gateway, auth::new_agent_key, error::GatewayError, store};
+use crate::{app::Gateway, audit, auth::new_agent_key, error::GatewayError, store};
 
 pub struct Registration(pub Arc<Gateway>);
 
@@ -58,7 +58,13 @@ pub async fn create_activation(
     let expires_at = now + gateway.activation_ttl;
     let mut tx = gateway.pool.begin().await?;
     store::replace_activation(&mut tx, provider, &login, hash.as_str(), now, expires_at).await?;
-    store::audit(&mut tx, Some(provider), "activation_created", "ok", &login, actor, now).await?;
+    let target = format!("activation:{login}");
+    audit::record(
+        &mut tx,
+        audit::Event::ok(provider, "activation_created", actor, &target),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(provider_id = %ProviderId::from_uuid(provider), login, "activation credentials created");
     Ok(api::ActivationCredentials {
@@ -115,22 +121,24 @@ impl Registration {
             }
         };
         let provider = row.as_ref().map(|r| r.provider_id);
+        let actor = format!("activation:{}", req.login.trim());
+        // An attempt by whoever holds (or guesses) these credentials; the
+        // password itself is never written.
+        let attempt = |outcome| audit::Event {
+            provider_id: provider,
+            event: "agent_registration",
+            outcome,
+            actor: &actor,
+            source,
+            ..Default::default()
+        };
         let Some(row) = row.filter(|_| verified) else {
-            store::audit(
-                &mut tx,
-                provider,
-                "agent_registration",
-                "activation_invalid",
-                req.login.trim(),
-                source,
-                now,
-            )
-            .await?;
+            audit::record(&mut tx, attempt("activation_invalid"), now).await?;
             tx.commit().await?;
             return Err(GatewayError::Unauthenticated);
         };
         if let Some((code, message)) = unusable(&row, now) {
-            store::audit(&mut tx, provider, "agent_registration", code, &row.login, source, now).await?;
+            audit::record(&mut tx, attempt(code), now).await?;
             tx.commit().await?;
             return Err(GatewayError::FailedPrecondition(format!("{code}: {message}")));
         }
@@ -150,16 +158,13 @@ impl Registration {
         )
         .await?;
         store::use_activation(&mut tx, &row.login, agent_id.as_uuid(), now).await?;
-        store::audit(
-            &mut tx,
-            Some(row.provider_id),
-            "agent_registration",
-            "ok",
-            &format!("{} {agent_id} {kind}", row.login),
-            source,
-            now,
-        )
-        .await?;
+        let (target, detail) = (agent_id.to_string(), format!("name={name:?} kind={kind}"));
+        let registered = audit::Event {
+            target: &target,
+            detail: &detail,
+            ..attempt("ok")
+        };
+        audit::record(&mut tx, registered, now).await?;
         tx.commit().await?;
         tracing::info!(%agent_id, kind, "agent registered with activation credentials");
         Ok(api::RegisterAgentResponse {

@@ -298,27 +298,3 @@ pub async fn find_admin_token(conn: &mut PgConnection, token_hash: &[u8]) -> Res
         .fetch_optional(conn)
         .await
 }
-
-pub async fn audit(
-    conn: &mut PgConnection,
-    provider_id: Option<Uuid>,
-    event: &str,
-    outcome: &str,
-    detail: &str,
-    source: &str,
-    at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO security_audit (id, provider_id, event, outcome, detail, source, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(provider_id)
-    .bind(event)
-    .bind(outcome)
-    .bind(detail)
-    .bind(source)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}

@@ -102,6 +102,7 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         RPC_CHALLENGE_EXPLAIN => explain,
         RPC_CHALLENGE_ENROLL_FACTOR => enroll_factor,
         RPC_CHALLENGE_RESYNC_HOTP => resync_hotp,
+        RPC_CHALLENGE_LIST_AUDIT => list_audit,
     );
 
     let health = health_router(HealthState {

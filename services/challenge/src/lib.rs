@@ -3,6 +3,7 @@
 //! machine from the delivery events telephony emits.
 
 mod app;
+mod audit;
 mod challenges;
 mod codes;
 mod config;

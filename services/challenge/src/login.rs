@@ -88,6 +88,11 @@ pub fn decision_str(decision: Decision) -> &'static str {
         .unwrap_or("UNSPECIFIED")
 }
 
+/// A decision as stored ("ALLOW") back to the wire enum.
+pub fn parse_decision(s: &str) -> Decision {
+    Decision::from_str_name(&format!("DECISION_{s}")).unwrap_or_default()
+}
+
 /// Records one decision in the audit trail.
 #[allow(clippy::too_many_arguments)]
 pub async fn record(
@@ -240,7 +245,7 @@ impl Service {
                     operation: a.operation,
                     agent_id: a.agent_id,
                     client_ip: a.client_ip,
-                    decision: Decision::from_str_name(&format!("DECISION_{}", a.decision)).unwrap_or_default() as i32,
+                    decision: parse_decision(&a.decision) as i32,
                     reason: parse_reason(&a.reason) as i32,
                     challenge_id: a
                         .challenge_id

@@ -12,7 +12,7 @@ use vigil_proto::{rpc, v1::Factor};
 use vigil_secrets::{Aad, secrecy::ExposeSecret};
 
 use crate::{
-    service::{Service, ServiceError, parse_provider},
+    service::{Service, ServiceError, actor_or_admin, parse_provider},
     store,
 };
 
@@ -84,11 +84,7 @@ impl Service {
         let now = self.clock.now();
         let mut tx = self.pool.begin().await?;
         let user = self.user_of(&mut tx, &provider, &req.user, true).await?;
-        let actor = if req.actor.is_empty() {
-            "admin"
-        } else {
-            req.actor.as_str()
-        };
+        let actor = actor_or_admin(&req.actor);
         let mut reply = rpc::EnrollFactorReply {
             factor: factor as i32,
             ..Default::default()
@@ -140,7 +136,7 @@ impl Service {
                 ));
             }
         };
-        store::audit_user(&mut tx, &provider, user.id, actor, "factor_enrolled", kind, now).await?;
+        store::audit_user(&mut tx, user.audited(), actor, "factor_enrolled", kind, now).await?;
         tx.commit().await?;
         tracing::info!(user_id = %UserId::from_uuid(user.id), kind, "factor enrolled");
         Ok(reply)
@@ -163,7 +159,15 @@ impl Service {
         })?;
         set_counter(&mut tx, user.id, "hotp", next).await?;
         let now = self.clock.now();
-        store::audit_user(&mut tx, &provider, user.id, "admin", "hotp_resynced", "", now).await?;
+        store::audit_user(
+            &mut tx,
+            user.audited(),
+            actor_or_admin(&req.actor),
+            "hotp_resynced",
+            "",
+            now,
+        )
+        .await?;
         let reply = self.reply_for(&mut tx, &user).await?;
         tx.commit().await?;
         Ok(reply)

@@ -66,6 +66,11 @@ pub fn parse_provider(id: &str) -> Result<ProviderId, ServiceError> {
     ProviderId::parse(id).map_err(|e| ServiceError::InvalidArgument(format!("provider_id: {e}")))
 }
 
+/// Who an admin action is audited as; the gateway always says, older callers may not.
+pub fn actor_or_admin(actor: &str) -> &str {
+    if actor.is_empty() { "admin" } else { actor }
+}
+
 /// Factor names as stored.
 pub fn factor_kind(factor: Factor) -> Option<&'static str> {
     match factor {

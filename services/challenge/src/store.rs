@@ -427,21 +427,43 @@ pub async fn recent_attempts(
     .await
 }
 
+/// The user an audit line is about. The username is kept beside the id: a
+/// deleted user's id no longer resolves, and the log is searched by name.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited<'a> {
+    pub provider_id: &'a str,
+    pub user_id: Uuid,
+    pub username: &'a str,
+}
+
+impl UserDetail {
+    pub fn audited(&self) -> Audited<'_> {
+        Audited {
+            provider_id: &self.provider_id,
+            user_id: self.id,
+            username: &self.username,
+        }
+    }
+}
+
+/// One admin action on a user. `detail` must never hold a secret (a PIN, a
+/// seed, a code): name what changed, not the new value.
 pub async fn audit_user(
     conn: &mut PgConnection,
-    provider_id: &str,
-    user_id: Uuid,
+    user: Audited<'_>,
     actor: &str,
     action: &str,
     detail: &str,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO user_audit (id, provider_id, user_id, actor, action, detail, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO user_audit (id, provider_id, user_id, username, actor, action, detail, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(Uuid::now_v7())
-    .bind(provider_id)
-    .bind(user_id)
+    .bind(user.provider_id)
+    .bind(user.user_id)
+    .bind(user.username)
     .bind(actor)
     .bind(action)
     .bind(detail)

@@ -13,8 +13,8 @@ use vigil_proto::{
 };
 
 use crate::{
-    service::{Service, ServiceError, factor_kind, factor_of, parse_provider, timestamp},
-    store::{self, FactorRow, UserDetail},
+    service::{Service, ServiceError, actor_or_admin, factor_kind, factor_of, parse_provider, timestamp},
+    store::{self, Audited, FactorRow, UserDetail},
 };
 
 pub const MAX_PAGE_SIZE: u32 = 500;
@@ -117,6 +117,36 @@ fn validate_pin(pin: &str) -> Result<(), ServiceError> {
     }
 }
 
+/// An import row's contact fields; `None` for a field the source lacks.
+struct Contact {
+    display_name: Option<String>,
+    phone: Option<String>,
+    email: Option<String>,
+    default_method: Option<String>,
+}
+
+/// The names of the contact fields a change touches, for the audit log:
+/// which fields, never their values.
+fn changed_fields(
+    user: &UserDetail,
+    display_name: Option<&str>,
+    phone: Option<&str>,
+    email: Option<&str>,
+    default_factor: Option<&str>,
+) -> String {
+    [
+        ("display_name", display_name, user.display_name.as_str()),
+        ("phone", phone, user.phone.as_str()),
+        ("email", email, user.email.as_str()),
+        ("default_method", default_factor, user.default_factor.as_str()),
+    ]
+    .into_iter()
+    .filter(|(_, new, old)| new.is_some_and(|new| new != *old))
+    .map(|(name, _, _)| name)
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
 /// The phone number's SMS and voice factors follow the phone field.
 async fn sync_phone_factors(
     conn: &mut PgConnection,
@@ -181,6 +211,7 @@ impl Service {
                 phone.as_str(),
                 "",
                 "sms",
+                actor_or_admin(&req.actor),
                 now,
             )
             .await?
@@ -202,8 +233,8 @@ impl Service {
         })
     }
 
-    /// Inserts an enabled user with its phone factors and announces it;
-    /// `None` when the username is taken.
+    /// Inserts an enabled user with its phone factors, audits and announces
+    /// it; `None` when the username is taken.
     #[allow(clippy::too_many_arguments)]
     async fn insert_user(
         &self,
@@ -214,6 +245,7 @@ impl Service {
         phone: &str,
         email: &str,
         default_factor: &str,
+        actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<UserId>, ServiceError> {
         let user_id = UserId::new();
@@ -239,6 +271,12 @@ impl Service {
             .execute(&mut *tx)
             .await?;
         sync_phone_factors(tx, user_id.as_uuid(), phone, now).await?;
+        let audited = Audited {
+            provider_id: provider,
+            user_id: user_id.as_uuid(),
+            username: username.as_str(),
+        };
+        store::audit_user(tx, audited, actor, "user_created", "", now).await?;
         let event = UserCreated {
             user_id: user_id.to_string(),
             status: UserStatus::Enabled as i32,
@@ -299,11 +337,17 @@ impl Service {
 
         let mut tx = self.pool.begin().await?;
         let user = self.user_of(&mut tx, &provider, &req.user, true).await?;
-        let actor = if req.actor.is_empty() {
-            "admin"
-        } else {
-            req.actor.as_str()
-        };
+        let actor = actor_or_admin(&req.actor);
+        let changed = changed_fields(
+            &user,
+            req.display_name.as_deref().map(str::trim),
+            phone.as_deref(),
+            email.as_deref(),
+            default_factor.as_deref(),
+        );
+        if !changed.is_empty() {
+            store::audit_user(&mut tx, user.audited(), actor, "user_updated", &changed, now).await?;
+        }
         sqlx::query(
             "UPDATE users SET display_name = COALESCE($2, display_name), email = COALESCE($3, email),
                  default_factor = COALESCE($4, default_factor), updated_at = $5 WHERE id = $1",
@@ -329,7 +373,7 @@ impl Service {
                 .bind(hash)
                 .execute(&mut *tx)
                 .await?;
-            store::audit_user(&mut tx, &provider, user.id, actor, "pin_changed", "", now).await?;
+            store::audit_user(&mut tx, user.audited(), actor, "pin_changed", "", now).await?;
         }
         if req.bypass_seconds.is_some() || req.bypass_count.is_some() {
             let seconds = req.bypass_seconds.unwrap_or(0);
@@ -346,11 +390,11 @@ impl Service {
                 .execute(&mut *tx)
                 .await?;
             let detail = format!("{count} login(s) within {seconds} s");
-            store::audit_user(&mut tx, &provider, user.id, actor, "bypass_set", &detail, now).await?;
+            store::audit_user(&mut tx, user.audited(), actor, "bypass_set", &detail, now).await?;
         }
         if req.unlock {
             store::set_failures(&mut tx, user.id, 0, None, None).await?;
-            store::audit_user(&mut tx, &provider, user.id, actor, "unlocked", "", now).await?;
+            store::audit_user(&mut tx, user.audited(), actor, "user_unlocked", "", now).await?;
         }
         if let Some(status) = status
             && status != user.status
@@ -380,12 +424,12 @@ impl Service {
             .execute(&mut *tx)
             .await?;
         let action = match (user.status.as_str(), status) {
-            ("blocked_for_fraud", "enabled") => "unblocked",
-            (_, "enabled") => "enabled",
-            (_, "blocked_for_fraud") => "blocked_for_fraud",
-            _ => "disabled",
+            ("blocked_for_fraud", "enabled") => "user_unblocked",
+            (_, "enabled") => "user_enabled",
+            (_, "blocked_for_fraud") => "user_blocked_for_fraud",
+            _ => "user_disabled",
         };
-        store::audit_user(tx, &user.provider_id, user.id, actor, action, "", now).await?;
+        store::audit_user(tx, user.audited(), actor, action, "", now).await?;
         let event = UserStatusChanged {
             user_id: UserId::from_uuid(user.id).to_string(),
             previous: status_of(&user.status) as i32,
@@ -406,12 +450,8 @@ impl Service {
             .bind(user.id)
             .execute(&mut *tx)
             .await?;
-        let actor = if req.actor.is_empty() {
-            "admin"
-        } else {
-            req.actor.as_str()
-        };
-        store::audit_user(&mut tx, &provider, user.id, actor, "deleted", &user.username, now).await?;
+        let actor = actor_or_admin(&req.actor);
+        store::audit_user(&mut tx, user.audited(), actor, "user_deleted", "", now).await?;
         let event = UserDeleted {
             user_id: UserId::from_uuid(user.id).to_string(),
             occurred_at: Some(timestamp(now)),
@@ -470,7 +510,10 @@ impl Service {
         let mut results = Vec::with_capacity(req.rows.len());
         let mut seen = std::collections::HashSet::new();
         for row in &req.rows {
-            let outcome = match self.import_row(&provider, row, &mut seen).await {
+            let outcome = match self
+                .import_row(&provider, row, actor_or_admin(&req.actor), &mut seen)
+                .await
+            {
                 Ok(outcome) => (outcome, String::new()),
                 Err(ServiceError::InvalidArgument(reason)) => (rpc::ImportOutcome::Rejected, reason),
                 Err(other) => return Err(other),
@@ -490,6 +533,7 @@ impl Service {
         &self,
         provider: &str,
         row: &rpc::ImportRow,
+        actor: &str,
         seen: &mut std::collections::HashSet<String>,
     ) -> Result<rpc::ImportOutcome, ServiceError> {
         let username = Username::parse(&row.username).map_err(|e| invalid("username", e))?;
@@ -500,50 +544,64 @@ impl Service {
         if display_name.chars().count() > 200 {
             return Err(invalid("display_name", "at most 200 characters"));
         }
-        let phone = parse_phone(&row.phone)?;
-        let email = parse_email(&row.email)?;
-        let default_method = parse_default_method(&row.default_method)?;
+        let present = |field: &str| !row.absent.iter().any(|a| a == field);
+        let imported = Contact {
+            display_name: present("display_name").then(|| display_name.to_owned()),
+            phone: present("phone").then(|| parse_phone(&row.phone)).transpose()?,
+            email: present("email").then(|| parse_email(&row.email)).transpose()?,
+            default_method: present("default_method")
+                .then(|| parse_default_method(&row.default_method))
+                .transpose()?,
+        };
         let now = self.clock.now();
         let mut tx = self.pool.begin().await?;
         let outcome = match store::user_by_name(&mut tx, provider, username.as_str(), true).await? {
             None => {
+                let or_empty = |v: &Option<String>| v.clone().unwrap_or_default();
                 self.insert_user(
                     &mut tx,
                     provider,
                     &username,
-                    display_name,
-                    &phone,
-                    &email,
-                    &default_method,
+                    &or_empty(&imported.display_name),
+                    &or_empty(&imported.phone),
+                    &or_empty(&imported.email),
+                    &or_empty(&imported.default_method),
+                    actor,
                     now,
                 )
                 .await?;
                 rpc::ImportOutcome::Created
             }
-            Some(u)
-                if u.display_name == display_name
-                    && u.phone == phone
-                    && u.email == email
-                    && u.default_factor == default_method =>
-            {
-                rpc::ImportOutcome::Unchanged
-            }
             Some(u) => {
-                sqlx::query(
-                    "UPDATE users SET display_name = $2, phone = $3, email = $4, default_factor = $5, updated_at = $6 WHERE id = $1",
-                )
-                .bind(u.id)
-                .bind(display_name)
-                .bind(&phone)
-                .bind(&email)
-                .bind(&default_method)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                if u.phone != phone {
-                    sync_phone_factors(&mut tx, u.id, &phone, now).await?;
+                let changed = changed_fields(
+                    &u,
+                    imported.display_name.as_deref(),
+                    imported.phone.as_deref(),
+                    imported.email.as_deref(),
+                    imported.default_method.as_deref(),
+                );
+                if changed.is_empty() {
+                    rpc::ImportOutcome::Unchanged
+                } else {
+                    sqlx::query(
+                        "UPDATE users SET display_name = COALESCE($2, display_name), phone = COALESCE($3, phone),
+                             email = COALESCE($4, email), default_factor = COALESCE($5, default_factor), updated_at = $6
+                         WHERE id = $1",
+                    )
+                    .bind(u.id)
+                    .bind(&imported.display_name)
+                    .bind(&imported.phone)
+                    .bind(&imported.email)
+                    .bind(&imported.default_method)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if let Some(phone) = imported.phone.as_deref().filter(|p| *p != u.phone) {
+                        sync_phone_factors(&mut tx, u.id, phone, now).await?;
+                    }
+                    store::audit_user(&mut tx, u.audited(), actor, "user_updated", &changed, now).await?;
+                    rpc::ImportOutcome::Updated
                 }
-                rpc::ImportOutcome::Updated
             }
         };
         tx.commit().await?;

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     app::Gateway,
+    audit,
     auth::{AdminScope, new_agent_key},
     error::GatewayError,
     registration::{agent_kind, agent_name, create_activation as new_activation},
@@ -42,13 +43,11 @@ pub async fn create(
         },
     )
     .await?;
-    store::audit(
+    let (actor, target) = (scope.actor(), agent_id.to_string());
+    let detail = format!("name={name:?} kind={kind}");
+    audit::record(
         &mut tx,
-        Some(provider.id),
-        "agent_created",
-        "ok",
-        &agent_id.to_string(),
-        &scope.actor(),
+        audit::Event::ok(provider.id, "agent_created", &actor, &target).detail(&detail),
         now,
     )
     .await?;
@@ -110,25 +109,23 @@ pub async fn update(
         Some(m) => Some(i32::try_from(m).unwrap_or(0)),
         None => None,
     };
-    let mut conn = gateway.pool.acquire().await?;
-    store::update_agent(&mut conn, row.id, req.enabled, req.require_user_match, remember).await?;
+    let mut tx = gateway.pool.begin().await?;
+    store::update_agent(&mut tx, row.id, req.enabled, req.require_user_match, remember).await?;
+    let updated = store::get_agent(&mut tx, row.id)
+        .await?
+        .ok_or_else(|| GatewayError::NotFound("the agent was deleted meanwhile".into()))?;
     let detail = format!(
-        "enabled={:?} require_user_match={:?} remember_minutes={:?}",
-        req.enabled, req.require_user_match, req.remember_minutes
+        "enabled={} require_user_match={} remember_minutes={}",
+        updated.enabled, updated.require_user_match, updated.remember_minutes
     );
-    store::audit(
-        &mut conn,
-        Some(row.provider_id),
-        "agent_updated",
-        "ok",
-        &detail,
-        &scope.actor(),
+    let (actor, target) = (scope.actor(), AgentId::from_uuid(row.id).to_string());
+    audit::record(
+        &mut tx,
+        audit::Event::ok(row.provider_id, "agent_updated", &actor, &target).detail(&detail),
         gateway.clock.now(),
     )
     .await?;
-    let updated = store::get_agent(&mut conn, row.id)
-        .await?
-        .ok_or_else(|| GatewayError::NotFound("the agent was deleted meanwhile".into()))?;
+    tx.commit().await?;
     Ok(convert::agent(&updated))
 }
 
@@ -138,17 +135,16 @@ pub async fn delete(
     req: api::DeleteAgentRequest,
 ) -> Result<api::DeleteAgentResponse, GatewayError> {
     let row = visible(gateway, scope, &req.agent_id).await?;
-    let mut conn = gateway.pool.acquire().await?;
-    store::delete_agent(&mut conn, row.id).await?;
-    store::audit(
-        &mut conn,
-        Some(row.provider_id),
-        "agent_deleted",
-        "ok",
-        &AgentId::from_uuid(row.id).to_string(),
-        &scope.actor(),
+    let mut tx = gateway.pool.begin().await?;
+    store::delete_agent(&mut tx, row.id).await?;
+    let (actor, target) = (scope.actor(), AgentId::from_uuid(row.id).to_string());
+    let detail = format!("name={:?} kind={}", row.name, row.kind);
+    audit::record(
+        &mut tx,
+        audit::Event::ok(row.provider_id, "agent_deleted", &actor, &target).detail(&detail),
         gateway.clock.now(),
     )
     .await?;
+    tx.commit().await?;
     Ok(api::DeleteAgentResponse {})
 }

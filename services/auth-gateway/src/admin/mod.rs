@@ -3,6 +3,7 @@
 //! own provider only.
 
 mod agents;
+mod audit;
 mod convert;
 mod providers;
 mod radius_clients;
@@ -182,5 +183,12 @@ impl Admin for AdminApi {
         request: Request<api::DeleteRadiusClientRequest>,
     ) -> Result<Response<api::DeleteRadiusClientResponse>, Status> {
         admin_call!(self, request, |scope, req| radius_clients::delete(&self.0, scope, req))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<api::ListAuditRequest>,
+    ) -> Result<Response<api::ListAuditResponse>, Status> {
+        admin_call!(self, request, |scope, req| audit::list(&self.0, scope, req))
     }
 }

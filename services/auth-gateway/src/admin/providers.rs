@@ -8,7 +8,7 @@ use vigil_proto::{
 };
 
 use super::convert::{self, parse_provider, usage_model_name};
-use crate::{app::Gateway, auth::AdminScope, error::GatewayError, store};
+use crate::{app::Gateway, audit, auth::AdminScope, error::GatewayError, store};
 
 const MAX_PAGE_SIZE: u32 = 500;
 
@@ -82,6 +82,10 @@ pub async fn create(
     let provider_id = ProviderId::from_uuid(row.id).to_string();
     let mut tx = gateway.pool.begin().await?;
     store::insert_provider(&mut tx, &row).await?;
+    let actor = scope.actor();
+    let detail = format!("name={:?} usage_model={model_name}", row.name);
+    let audited = audit::Event::ok(row.id, "provider_created", &actor, &provider_id).detail(&detail);
+    audit::record(&mut tx, audited, row.created_at).await?;
     let event = ProviderCreated {
         provider_id: provider_id.clone(),
         name: row.name.clone(),
@@ -157,9 +161,9 @@ pub async fn update(
     } else {
         None
     };
-    let mut conn = gateway.pool.acquire().await?;
+    let mut tx = gateway.pool.begin().await?;
     let row = store::update_provider(
-        &mut conn,
+        &mut tx,
         current.id,
         name,
         req.block_user_on_fraud,
@@ -168,21 +172,40 @@ pub async fn update(
     )
     .await?
     .ok_or_else(|| GatewayError::NotFound("no such provider".into()))?;
-    store::audit(
-        &mut conn,
-        Some(row.id),
-        "provider_updated",
-        "ok",
-        &format!(
-            "block_user_on_fraud={} trusted_networks={}",
-            row.block_user_on_fraud,
-            row.trusted_networks.join(",")
-        ),
-        &scope.actor(),
-        gateway.clock.now(),
-    )
-    .await?;
+    let actor = scope.actor();
+    let target = ProviderId::from_uuid(row.id).to_string();
+    let detail = provider_changes(&current, &row);
+    let audited = audit::Event::ok(row.id, "provider_updated", &actor, &target).detail(&detail);
+    audit::record(&mut tx, audited, gateway.clock.now()).await?;
+    tx.commit().await?;
     Ok(convert::provider(&row))
+}
+
+/// What an update changed, for the audit log. The webhook URL is named, not
+/// quoted: such URLs often carry a token in their path.
+fn provider_changes(before: &store::ProviderRow, after: &store::ProviderRow) -> String {
+    let mut changes = Vec::new();
+    if before.name != after.name {
+        changes.push(format!("name={:?}", after.name));
+    }
+    if before.block_user_on_fraud != after.block_user_on_fraud {
+        changes.push(format!("block_user_on_fraud={}", after.block_user_on_fraud));
+    }
+    if before.fraud_webhook_url != after.fraud_webhook_url {
+        changes.push(if after.fraud_webhook_url.is_empty() {
+            "fraud_webhook_url removed".to_owned()
+        } else {
+            "fraud_webhook_url changed".to_owned()
+        });
+    }
+    if before.trusted_networks != after.trusted_networks {
+        changes.push(format!("trusted_networks={}", after.trusted_networks.join(",")));
+    }
+    if changes.is_empty() {
+        "no change".to_owned()
+    } else {
+        changes.join(" ")
+    }
 }
 
 pub async fn create_admin_token(
@@ -197,16 +220,11 @@ pub async fn create_admin_token(
     let now = gateway.clock.now();
     let mut tx = gateway.pool.begin().await?;
     store::insert_admin_token(&mut tx, id, provider.id, &hash, req.description.trim(), now).await?;
-    store::audit(
-        &mut tx,
-        Some(provider.id),
-        "admin_token_created",
-        "ok",
-        &id.to_string(),
-        &scope.actor(),
-        now,
-    )
-    .await?;
+    let actor = scope.actor();
+    let target = format!("admin_token:{id}");
+    let detail = format!("description={:?}", req.description.trim());
+    let audited = audit::Event::ok(provider.id, "admin_token_created", &actor, &target).detail(&detail);
+    audit::record(&mut tx, audited, now).await?;
     tx.commit().await?;
     Ok(api::CreateAdminTokenResponse {
         token_id: id.to_string(),

@@ -12,6 +12,7 @@ use vigil_proto::v1::{self as api, RadiusMode};
 use super::{convert::parse_agent, providers::existing};
 use crate::{
     app::Gateway,
+    audit,
     auth::{AdminScope, new_agent_key},
     error::GatewayError,
     radius::{Mode, client_id_text, parse_client_id, secret_aad, store},
@@ -154,14 +155,17 @@ pub async fn create(
         }
         other => other.into(),
     })?;
-    let detail = format!("{} {} mode={}", client_id_text(id), row.source_cidr, row.mode);
-    gateway_store::audit(
+    let (actor, target) = (scope.actor(), client_id_text(id));
+    let detail = format!(
+        "name={:?} source={} mode={} agent={}",
+        row.name,
+        row.source_cidr,
+        row.mode,
+        AgentId::from_uuid(agent_id)
+    );
+    audit::record(
         &mut tx,
-        Some(provider.id),
-        "radius_client_created",
-        "ok",
-        &detail,
-        &scope.actor(),
+        audit::Event::ok(provider.id, "radius_client_created", &actor, &target).detail(&detail),
         now,
     )
     .await?;
@@ -192,22 +196,20 @@ pub async fn delete(
     let id = parse_client_id(&req.radius_client_id)
         .ok_or_else(|| GatewayError::InvalidArgument("radius_client_id must look like rcl_<32 hex digits>".into()))?;
     let not_found = || GatewayError::NotFound(format!("RADIUS client {} does not exist", client_id_text(id)));
-    let mut conn = gateway.pool.acquire().await?;
-    let row = store::get(&mut conn, id).await?.ok_or_else(not_found)?;
+    let mut tx = gateway.pool.begin().await?;
+    let row = store::get(&mut tx, id).await?.ok_or_else(not_found)?;
     // Another provider's client is "not found", never "forbidden".
     scope.require_provider(row.provider_id).map_err(|_| not_found())?;
-    store::delete(&mut conn, id).await?;
-    let detail = format!("{} {}", client_id_text(id), row.source_cidr);
-    gateway_store::audit(
-        &mut conn,
-        Some(row.provider_id),
-        "radius_client_deleted",
-        "ok",
-        &detail,
-        &scope.actor(),
+    store::delete(&mut tx, id).await?;
+    let (actor, target) = (scope.actor(), client_id_text(id));
+    let detail = format!("name={:?} source={}", row.name, row.source_cidr);
+    audit::record(
+        &mut tx,
+        audit::Event::ok(row.provider_id, "radius_client_deleted", &actor, &target).detail(&detail),
         gateway.clock.now(),
     )
     .await?;
+    tx.commit().await?;
     gateway.radius_changed.notify_one();
     Ok(api::DeleteRadiusClientResponse {})
 }

@@ -19,7 +19,7 @@ use crate::{
 /// The largest CSV accepted in one import.
 const MAX_CSV_BYTES: usize = 4 * 1024 * 1024;
 
-async fn ask<Req: prost::Message, Rep: RpcReply>(
+pub(super) async fn ask<Req: prost::Message, Rep: RpcReply>(
     gateway: &Gateway,
     subject: &'static str,
     request: &Req,
@@ -55,6 +55,7 @@ pub async fn create(
             username: req.username,
             display_name: req.display_name,
             sms_phone: req.sms_phone,
+            actor: scope.actor(),
         },
     )
     .await?;
@@ -185,6 +186,17 @@ fn parse_csv(csv_text: &str) -> Result<(Vec<rpc::ImportRow>, Vec<api::ImportRowR
         column("email"),
         column("default_method"),
     );
+    // Columns the file lacks are left alone on existing users.
+    let absent: Vec<String> = [
+        ("display_name", display),
+        ("phone", phone),
+        ("email", email),
+        ("default_method", method),
+    ]
+    .into_iter()
+    .filter(|(_, column)| column.is_none())
+    .map(|(name, _)| name.to_owned())
+    .collect();
     let mut rows = Vec::new();
     let mut rejected = Vec::new();
     for (index, record) in reader.records().enumerate() {
@@ -200,6 +212,7 @@ fn parse_csv(csv_text: &str) -> Result<(Vec<rpc::ImportRow>, Vec<api::ImportRowR
                     phone: field(phone),
                     email: field(email),
                     default_method: field(method),
+                    absent: absent.clone(),
                 });
             }
             Err(e) => rejected.push(api::ImportRowResult {
@@ -300,6 +313,7 @@ pub async fn resync_hotp(
             user: req.user,
             first_code: req.first_code,
             second_code: req.second_code,
+            actor: scope.actor(),
         },
     )
     .await?;
@@ -380,6 +394,10 @@ mod tests {
         assert_eq!(rows[0].username, "Ann");
         assert_eq!(rows[0].email, "ann@example.com");
         assert_eq!(rows[0].line, 2);
+        assert_eq!(
+            rows[0].absent,
+            vec!["display_name".to_owned(), "default_method".to_owned()]
+        );
         assert!(parse_csv("name,phone\nann,+1555\n").is_err());
     }
 }
