@@ -25,3 +25,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 mod time;
 pub use time::{from_timestamp, to_timestamp};
+
+/// A proto enum value's name as logs, metrics and docs spell it: without the
+/// type's prefix, lowercase (`enum_label("REASON_UNKNOWN_USER", "REASON_")` is
+/// `unknown_user`).
+pub fn enum_label(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix).unwrap_or(name).to_ascii_lowercase()
+}

@@ -57,6 +57,9 @@ pub struct Stack {
     pub grpc_url: String,
     pub sim_url: String,
     pub billing_url: String,
+    /// Each service's HTTP base URL (health, metrics, webhooks), by the
+    /// service's name in the logs.
+    pub http_urls: Vec<(&'static str, String)>,
     /// The gateway's RADIUS (UDP) address.
     pub radius_addr: String,
     pub admin_token: String,
@@ -213,6 +216,12 @@ impl Stack {
             grpc_url: format!("http://{gw_grpc}"),
             sim_url: format!("http://{sim_addr}"),
             billing_url: format!("http://{bil_http}"),
+            http_urls: vec![
+                ("auth-gateway", format!("http://{gw_http}")),
+                ("challenge", format!("http://{chl_http}")),
+                ("telephony", format!("http://{tel_http}")),
+                ("billing", format!("http://{bil_http}")),
+            ],
             radius_addr,
             admin_token: ADMIN_TOKEN.into(),
             billing_token: BILLING_TOKEN.into(),
@@ -233,6 +242,20 @@ impl Stack {
         .map(|p| format!("==== {}\n{}", p.log_path().display(), p.log_tail(lines)))
         .collect::<Vec<_>>()
         .join("\n")
+    }
+
+    /// `GET /metrics` of the service named `service` (as in [`Stack::http_urls`]).
+    pub async fn metrics(&self, service: &str) -> anyhow::Result<String> {
+        let (_, base) = self
+            .http_urls
+            .iter()
+            .find(|(name, _)| *name == service)
+            .ok_or_else(|| anyhow::anyhow!("no service named {service}"))?;
+        Ok(reqwest::get(format!("{base}/metrics"))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
     }
 
     /// The SMS bodies the simulated phone `number` received, oldest first.

@@ -146,7 +146,10 @@ async fn consume<H: Handler>(
             let handler = handler.clone();
             async move { process(pool, spec, handler.as_ref(), message).await }
         });
-    stopped.await;
+    tokio::select! {
+        () = stopped => {}
+        () = sample_lag(&consumer, &spec.durable) => {}
+    }
     if shutdown.is_cancelled() {
         Ok(())
     } else {
@@ -154,8 +157,41 @@ async fn consume<H: Handler>(
     }
 }
 
+/// How often a consumer's lag is read from JetStream (about one scrape interval).
+const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Publishes the consumer's lag as gauges until dropped: messages not yet
+/// delivered (`num_pending`) and delivered but not yet acknowledged.
+async fn sample_lag(consumer: &jetstream::consumer::PullConsumer, durable: &str) {
+    let pending = metrics::gauge!("vigil_consumer_pending_messages", "consumer" => durable.to_owned());
+    let unacked = metrics::gauge!("vigil_consumer_ack_pending_messages", "consumer" => durable.to_owned());
+    let mut tick = tokio::time::interval(LAG_SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match consumer.get_info().await {
+            Ok(info) => {
+                pending.set(info.num_pending as f64);
+                unacked.set(info.num_ack_pending as f64);
+            }
+            // Lag is a gauge: the last value stands until the next sample.
+            Err(error) => tracing::warn!(consumer = durable, %error, "consumer lag not sampled"),
+        }
+    }
+}
+
+/// Counts a settled event by what became of it: `acked` (handled now or
+/// before: duplicates are counted apart too), `retried`, `dead_lettered`.
+fn count_outcome(spec: &ConsumerSpec, outcome: &'static str) {
+    metrics::counter!("vigil_consumer_events_total", "consumer" => spec.durable.clone(), "outcome" => outcome)
+        .increment(1);
+}
+
 async fn process<H: Handler>(pool: &PgPool, spec: &ConsumerSpec, handler: &H, message: jetstream::Message) {
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+    if delivered > 1 {
+        metrics::counter!("vigil_consumer_redeliveries_total", "consumer" => spec.durable.clone()).increment(1);
+    }
     let span = tracing::info_span!(
         "consume",
         messaging.system = "nats",
@@ -199,6 +235,7 @@ async fn handle_once<H: Handler>(
             == 1;
     if !first_time {
         tracing::debug!("duplicate delivery; already processed");
+        metrics::counter!("vigil_consumer_duplicates_total", "consumer" => spec.durable.clone()).increment(1);
         return Ok(());
     }
     handler
@@ -224,13 +261,18 @@ async fn settle(
     delivered: i64,
 ) {
     let ack = match outcome {
-        Ok(()) => message.double_ack().await,
+        Ok(()) => {
+            count_outcome(spec, "acked");
+            message.double_ack().await
+        }
         Err(HandlerError::Retry(error)) if delivered < spec.max_deliver => {
+            count_outcome(spec, "retried");
             tracing::warn!(error = %error, delivered, "event handling failed; will retry");
             let delay = Duration::from_millis(200 * 2u64.saturating_pow(delivered.clamp(0, 6) as u32));
             message.ack_with(AckKind::Nak(Some(delay))).await
         }
         Err(error) => {
+            count_outcome(spec, "dead_lettered");
             tracing::error!(error = %error, delivered, "event dead-lettered");
             if let Err(db) = dead_letter(pool, spec, message, &error.to_string()).await {
                 // Without the dead letter row, let JetStream keep the message.

@@ -5,7 +5,10 @@
 //! JetStream drops within its duplicate window (and consumers are idempotent
 //! beyond it).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_nats::{HeaderMap, jetstream};
 use futures::future::try_join_all;
@@ -16,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{BusError, Event, envelope, trace};
+
+/// How often the relay counts its unsent rows.
+const BACKLOG_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Writes events into the outbox inside the caller's transaction, and wakes
 /// the relay once the caller has committed.
@@ -86,7 +92,15 @@ impl OutboxRelay {
     /// Runs until `shutdown`, then relays what is left once more.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut sampled_at: Option<Instant> = None;
         loop {
+            // Also while relaying fails, so a relay stuck on JetStream shows
+            // its backlog growing. The loop comes round every poll interval
+            // (or backoff) at the latest.
+            if sampled_at.is_none_or(|at| at.elapsed() >= BACKLOG_SAMPLE_INTERVAL) {
+                self.sample_backlog().await;
+                sampled_at = Some(Instant::now());
+            }
             match self.drain().await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(error) => {
@@ -109,6 +123,29 @@ impl OutboxRelay {
                     return;
                 }
             }
+        }
+    }
+
+    /// Sets the backlog gauges: unsent rows and the age of the oldest (its
+    /// id is a UUIDv7, so it carries its creation time).
+    async fn sample_backlog(&self) {
+        // (PostgreSQL has no min() over uuid.)
+        let sampled: Result<(i64, Option<Uuid>), sqlx::Error> = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM vigil_outbox), (SELECT id FROM vigil_outbox ORDER BY id LIMIT 1)",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        match sampled {
+            Ok((count, oldest)) => {
+                metrics::gauge!("vigil_outbox_backlog").set(count as f64);
+                let age = oldest.and_then(|id| id.get_timestamp()).map_or(0.0, |ts| {
+                    let (secs, nanos) = ts.to_unix();
+                    let created = std::time::UNIX_EPOCH + Duration::new(secs, nanos);
+                    created.elapsed().unwrap_or_default().as_secs_f64()
+                });
+                metrics::gauge!("vigil_outbox_oldest_age_seconds").set(age);
+            }
+            Err(error) => tracing::warn!(%error, "outbox backlog not sampled"),
         }
     }
 
@@ -154,6 +191,7 @@ impl OutboxRelay {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        metrics::counter!("vigil_outbox_relayed_total").increment(rows.len() as u64);
         tracing::debug!(count = rows.len(), "relayed outbox events");
         Ok(rows.len())
     }

@@ -1,5 +1,5 @@
-//! `/healthz` (the process is alive) and `/readyz` (it can do its work: the
-//! database answers and the NATS connection is up).
+//! `/healthz` (the process is alive), `/readyz` (it can do its work: the
+//! database answers and the NATS connection is up) and `/metrics`.
 
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ pub fn health_router(state: HealthState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .merge(crate::metrics::router())
 }
 
 async fn readyz(State(state): State<HealthState>) -> (StatusCode, String) {

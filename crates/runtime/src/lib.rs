@@ -4,6 +4,7 @@
 pub mod config;
 pub mod connect;
 pub mod health;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 

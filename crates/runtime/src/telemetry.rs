@@ -40,5 +40,7 @@ pub fn init(service: &'static str) -> TelemetryGuard {
     if let Err(error) = result {
         eprintln!("{service}: tracing already initialised: {error}");
     }
+    // Before any work, so nothing recorded at start-up is lost.
+    crate::metrics::install();
     TelemetryGuard { provider }
 }

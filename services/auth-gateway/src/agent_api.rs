@@ -175,6 +175,7 @@ impl AuthGateway for AgentApi {
         require_username(&req.username)?;
         let reply = preauth(&self.0, &agent, req.username, &req.client_ip).await;
         record(&agent, reply.reason);
+        count(reply.decision, reply.reason);
         Ok(Response::new(api::PreauthResponse {
             decision: reply.decision,
             reason: reply.reason,
@@ -194,6 +195,7 @@ impl AuthGateway for AgentApi {
         let factor = Factor::try_from(req.factor).unwrap_or_default();
         let reply = start(&self.0, &agent, req.username, factor, &req.client_ip).await;
         record(&agent, reply.reason);
+        count(reply.decision, reply.reason);
         Ok(Response::new(api::AuthenticateResponse {
             decision: reply.decision,
             reason: reply.reason,
@@ -234,6 +236,7 @@ impl AuthGateway for AgentApi {
         }
         let reply = verify(&self.0, &agent, req.challenge_id, req.passcode).await;
         record(&agent, reply.reason);
+        count(reply.decision, reply.reason);
         Ok(Response::new(api::VerifyPasscodeResponse {
             decision: reply.decision,
             reason: reply.reason,
@@ -242,6 +245,15 @@ impl AuthGateway for AgentApi {
             attempts_remaining: reply.attempts_remaining,
         }))
     }
+}
+
+/// Counts a decision the agent API gave (status polls decide nothing).
+fn count(decision: i32, reason: i32) {
+    crate::metrics::decision(
+        "grpc",
+        Decision::try_from(decision).unwrap_or_default(),
+        Reason::try_from(reason).unwrap_or_default(),
+    );
 }
 
 /// Puts who asked and why the answer was what it was on the request's span.

@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod config;
 mod error;
+mod metrics;
 mod radius;
 mod registration;
 mod store;

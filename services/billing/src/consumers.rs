@@ -69,9 +69,12 @@ pub struct UsageEvents;
 impl Handler for UsageEvents {
     async fn handle(&self, tx: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
         let envelope = event.envelope;
-        let recorded = match envelope.r#type.as_str() {
-            AuthenticationUsage::TYPE => ledger::record_authentication(tx, &authentication(envelope)?).await?,
-            TelephonyUsage::TYPE => ledger::record_telephony(tx, &telephony(envelope)?).await?,
+        let (kind, recorded) = match envelope.r#type.as_str() {
+            AuthenticationUsage::TYPE => (
+                "authentication",
+                ledger::record_authentication(tx, &authentication(envelope)?).await?,
+            ),
+            TelephonyUsage::TYPE => ("telephony", ledger::record_telephony(tx, &telephony(envelope)?).await?),
             other => {
                 return Err(HandlerError::Reject(format!(
                     "billing does not know usage events of type `{other}` (subject {})",
@@ -82,6 +85,7 @@ impl Handler for UsageEvents {
         if !recorded {
             tracing::debug!(event_id = %envelope.id, "usage already in the ledger");
         }
+        count_ledger(kind, recorded);
         Ok(())
     }
 }
@@ -94,11 +98,20 @@ impl Handler for UserEvents {
             HandlerError::Reject(why) => HandlerError::Reject(format!("{why} (subject {})", event.subject)),
             retry => retry,
         })?;
-        if !ledger::record_user_change(tx, &change).await? {
+        let recorded = ledger::record_user_change(tx, &change).await?;
+        if !recorded {
             tracing::debug!(event_id = %change.event_id, "user event already in the ledger");
         }
+        count_ledger("user_change", recorded);
         Ok(())
     }
+}
+
+/// Counts a ledger write: `metered`, or `duplicate` when the event id was
+/// already there (the ledger's own guard, behind the consumer's).
+fn count_ledger(kind: &'static str, recorded: bool) {
+    let result = if recorded { "metered" } else { "duplicate" };
+    metrics::counter!("vigil_billing_ledger_events_total", "kind" => kind, "result" => result).increment(1);
 }
 
 fn new_provider(envelope: &Envelope) -> Result<NewProvider, HandlerError> {

@@ -530,7 +530,31 @@ impl Service {
             reason: reason as i32,
         };
         self.outbox.enqueue(tx, &row.provider_id, &event).await?;
+        count_outcome(row, state, reason, now);
         Ok(true)
+    }
+}
+
+/// Counts a challenge's end and how long it took, by factor. Counted when
+/// the transition is written: a transaction that then rolls back (rare: the
+/// commit itself failing) counts once too often.
+fn count_outcome(row: &ChallengeRow, state: ChallengeState, reason: Reason, now: DateTime<Utc>) {
+    let factor = row.factor.clone();
+    metrics::counter!(
+        "vigil_challenge_outcomes_total",
+        "factor" => factor.clone(),
+        "state" => state.as_str(),
+        "reason" => vigil_proto::enum_label(reason.as_str_name(), "REASON_"),
+    )
+    .increment(1);
+    // The id is a UUIDv7 minted when the login asked: its time is the start.
+    if let Some(started) = row.id.get_timestamp().and_then(|ts| {
+        let (secs, nanos) = ts.to_unix();
+        DateTime::<Utc>::from_timestamp(i64::try_from(secs).ok()?, nanos)
+    }) {
+        let took = (now - started).to_std().unwrap_or_default();
+        metrics::histogram!("vigil_challenge_duration_seconds", "factor" => factor, "state" => state.as_str())
+            .record(took.as_secs_f64());
     }
 }
 

@@ -19,6 +19,7 @@ mod config;
 mod db;
 mod deliver;
 mod error;
+mod metrics;
 mod model;
 mod push;
 mod send;

@@ -23,7 +23,7 @@ use vigil_proto::events::DeliveryRequested;
 use crate::{
     carrier::{self, Accepted, Carrier, RetryPolicy, SendError},
     config::{PUSH_ANSWER_PATH, STATUS_CALLBACK_PATH, VOICE_PATH},
-    db,
+    db, metrics,
     model::{Channel, Delivery, DeliveryState},
     push::{FcmClient, fcm::FCM},
     usage,
@@ -101,6 +101,7 @@ impl Sender {
                     Claim::Done => return Ok(()),
                 };
                 let outcome = self.try_once(route, delivery, target, request).await;
+                metrics::attempt(delivery.channel, name, outcome.as_ref().map(|_| ()));
                 match outcome {
                     Ok(accepted) => return self.accepted(delivery, attempt, name, accepted).await,
                     Err(error) => {
@@ -232,6 +233,7 @@ impl Sender {
                     &sent.status_event(DeliveryState::Sent, None),
                 )
                 .await?;
+            metrics::delivery_state(&sent, DeliveryState::Sent);
         } else {
             // A call's final status outran this commit; keep its outcome.
             sqlx::query("UPDATE deliveries SET carrier_ref = $2 WHERE id = $1")
@@ -277,6 +279,7 @@ impl Sender {
                 &current.status_event(DeliveryState::Failed, Some(reason)),
             )
             .await?;
+        metrics::delivery_state(&current, DeliveryState::Failed);
         tx.commit().await?;
         self.outbox.notify();
         tracing::warn!(delivery_id = %delivery.id, channel = delivery.channel.as_str(), error = reason, "delivery failed");

@@ -68,6 +68,14 @@ impl Answer {
         }
     }
 
+    fn decision(&self) -> Decision {
+        match self {
+            Self::Accept { .. } => Decision::Allow,
+            Self::Reject { .. } => Decision::Deny,
+            Self::Challenge { .. } => Decision::Challenge,
+        }
+    }
+
     fn reason(&self) -> Reason {
         match self {
             Self::Accept { reason, .. } | Self::Reject { reason, .. } => *reason,
@@ -91,8 +99,7 @@ impl Answer {
 
 /// `REASON_UNKNOWN_USER` → `unknown_user`, the name the audit log and the docs use.
 fn reason_name(reason: Reason) -> String {
-    let name = reason.as_str_name();
-    name.strip_prefix("REASON_").unwrap_or(name).to_ascii_lowercase()
+    vigil_proto::enum_label(reason.as_str_name(), "REASON_")
 }
 
 /// "DENY unknown_user: the user is not enrolled in Vigil".
@@ -107,6 +114,7 @@ async fn answer(gateway: &Gateway, registry: &Registry, request: Request) -> Res
         return Answer::reject(Reason::Unavailable, "this RADIUS client is no longer registered").into_response();
     };
     let answer = decide(gateway, &client, &request).await;
+    crate::metrics::decision("radius", answer.decision(), answer.reason());
     let span = tracing::Span::current();
     span.record("agent_id", tracing::field::display(client.agent.agent_id));
     span.record("reason", reason_name(answer.reason()));

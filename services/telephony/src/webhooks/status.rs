@@ -76,6 +76,7 @@ pub async fn handle(
     db::set_state(&mut tx, delivery.id, next, error.as_deref(), 0).await?;
     let event = delivery.status_event(next, error.as_deref());
     app.outbox.enqueue(&mut tx, &delivery.provider_id, &event).await?;
+    crate::metrics::delivery_state(&delivery, next);
     tx.commit().await?;
     app.outbox.notify();
     tracing::info!(

@@ -295,6 +295,7 @@ pub async fn status(
         delivery.carrier_ref = sid.map(str::to_owned).or(delivery.carrier_ref);
         let event = delivery.status_event(DeliveryState::Sent, None);
         app.outbox.enqueue(&mut tx, &delivery.provider_id, &event).await?;
+        crate::metrics::delivery_state(&delivery, DeliveryState::Sent);
         delivery.state = DeliveryState::Sent;
     }
     let (next, error) = match &outcome {
@@ -305,6 +306,7 @@ pub async fn status(
         db::set_state(&mut tx, delivery.id, next, error, 0).await?;
         let event = delivery.status_event(next, error);
         app.outbox.enqueue(&mut tx, &delivery.provider_id, &event).await?;
+        crate::metrics::delivery_state(&delivery, next);
     }
     tx.commit().await?;
     app.outbox.notify();

@@ -1,0 +1,55 @@
+//! Prometheus metrics. Code anywhere records through the `metrics` facade
+//! (`metrics::counter!(…)`); this module installs the one recorder per
+//! process and renders it at `GET /metrics` on the service's HTTP port.
+
+use std::sync::OnceLock;
+
+use axum::{Router, http::header, response::IntoResponse, routing::get};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets (seconds) for every `*_seconds` histogram: from a typed
+/// code (well under a second) to a phone call answered late (minutes).
+const SECONDS_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls return the same
+/// handle). `None` if another recorder was installed first, in which case
+/// `/metrics` answers empty rather than taking the service down.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let built = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .and_then(|b| b.install_recorder());
+            match built {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    tracing::warn!(%error, "metrics recorder not installed; /metrics stays empty");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub fn router() -> Router {
+    Router::new().route("/metrics", get(render))
+}
+
+async fn render() -> impl IntoResponse {
+    let body = install()
+        .map(|handle| {
+            // Without the exporter's own listener nobody else drains histograms.
+            handle.run_upkeep();
+            handle.render()
+        })
+        .unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+}
