@@ -1,0 +1,174 @@
+//! What the benchmark prints: per scenario, then a summary against the ceilings.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::driver::{Load, Run};
+use crate::procs::Usage;
+
+/// The ceilings measured in this run (per second), when they were.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ceilings {
+    pub pg_commits: Option<f64>,
+    pub nats_round_trips: Option<f64>,
+}
+
+pub struct ScenarioReport {
+    pub name: String,
+    pub load: Load,
+    pub users: usize,
+    pub user_waits: u64,
+    pub run: Run,
+    pub usage: Vec<Usage>,
+}
+
+impl ScenarioReport {
+    /// Successful requests per second.
+    pub fn throughput(&self) -> f64 {
+        self.run.tally.ok as f64 / self.run.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.2} ms", micros as f64 / 1000.0)
+}
+
+fn percentiles(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "no successful requests".into();
+    }
+    format!(
+        "p50 {}  p90 {}  p99 {}  max {}",
+        ms(h.value_at_quantile(0.50)),
+        ms(h.value_at_quantile(0.90)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max())
+    )
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn ratio(throughput: f64, ceiling: Option<f64>) -> String {
+    match ceiling {
+        Some(c) if c > 0.0 => format!("{:.3}", throughput / c),
+        _ => "-".into(),
+    }
+}
+
+pub fn ceilings(c: &Ceilings) -> String {
+    let show = |v: Option<f64>| v.map_or("not measured".to_owned(), |v| format!("{v:.0}/s"));
+    format!(
+        "ceilings: PostgreSQL durable single-row commits {}, NATS request/reply {}\n",
+        show(c.pg_commits),
+        show(c.nats_round_trips)
+    )
+}
+
+pub fn processes(title: &str, usage: &[Usage]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  {title:<20} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "pid", "rss start", "rss peak", "rss end", "hwm", "cpu s"
+    );
+    for u in usage {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8.2}{}",
+            u.name,
+            u.pid,
+            mib(u.rss_start_kib),
+            mib(u.rss_peak_kib),
+            mib(u.rss_end_kib),
+            mib(u.hwm_kib),
+            u.cpu_secs,
+            if u.alive { "" } else { "  (exited)" }
+        );
+    }
+    out
+}
+
+pub fn scenario(r: &ScenarioReport, ceilings: &Ceilings) -> String {
+    let t = &r.run.tally;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "== {} ({}, {:.1} s, {} users)",
+        r.name,
+        r.load,
+        r.run.elapsed.as_secs_f64(),
+        r.users
+    );
+    let errors: Vec<String> = t.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let _ = writeln!(
+        out,
+        "  requests {}  successes {}  errors {}{}",
+        t.requests,
+        t.ok,
+        t.requests - t.ok,
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", errors.join(", "))
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  throughput {:.1}/s  = {} of PostgreSQL commits/s, {} of NATS request/reply/s",
+        r.throughput(),
+        ratio(r.throughput(), ceilings.pg_commits),
+        ratio(r.throughput(), ceilings.nats_round_trips)
+    );
+    let _ = writeln!(out, "  latency   {}", percentiles(&t.latency));
+    if !t.vigil.is_empty() {
+        let _ = writeln!(out, "  vigil adds {}", percentiles(&t.vigil));
+    }
+    if r.user_waits > 0 {
+        let _ = writeln!(
+            out,
+            "  note: {} requests waited for a user with a usable code; raise --users",
+            r.user_waits
+        );
+    }
+    out.push_str(&processes("process (MiB)", &r.usage));
+    out
+}
+
+pub fn summary(reports: &[ScenarioReport], ceilings: &Ceilings) -> String {
+    let mut out = String::from("== summary\n");
+    let _ = writeln!(
+        out,
+        "  {:<8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "scenario", "ok/s", "p50", "p99", "max", "/pg", "/nats"
+    );
+    for r in reports {
+        let h = &r.run.tally.latency;
+        let q = |q: f64| {
+            if h.is_empty() {
+                "-".into()
+            } else {
+                ms(h.value_at_quantile(q))
+            }
+        };
+        let _ = writeln!(
+            out,
+            "  {:<8} {:>10.1} {:>10} {:>10} {:>10} {:>8} {:>8}",
+            r.name,
+            r.throughput(),
+            q(0.5),
+            q(0.99),
+            if h.is_empty() { "-".into() } else { ms(h.max()) },
+            ratio(r.throughput(), ceilings.pg_commits),
+            ratio(r.throughput(), ceilings.nats_round_trips)
+        );
+    }
+    out
+}
+
+pub fn duration(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}

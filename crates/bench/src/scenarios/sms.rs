@@ -1,0 +1,223 @@
+//! `sms`: Authenticate(sms) → the code arrives in the carrier simulator's
+//! inbox → VerifyPasscode. Besides the round trip, it reports the time Vigil
+//! itself adds: from the Authenticate call to the simulator accepting the
+//! message, plus the VerifyPasscode call — without the benchmark's inbox
+//! polling and without the simulator's status delays (which only pace the
+//! delivery callbacks, not the inbox). The simulator's acceptance time is
+//! its wall clock, so this part assumes both run on one machine.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::time::Instant;
+use vigil_carrier_sim::control::InboxEntry;
+use vigil_proto::v1::{Decision, Factor, Reason};
+
+use super::{start, unexpected, verify};
+use crate::driver::Scenario;
+use crate::setup::{NewUser, Tenant};
+use crate::stats::{Failure, Outcome};
+use crate::users::{Pool, unix_now};
+
+/// Give up on an SMS after this long.
+const SMS_WAIT: Duration = Duration::from_secs(5);
+
+pub struct SmsUser {
+    pub username: String,
+    pub phone: String,
+    /// The newest message already read from this phone's inbox.
+    pub last_sid: Option<String>,
+    /// When this user's recent logins started, oldest first.
+    recent: VecDeque<Instant>,
+}
+
+/// Logins a user makes are kept to a few per [`PACE_WINDOW`]: Vigil's
+/// per-user limit slides over a minute weighing the minute before, so a pace
+/// measured over two minutes never trips it.
+const PACE_WINDOW: Duration = Duration::from_secs(120);
+
+impl SmsUser {
+    /// Claims a login now if the user is within `per_window` logins.
+    fn pace(&mut self, now: Instant, per_window: Option<u32>) -> Option<()> {
+        let Some(max) = per_window else { return Some(()) };
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= PACE_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        (self.recent.len() < max as usize).then(|| self.recent.push_back(now))
+    }
+}
+
+/// Users for `requests` logins at `rate` per second when each may log in
+/// `per_window` times per [`PACE_WINDOW`], and at least two per request in flight.
+pub fn users_needed(requests: u64, rate: f64, per_window: Option<u32>, in_flight: usize) -> usize {
+    let floor = (2 * in_flight).max(64);
+    let Some(per_window) = per_window else { return floor };
+    let busiest = (requests as f64).min(rate * PACE_WINDOW.as_secs_f64());
+    ((busiest / f64::from(per_window.max(1))).ceil() as usize + in_flight).max(floor)
+}
+
+pub struct Sms {
+    tenant: Arc<Tenant>,
+    pub pool: Pool<SmsUser>,
+    http: reqwest::Client,
+    sim: String,
+    poll: Duration,
+    per_user: Option<u32>,
+    sent: AtomicU64,
+}
+
+impl Sms {
+    /// `per_user`: logins each user may make per two minutes (None: no limit).
+    pub fn new(tenant: Arc<Tenant>, users: Vec<SmsUser>, sim: &str, poll: Duration, per_user: Option<u32>) -> Self {
+        Self {
+            per_user,
+            tenant,
+            pool: Pool::new(users),
+            http: reqwest::Client::new(),
+            sim: sim.trim_end_matches('/').to_owned(),
+            poll,
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    async fn inbox(&self, phone: &str) -> Result<Vec<InboxEntry>, Failure> {
+        let response = self
+            .http
+            .get(format!("{}/sim/inbox/{phone}", self.sim))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|_| Failure::new("sim_unreachable"))?;
+        response.json().await.map_err(|_| Failure::new("sim_bad_inbox"))
+    }
+
+    /// Waits for a message newer than `last_sid`.
+    async fn next_sms(&self, phone: &str, last_sid: Option<&str>) -> Result<InboxEntry, Failure> {
+        let give_up = Instant::now() + SMS_WAIT;
+        loop {
+            if let Some(newest) = self.inbox(phone).await?.pop()
+                && Some(newest.sid.as_str()) != last_sid
+            {
+                return Ok(newest);
+            }
+            if Instant::now() >= give_up {
+                return Err(Failure::new("no_sms"));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    async fn login(&self, user: &mut SmsUser) -> Result<Outcome, Failure> {
+        let mut agent = self.tenant.agent(self.sent.fetch_add(1, Ordering::Relaxed));
+        let started_wall = unix_now();
+        let started = start(&mut agent, &user.username, Factor::Sms).await?;
+        if started.decision() != Decision::Challenge {
+            return Err(unexpected(started.decision(), started.reason()));
+        }
+        let sms = self.next_sms(&user.phone, user.last_sid.as_deref()).await?;
+        user.last_sid = Some(sms.sid.clone());
+        let code = six_digits(&sms.body).ok_or_else(|| Failure::new("no_code_in_sms"))?;
+        let accepted = Duration::from_nanos(
+            u64::try_from(sms.received_at.timestamp_nanos_opt().unwrap_or_default()).unwrap_or_default(),
+        );
+        let verify_started = Instant::now();
+        let answer = verify(&mut agent, started.challenge_id, &code).await?;
+        let to_carrier = accepted.saturating_sub(started_wall);
+        match answer {
+            (Decision::Allow, Reason::Approved) => Ok(Outcome {
+                vigil: Some(to_carrier + verify_started.elapsed()),
+            }),
+            (decision, reason) => Err(unexpected(decision, reason)),
+        }
+    }
+}
+
+/// The users with what their inboxes already hold (a phone number may have
+/// been used by an earlier run), so only new messages are read as codes.
+pub async fn read_inboxes(sim: &str, users: Vec<NewUser>) -> anyhow::Result<Vec<SmsUser>> {
+    let http = reqwest::Client::new();
+    let sim = sim.trim_end_matches('/');
+    let mut ready = Vec::with_capacity(users.len());
+    for user in users {
+        let inbox: Vec<InboxEntry> = http
+            .get(format!("{sim}/sim/inbox/{}", user.phone))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("reading the carrier simulator's inbox at {sim}"))?
+            .json()
+            .await?;
+        ready.push(SmsUser {
+            username: user.username,
+            phone: user.phone,
+            last_sid: inbox.last().map(|m| m.sid.clone()),
+            recent: VecDeque::new(),
+        });
+    }
+    Ok(ready)
+}
+
+/// The first run of exactly six digits in an SMS body.
+fn six_digits(body: &str) -> Option<String> {
+    body.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .map(str::to_owned)
+}
+
+impl Scenario for Sms {
+    type Job = SmsUser;
+
+    async fn prepare(&self) -> Result<Self::Job, Failure> {
+        Ok(self.pool.take(|u| u.pace(Instant::now(), self.per_user)).await?.0)
+    }
+
+    async fn run(&self, mut user: Self::Job) -> Result<Outcome, Failure> {
+        let outcome = self.login(&mut user).await;
+        self.pool.put_back(user);
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_keep_their_pace() {
+        let mut u = SmsUser {
+            username: "u".into(),
+            phone: "+15550000001".into(),
+            last_sid: None,
+            recent: VecDeque::new(),
+        };
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| u.pace(t0, Some(3)).is_some()));
+        assert!(u.pace(t0, Some(3)).is_none());
+        assert!(u.pace(t0 + PACE_WINDOW, Some(3)).is_some());
+        assert!(u.pace(t0, None).is_some());
+    }
+
+    #[test]
+    fn enough_users_for_the_pace() {
+        // 800/s for 20 s, 9 logins per user per two minutes: 16,000 / 9, plus those in flight.
+        assert_eq!(users_needed(16_000, 800.0, Some(9), 100), 1778 + 100);
+        assert_eq!(users_needed(100, 1500.0, Some(9), 4), 64);
+        assert_eq!(users_needed(16_000, 800.0, None, 100), 200);
+    }
+
+    #[test]
+    fn the_code_is_the_six_digit_word() {
+        assert_eq!(
+            six_digits("Your Vigil code is 042917. It expires in 2 minutes.").as_deref(),
+            Some("042917")
+        );
+        assert_eq!(six_digits("call 12345 or 1234567"), None);
+    }
+}
