@@ -204,6 +204,9 @@ pub fn provider_json(p: &Provider) -> Value {
         "name": p.name,
         "usage_model": output::usage_model(p.usage_model),
         "created_at": output::time(p.created_at.as_ref()),
+        "sms_cap_per_hour": p.sms_cap_per_hour,
+        "voice_cap_per_hour": p.voice_cap_per_hour,
+        "cap_prefix_digits": p.cap_prefix_digits,
     })
 }
 

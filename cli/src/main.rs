@@ -13,6 +13,7 @@ mod gateway;
 mod http;
 mod manage;
 mod output;
+mod providers;
 mod sim;
 
 use std::process::ExitCode;
@@ -106,6 +107,9 @@ enum Command {
     Manage(manage::ManageCommand),
     /// Explain what would happen if a user logged in now, and list their last attempts.
     Doctor(manage::DoctorArgs),
+    /// A provider's guards: toll-fraud caps (admin token).
+    #[command(subcommand)]
+    Providers(providers::ProvidersCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -120,6 +124,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&cli.global, args).await,
         Command::Manage(cmd) => manage::run(&cli.global, cmd).await,
         Command::Doctor(args) => manage::doctor(&cli.global, args).await,
+        Command::Providers(cmd) => providers::run(&cli.global, cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,5 @@
 //! Guards around the second factor, end to end through the real binaries:
-//! rate limits per user and per agent.
+//! rate limits per user and per agent, toll-fraud caps per destination prefix.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,8 +8,9 @@ use std::time::Duration;
 use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant, agent_client};
 use vigil_proto::v1::{
     AgentKind, AuthenticateRequest, CreateAgentRequest, Decision, ExplainLoginRequest, Factor, PreauthRequest, Reason,
-    VerifyPasscodeRequest,
+    UpdateProviderRequest, VerifyPasscodeRequest,
 };
+use vigil_testkit::wait_until;
 
 async fn preauth(agent: &mut AgentClient, username: &str) -> anyhow::Result<(Decision, Reason, String)> {
     let reply = agent
@@ -26,10 +27,18 @@ async fn authenticate_sms(
     agent: &mut AgentClient,
     username: &str,
 ) -> anyhow::Result<vigil_proto::v1::AuthenticateResponse> {
+    authenticate(agent, username, Factor::Sms).await
+}
+
+async fn authenticate(
+    agent: &mut AgentClient,
+    username: &str,
+    factor: Factor,
+) -> anyhow::Result<vigil_proto::v1::AuthenticateResponse> {
     Ok(agent
         .authenticate(AuthenticateRequest {
             username: username.into(),
-            factor: Factor::Sms as i32,
+            factor: factor as i32,
             client_ip: "192.0.2.10".into(),
         })
         .await?
@@ -161,5 +170,182 @@ async fn rate_limits(stack: &Stack) -> anyhow::Result<()> {
         .into_inner();
     let mut second = agent_client(&stack.grpc_url, &other.agent_id, &other.agent_key).await?;
     assert_eq!(preauth(&mut second, "nobody-else").await?.1, Reason::UnknownUser);
+    Ok(())
+}
+
+/// Runs the `vigil` CLI against the stack with `--json`; its output.
+fn vigil(stack: &Stack, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let output = std::process::Command::new(vigil_testkit::workspace_bin("vigil")?)
+        .args([
+            "--json",
+            "--gateway",
+            &stack.grpc_url,
+            "--admin-token",
+            &stack.admin_token,
+        ])
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "vigil {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// The carrier simulator's counters.
+async fn sim_stats(stack: &Stack) -> anyhow::Result<serde_json::Value> {
+    Ok(reqwest::get(format!("{}/sim/stats", stack.sim_url))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+async fn wait_for_messages(stack: &Stack, count: u64) -> anyhow::Result<()> {
+    wait_until(Duration::from_secs(15), "the SMS at the carrier", || async {
+        anyhow::Ok((sim_stats(stack).await?["messages_accepted"] == count).then_some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sms_and_voice_are_capped_per_destination_prefix_and_hour() {
+    let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    if let Err(error) = caps(&stack).await {
+        panic!("{error:#}\n\n{}", stack.log_tails(40));
+    }
+}
+
+async fn caps(stack: &Stack) -> anyhow::Result<()> {
+    let mut acme = Tenant::create(stack, "Acme").await?;
+    let mut other = Tenant::create(stack, "Other").await?;
+    // Defaults for a new provider.
+    let provider = acme
+        .admin
+        .get_provider(vigil_proto::v1::GetProviderRequest {
+            provider_id: acme.provider_id.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (
+            provider.sms_cap_per_hour,
+            provider.voice_cap_per_hour,
+            provider.cap_prefix_digits
+        ),
+        (100, 50, 4)
+    );
+    // Bad settings are refused.
+    for (sms, prefix) in [(Some(1_000_001), None), (None, Some(0)), (None, Some(16))] {
+        let refused = acme
+            .admin
+            .update_provider(UpdateProviderRequest {
+                provider_id: acme.provider_id.clone(),
+                sms_cap_per_hour: sms,
+                cap_prefix_digits: prefix,
+                ..Default::default()
+            })
+            .await
+            .expect_err("out of range");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
+    let updated = acme
+        .admin
+        .update_provider(UpdateProviderRequest {
+            provider_id: acme.provider_id.clone(),
+            sms_cap_per_hour: Some(2),
+            voice_cap_per_hour: Some(1),
+            cap_prefix_digits: Some(4),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!((updated.sms_cap_per_hour, updated.voice_cap_per_hour), (2, 1));
+
+    for (user, phone) in [
+        ("u1", "+15550300001"),
+        ("u2", "+15550300002"),
+        ("u3", "+15550300003"),
+        ("uk", "+442079460001"),
+    ] {
+        acme.add_user(user, phone).await?;
+    }
+    other.add_user("o1", "+15550300009").await?;
+
+    // Two SMS to +1555... go out; the third is refused at once and never sent.
+    for user in ["u1", "u2"] {
+        let started = authenticate_sms(&mut acme.agent, user).await?;
+        assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
+    }
+    wait_for_messages(stack, 2).await?;
+    let capped = authenticate_sms(&mut acme.agent, "u3").await?;
+    assert_eq!(
+        (capped.decision(), capped.reason()),
+        (Decision::Deny, Reason::DeliveryCapped),
+        "{capped:?}"
+    );
+    assert!(capped.challenge_id.is_empty());
+    assert!(capped.message.contains("+1555"), "{}", capped.message);
+
+    // Another prefix, and another provider with the same prefix, still get theirs.
+    assert_eq!(
+        authenticate_sms(&mut acme.agent, "uk").await?.decision(),
+        Decision::Challenge
+    );
+    assert_eq!(
+        authenticate_sms(&mut other.agent, "o1").await?.decision(),
+        Decision::Challenge
+    );
+    wait_for_messages(stack, 4).await?;
+    assert!(
+        stack.sim_inbox("+15550300003").await?.is_empty(),
+        "the capped SMS never reached the carrier"
+    );
+
+    // Voice has its own cap: one call, then refused.
+    assert_eq!(
+        authenticate(&mut acme.agent, "u3", Factor::Voice).await?.decision(),
+        Decision::Challenge
+    );
+    let capped = authenticate(&mut acme.agent, "u1", Factor::Voice).await?;
+    assert_eq!(
+        (capped.decision(), capped.reason()),
+        (Decision::Deny, Reason::DeliveryCapped)
+    );
+    assert!(capped.message.contains("calls"), "{}", capped.message);
+
+    // The refusal is audited like every decision.
+    let explained = acme
+        .admin
+        .explain_login(ExplainLoginRequest {
+            provider_id: acme.provider_id.clone(),
+            username: "u1".into(),
+            agent_id: String::new(),
+            client_ip: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert!(
+        explained
+            .recent_attempts
+            .iter()
+            .any(|a| a.reason() == Reason::DeliveryCapped),
+        "{:?}",
+        explained.recent_attempts
+    );
+
+    // Raising the cap (with the CLI) lets the next one through.
+    let shown = vigil(stack, &["providers", "caps", &acme.provider_id, "--sms-per-hour", "3"])?;
+    assert_eq!(
+        (&shown["sms_cap_per_hour"], &shown["voice_cap_per_hour"]),
+        (&serde_json::json!(3), &serde_json::json!(1)),
+        "{shown}"
+    );
+    assert_eq!(
+        authenticate_sms(&mut acme.agent, "u3").await?.decision(),
+        Decision::Challenge
+    );
+    stack.sms_code("+15550300003", 1).await?;
     Ok(())
 }

@@ -156,6 +156,7 @@ pub fn policy_context(agent: &AgentIdentity, client_ip: &str) -> rpc::PolicyCont
         trusted_network: agent.is_trusted(client_ip),
         remember_minutes: agent.remember_minutes,
         block_user_on_fraud: agent.block_user_on_fraud,
+        delivery_caps: Some(agent.caps),
     }
 }
 

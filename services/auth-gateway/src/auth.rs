@@ -25,6 +25,8 @@ pub struct AgentIdentity {
     pub remember_minutes: u32,
     pub trusted_networks: Vec<ipnet::IpNet>,
     pub block_user_on_fraud: bool,
+    /// The provider's toll-fraud caps.
+    pub caps: vigil_proto::rpc::DeliveryCaps,
 }
 
 /// A provider's trusted networks as stored (validated CIDRs on the way in).
@@ -41,6 +43,7 @@ impl AgentIdentity {
             remember_minutes: u32::try_from(agent.remember_minutes).unwrap_or(0),
             trusted_networks: parse_networks(&agent.trusted_networks),
             block_user_on_fraud: agent.block_user_on_fraud,
+            caps: agent.caps.to_wire(),
         }
     }
 
@@ -206,6 +209,7 @@ mod tests {
             remember_minutes: 0,
             trusted_networks: networks.iter().filter_map(|n| n.parse().ok()).collect(),
             block_user_on_fraud: true,
+            caps: store::DeliveryCapsRow::DEFAULT.to_wire(),
         }
     }
 

@@ -13,10 +13,51 @@ pub struct ProviderRow {
     pub block_user_on_fraud: bool,
     pub fraud_webhook_url: String,
     pub trusted_networks: Vec<String>,
+    #[sqlx(flatten)]
+    pub caps: DeliveryCapsRow,
 }
 
-const PROVIDER_COLUMNS: &str =
-    "id, name, usage_model, created_at, block_user_on_fraud, fraud_webhook_url, trusted_networks";
+const PROVIDER_COLUMNS: &str = "id, name, usage_model, created_at, block_user_on_fraud, fraud_webhook_url, trusted_networks, \
+     sms_cap_per_hour, voice_cap_per_hour, cap_prefix_digits";
+
+/// A provider's toll-fraud caps: SMS and calls per destination prefix and
+/// hour; 0 is no cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeliveryCapsRow {
+    pub sms_cap_per_hour: i32,
+    pub voice_cap_per_hour: i32,
+    pub cap_prefix_digits: i32,
+}
+
+impl DeliveryCapsRow {
+    /// A new provider's caps; the column defaults of migration 0020 say the same.
+    pub const DEFAULT: Self = Self {
+        sms_cap_per_hour: 100,
+        voice_cap_per_hour: 50,
+        cap_prefix_digits: 4,
+    };
+
+    pub fn to_wire(self) -> vigil_proto::rpc::DeliveryCaps {
+        let n = |v: i32| u32::try_from(v).unwrap_or(0);
+        vigil_proto::rpc::DeliveryCaps {
+            sms_per_hour: n(self.sms_cap_per_hour),
+            voice_per_hour: n(self.voice_cap_per_hour),
+            prefix_digits: n(self.cap_prefix_digits),
+        }
+    }
+}
+
+/// What an admin asked to change on a provider; `None` keeps the value.
+#[derive(Debug, Default)]
+pub struct ProviderUpdate<'a> {
+    pub name: Option<&'a str>,
+    pub block_user_on_fraud: Option<bool>,
+    pub fraud_webhook_url: Option<&'a str>,
+    pub trusted_networks: Option<&'a [String]>,
+    pub sms_cap_per_hour: Option<i32>,
+    pub voice_cap_per_hour: Option<i32>,
+    pub cap_prefix_digits: Option<i32>,
+}
 
 /// An agent with what authenticating and deciding for it needs, including
 /// its provider's trusted networks (one query per request).
@@ -33,15 +74,19 @@ pub struct AgentRow {
     pub created_at: DateTime<Utc>,
     pub trusted_networks: Vec<String>,
     pub block_user_on_fraud: bool,
+    #[sqlx(flatten)]
+    pub caps: DeliveryCapsRow,
 }
 
 const AGENT_COLUMNS: &str = "a.id, a.provider_id, a.name, a.kind, a.key_ciphertext, a.enabled, \
-     a.require_user_match, a.remember_minutes, a.created_at, p.trusted_networks, p.block_user_on_fraud";
+     a.require_user_match, a.remember_minutes, a.created_at, p.trusted_networks, p.block_user_on_fraud, \
+     p.sms_cap_per_hour, p.voice_cap_per_hour, p.cap_prefix_digits";
 
 pub async fn insert_provider(conn: &mut PgConnection, row: &ProviderRow) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO providers (id, name, usage_model, created_at, block_user_on_fraud, fraud_webhook_url, trusted_networks)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO providers (id, name, usage_model, created_at, block_user_on_fraud, fraud_webhook_url, trusted_networks,
+             sms_cap_per_hour, voice_cap_per_hour, cap_prefix_digits)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
         .bind(row.id)
         .bind(&row.name)
@@ -50,6 +95,9 @@ pub async fn insert_provider(conn: &mut PgConnection, row: &ProviderRow) -> Resu
         .bind(row.block_user_on_fraud)
         .bind(&row.fraud_webhook_url)
         .bind(&row.trusted_networks)
+        .bind(row.caps.sms_cap_per_hour)
+        .bind(row.caps.voice_cap_per_hour)
+        .bind(row.caps.cap_prefix_digits)
         .execute(conn)
         .await?;
     Ok(())
@@ -82,21 +130,23 @@ pub async fn list_providers(
 pub async fn update_provider(
     conn: &mut PgConnection,
     id: Uuid,
-    name: Option<&str>,
-    block_user_on_fraud: Option<bool>,
-    fraud_webhook_url: Option<&str>,
-    trusted_networks: Option<&[String]>,
+    change: &ProviderUpdate<'_>,
 ) -> Result<Option<ProviderRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE providers SET name = COALESCE($2, name), block_user_on_fraud = COALESCE($3, block_user_on_fraud),
-             fraud_webhook_url = COALESCE($4, fraud_webhook_url), trusted_networks = COALESCE($5, trusted_networks)
+             fraud_webhook_url = COALESCE($4, fraud_webhook_url), trusted_networks = COALESCE($5, trusted_networks),
+             sms_cap_per_hour = COALESCE($6, sms_cap_per_hour), voice_cap_per_hour = COALESCE($7, voice_cap_per_hour),
+             cap_prefix_digits = COALESCE($8, cap_prefix_digits)
          WHERE id = $1 RETURNING {PROVIDER_COLUMNS}"
     ))
     .bind(id)
-    .bind(name)
-    .bind(block_user_on_fraud)
-    .bind(fraud_webhook_url)
-    .bind(trusted_networks)
+    .bind(change.name)
+    .bind(change.block_user_on_fraud)
+    .bind(change.fraud_webhook_url)
+    .bind(change.trusted_networks)
+    .bind(change.sms_cap_per_hour)
+    .bind(change.voice_cap_per_hour)
+    .bind(change.cap_prefix_digits)
     .fetch_optional(conn)
     .await
 }

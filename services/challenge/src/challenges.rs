@@ -15,7 +15,7 @@ use vigil_proto::{
 };
 
 use crate::{
-    login,
+    caps, login,
     otp_factors::OtpCheck,
     policy::{self, Verdict},
     ratelimit,
@@ -145,6 +145,32 @@ impl Service {
             let code = (factor.kind == "sms").then(|| self.codes.generate());
             (code, Some(phone))
         };
+        if let Some(phone) = &phone
+            && let Some(capped) = caps::take(
+                &mut tx,
+                &provider,
+                &factor.kind,
+                phone,
+                policy.and_then(|p| p.delivery_caps.as_ref()),
+                now,
+            )
+            .await?
+        {
+            login::record(
+                &mut tx,
+                &provider,
+                username.as_str(),
+                Some(user.id),
+                "authenticate",
+                policy,
+                (Decision::Deny, Reason::DeliveryCapped),
+                None,
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(deny(Reason::DeliveryCapped, capped.message()));
+        }
         store::insert_challenge(
             &mut tx,
             store::NewChallenge {

@@ -4,6 +4,7 @@
 
 mod app;
 mod audit;
+mod caps;
 mod challenges;
 mod codes;
 mod config;

@@ -156,7 +156,8 @@ pub async fn hit(
     Ok(None)
 }
 
-/// Forgets counters whose windows no longer overlap the present, every minute.
+/// Forgets rate-limit counters whose windows no longer overlap the present,
+/// and delivery-cap counts of hours long past, every minute.
 pub(crate) async fn prune(service: std::sync::Arc<Service>, shutdown: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
@@ -169,6 +170,15 @@ pub(crate) async fn prune(service: std::sync::Arc<Service>, shutdown: tokio_util
         .bind(service.clock.now())
         .execute(&service.pool)
         .await;
+        let pruned = match pruned {
+            Ok(_) => {
+                sqlx::query("DELETE FROM delivery_caps WHERE hour < $1")
+                    .bind(service.clock.now() - chrono::Duration::days(1))
+                    .execute(&service.pool)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if let Err(error) = pruned {
             tracing::warn!(%error, "pruning rate-limit counters failed");
         }

@@ -31,6 +31,9 @@ pub fn provider(row: &store::ProviderRow) -> api::Provider {
         block_user_on_fraud: row.block_user_on_fraud,
         fraud_webhook_url: row.fraud_webhook_url.clone(),
         trusted_networks: row.trusted_networks.clone(),
+        sms_cap_per_hour: u32::try_from(row.caps.sms_cap_per_hour).unwrap_or(0),
+        voice_cap_per_hour: u32::try_from(row.caps.voice_cap_per_hour).unwrap_or(0),
+        cap_prefix_digits: u32::try_from(row.caps.cap_prefix_digits).unwrap_or(0),
     }
 }
 

@@ -11,6 +11,8 @@ use super::convert::{self, parse_provider, usage_model_name};
 use crate::{app::Gateway, audit, auth::AdminScope, error::GatewayError, store};
 
 const MAX_PAGE_SIZE: u32 = 500;
+/// Highest settable cap per hour: beyond it a cap protects nothing.
+const MAX_CAP: u32 = 1_000_000;
 
 /// The provider, if it exists and `scope` may see it.
 pub async fn existing(gateway: &Gateway, scope: AdminScope, id: &str) -> Result<store::ProviderRow, GatewayError> {
@@ -42,6 +44,23 @@ fn valid_networks(networks: &[String]) -> Result<Vec<String>, GatewayError> {
                 })
         })
         .collect()
+}
+
+/// A cap per hour (0 is none) or prefix length as stored.
+fn valid_count(
+    value: Option<u32>,
+    what: &str,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<Option<i32>, GatewayError> {
+    match value {
+        None => Ok(None),
+        Some(v) if range.contains(&v) => Ok(i32::try_from(v).ok()),
+        Some(v) => Err(GatewayError::InvalidArgument(format!(
+            "{what} must be between {} and {} (got {v})",
+            range.start(),
+            range.end()
+        ))),
+    }
 }
 
 fn valid_webhook(url: &str) -> Result<String, GatewayError> {
@@ -78,6 +97,7 @@ pub async fn create(
         block_user_on_fraud: true,
         fraud_webhook_url: String::new(),
         trusted_networks: vec![],
+        caps: store::DeliveryCapsRow::DEFAULT,
     };
     let provider_id = ProviderId::from_uuid(row.id).to_string();
     let mut tx = gateway.pool.begin().await?;
@@ -161,17 +181,20 @@ pub async fn update(
     } else {
         None
     };
-    let mut tx = gateway.pool.begin().await?;
-    let row = store::update_provider(
-        &mut tx,
-        current.id,
+    let change = store::ProviderUpdate {
         name,
-        req.block_user_on_fraud,
-        webhook.as_deref(),
-        networks.as_deref(),
-    )
-    .await?
-    .ok_or_else(|| GatewayError::NotFound("no such provider".into()))?;
+        block_user_on_fraud: req.block_user_on_fraud,
+        fraud_webhook_url: webhook.as_deref(),
+        trusted_networks: networks.as_deref(),
+        sms_cap_per_hour: valid_count(req.sms_cap_per_hour, "sms_cap_per_hour", 0..=MAX_CAP)?,
+        voice_cap_per_hour: valid_count(req.voice_cap_per_hour, "voice_cap_per_hour", 0..=MAX_CAP)?,
+        // E.164 numbers have at most 15 digits.
+        cap_prefix_digits: valid_count(req.cap_prefix_digits, "cap_prefix_digits", 1..=15)?,
+    };
+    let mut tx = gateway.pool.begin().await?;
+    let row = store::update_provider(&mut tx, current.id, &change)
+        .await?
+        .ok_or_else(|| GatewayError::NotFound("no such provider".into()))?;
     let actor = scope.actor();
     let target = ProviderId::from_uuid(row.id).to_string();
     let detail = provider_changes(&current, &row);
@@ -200,6 +223,13 @@ fn provider_changes(before: &store::ProviderRow, after: &store::ProviderRow) -> 
     }
     if before.trusted_networks != after.trusted_networks {
         changes.push(format!("trusted_networks={}", after.trusted_networks.join(",")));
+    }
+    if before.caps != after.caps {
+        let caps = after.caps;
+        changes.push(format!(
+            "sms_cap_per_hour={} voice_cap_per_hour={} cap_prefix_digits={}",
+            caps.sms_cap_per_hour, caps.voice_cap_per_hour, caps.cap_prefix_digits
+        ));
     }
     if changes.is_empty() {
         "no change".to_owned()
@@ -244,5 +274,9 @@ mod tests {
         assert!(valid_networks(&["banana/8".into()]).is_err());
         assert!(valid_webhook("ftp://x").is_err());
         assert!(valid_webhook("https://hooks.example.com/vigil").is_ok());
+        assert!(valid_count(Some(0), "x", 1..=15).is_err());
+        assert!(valid_count(Some(16), "x", 1..=15).is_err());
+        assert_eq!(valid_count(Some(0), "x", 0..=MAX_CAP).ok(), Some(Some(0)));
+        assert_eq!(valid_count(None, "x", 0..=MAX_CAP).ok(), Some(None));
     }
 }

@@ -336,6 +336,7 @@ pub async fn explain(
             remember_minutes: 0,
             block_user_on_fraud: provider.block_user_on_fraud,
             trusted_networks: parse_networks(&provider.trusted_networks),
+            caps: provider.caps.to_wire(),
         }
     } else {
         let id = parse_agent(&req.agent_id)?;

@@ -111,6 +111,7 @@ fn build(gateway: &Gateway, rows: Vec<store::ServingRow>) -> Snapshot {
                 remember_minutes: u32::try_from(row.remember_minutes).unwrap_or(0),
                 trusted_networks: parse_networks(&row.trusted_networks),
                 block_user_on_fraud: row.block_user_on_fraud,
+                caps: row.caps.to_wire(),
             },
         };
         snapshot.clients = std::mem::take(&mut snapshot.clients).with(cidr, RadiusClient { id: id.clone(), secret });

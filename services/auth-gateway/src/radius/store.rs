@@ -31,6 +31,8 @@ pub struct ServingRow {
     pub remember_minutes: i32,
     pub trusted_networks: Vec<String>,
     pub block_user_on_fraud: bool,
+    #[sqlx(flatten)]
+    pub caps: crate::store::DeliveryCapsRow,
 }
 
 pub async fn insert(conn: &mut PgConnection, row: &RadiusClientRow) -> Result<(), sqlx::Error> {
@@ -80,7 +82,8 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
 /// The clients whose agent is enabled: the ones the server answers.
 pub async fn serving(conn: &mut PgConnection) -> Result<Vec<ServingRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS}, a.require_user_match, a.remember_minutes, p.trusted_networks, p.block_user_on_fraud
+        "SELECT {COLUMNS}, a.require_user_match, a.remember_minutes, p.trusted_networks, p.block_user_on_fraud,
+                p.sms_cap_per_hour, p.voice_cap_per_hour, p.cap_prefix_digits
          FROM radius_clients r
          JOIN agents a ON a.id = r.agent_id
          JOIN providers p ON p.id = r.provider_id
