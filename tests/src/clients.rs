@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use anyhow::Context;
 use tonic::{
     Request, Response, Status,
@@ -74,6 +76,25 @@ impl AgentClient {
         self.raw
             .verify_passcode(self.credential.sign(methods::VERIFY_PASSCODE, m))
             .await
+    }
+}
+
+impl AgentClient {
+    /// Polls the challenge until it ends: its final state and reason.
+    pub async fn final_state(&self, challenge_id: &str) -> anyhow::Result<(api::ChallengeState, api::Reason)> {
+        vigil_testkit::wait_until(Duration::from_secs(20), "the challenge's final state", || {
+            let mut agent = self.clone();
+            let challenge_id = challenge_id.to_owned();
+            async move {
+                let s = agent
+                    .get_auth_status(api::GetAuthStatusRequest { challenge_id })
+                    .await?
+                    .into_inner();
+                let done = !matches!(s.state(), api::ChallengeState::Pending | api::ChallengeState::Delivered);
+                anyhow::Ok(done.then(|| (s.state(), s.reason())))
+            }
+        })
+        .await
     }
 }
 

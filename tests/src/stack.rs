@@ -244,6 +244,19 @@ impl Stack {
         .join("\n")
     }
 
+    /// The secrets the services were started with, for tests that look for
+    /// them where they must not be (logs).
+    pub fn configured_secrets(&self) -> Vec<&'static str> {
+        let kek = KEYS.split_once(':').map_or(KEYS, |(_, key)| key);
+        vec![ADMIN_TOKEN, BILLING_TOKEN, CODE_KEY, kek, TOKEN_PEPPER, SIM_TOKEN]
+    }
+
+    /// The four services (not the carrier simulator, which plays the
+    /// outside world), by their names in the logs.
+    pub fn services(&self) -> [&ServiceProcess; 4] {
+        [&self.gateway, &self.challenge, &self.telephony, &self.billing]
+    }
+
     /// `GET /metrics` of the service named `service` (as in [`Stack::http_urls`]).
     pub async fn metrics(&self, service: &str) -> anyhow::Result<String> {
         let (_, base) = self

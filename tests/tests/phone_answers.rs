@@ -10,8 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant};
 use vigil_proto::v1::{
-    AuthenticateRequest, ChallengeState, Decision, Factor, GetAuthStatusRequest, PreauthRequest, Reason,
-    UpdateUserRequest, UserStatus,
+    AuthenticateRequest, ChallengeState, Decision, Factor, PreauthRequest, Reason, UpdateUserRequest, UserStatus,
 };
 use vigil_testkit::wait_until;
 
@@ -40,21 +39,7 @@ async fn answered(agent: &mut AgentClient, factor: Factor) -> (ChallengeState, R
         .unwrap()
         .into_inner();
     assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
-    let id = started.challenge_id;
-    wait_until(Duration::from_secs(20), "the challenge's final state", || {
-        let mut agent = agent.clone();
-        let id = id.clone();
-        async move {
-            let s = agent
-                .get_auth_status(GetAuthStatusRequest { challenge_id: id })
-                .await?
-                .into_inner();
-            let done = !matches!(s.state(), ChallengeState::Pending | ChallengeState::Delivered);
-            anyhow::Ok(done.then(|| (s.state(), s.reason())))
-        }
-    })
-    .await
-    .unwrap()
+    agent.final_state(&started.challenge_id).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
