@@ -69,6 +69,20 @@ impl AgentClient {
             .await
     }
 
+    /// Every state of the challenge until the stream ends.
+    pub async fn watch_auth(&mut self, m: api::WatchAuthRequest) -> Result<Vec<api::AuthStatus>, Status> {
+        let mut stream = self
+            .raw
+            .watch_auth(self.credential.sign(methods::WATCH_AUTH, m))
+            .await?
+            .into_inner();
+        let mut states = Vec::new();
+        while let Some(state) = stream.message().await? {
+            states.push(state);
+        }
+        Ok(states)
+    }
+
     pub async fn verify_passcode(
         &mut self,
         m: api::VerifyPasscodeRequest,

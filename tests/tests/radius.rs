@@ -2,7 +2,7 @@
 //! (Debian `freeradius-utils`) the way NPS, RD Gateway and VPNs talk to
 //! Vigil: clients registered over the admin API, the Access-Challenge /
 //! State round trip with an SMS code, second-factor mode waiting for a phone
-//! answer, password-and-code mode with TOTP, reasons in Reply-Message, and
+//! or push answer, password-and-code mode with TOTP, reasons in Reply-Message, and
 //! packets Vigil must not answer. A missing radclient fails the tests: a
 //! skipped interop test would prove nothing.
 
@@ -437,8 +437,9 @@ async fn challenge_mode_round_trip_with_an_sms_code() {
     assert_eq!(stack.sim_inbox(PHONE).await.unwrap().len(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn second_factor_mode_waits_for_the_phone_and_duplicates_are_answered_once() {
+/// A stack with provider Acme, user alice and a second-factor RADIUS client
+/// that waits up to 20 seconds.
+async fn second_factor_stack() -> (Stack, Admin, String) {
     let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
     let mut admin = admin_client(&stack.grpc_url, &stack.admin_token).await.unwrap();
     let acme = provider(&mut admin, "Acme").await;
@@ -450,6 +451,29 @@ async fn second_factor_mode_waits_for_the_phone_and_duplicates_are_answered_once
         })
         .await
         .unwrap();
+    (stack, admin, acme)
+}
+
+/// The NAS retransmits every half second while `user` (a task) answers on
+/// the phone; the one answer is an Access-Accept.
+async fn approved_while_retransmitting(stack: &Stack, user: tokio::task::JoinHandle<()>) {
+    let approved = radclient(
+        stack,
+        SECRET,
+        &format!("User-Name = alice, User-Password = checked-by-nas, {MA}"),
+        "0.5",
+        20,
+    )
+    .await;
+    user.await.unwrap();
+    assert_eq!(approved.answer(), Some("Access-Accept"), "{}", why(stack, &approved));
+    assert_eq!(approved.reply_message(), "ALLOW approved: the user approved");
+    assert!(approved.sent() >= 2, "radclient retransmitted: {}", approved.output);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_factor_mode_waits_for_the_phone_and_duplicates_are_answered_once() {
+    let (stack, mut admin, acme) = second_factor_stack().await;
 
     // Two-way SMS as the default factor: the NAS retransmits every half
     // second while the user reads the SMS and replies YES; one challenge, one
@@ -479,18 +503,7 @@ async fn second_factor_mode_waits_for_the_phone_and_duplicates_are_answered_once
                 .unwrap();
         }
     });
-    let approved = radclient(
-        &stack,
-        SECRET,
-        &format!("User-Name = alice, User-Password = checked-by-nas, {MA}"),
-        "0.5",
-        20,
-    )
-    .await;
-    replier.await.unwrap();
-    assert_eq!(approved.answer(), Some("Access-Accept"), "{}", why(&stack, &approved));
-    assert_eq!(approved.reply_message(), "ALLOW approved: the user approved");
-    assert!(approved.sent() >= 2, "radclient retransmitted: {}", approved.output);
+    approved_while_retransmitting(&stack, replier).await;
     assert_eq!(
         stack.sim_inbox(PHONE).await.unwrap().len(),
         1,
@@ -532,6 +545,105 @@ async fn second_factor_mode_waits_for_the_phone_and_duplicates_are_answered_once
     phone_does("4711#").await;
     let accepted = login(&stack, "alice", "checked-by-nas").await;
     assert_eq!(accepted.answer(), Some("Access-Accept"), "{}", why(&stack, &accepted));
+}
+
+/// Enrols a simulated phone for `username`'s push, with the phone's script.
+async fn enrol_phone(
+    stack: &Stack,
+    admin: &mut Admin,
+    provider_id: &str,
+    username: &str,
+    script: serde_json::Value,
+) -> String {
+    let issued = admin
+        .enroll_factor(EnrollFactorRequest {
+            provider_id: provider_id.into(),
+            user: username.into(),
+            factor: Factor::Push as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let enrolled: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/sim/devices/enroll", stack.sim_url))
+        .json(&json!({"payload": issued.enrollment_uri, "behaviour": script}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(enrolled["enrolled"], true, "{enrolled}");
+    admin
+        .update_user(UpdateUserRequest {
+            provider_id: provider_id.into(),
+            user: username.into(),
+            default_factor: Some(Factor::Push as i32),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    enrolled["device_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_factor_mode_with_push_accepts_an_approval_once_and_rejects_a_deny() {
+    let (stack, mut admin, acme) = second_factor_stack().await;
+    // The first push is read and answered a while later; the second is denied at once.
+    let device = enrol_phone(
+        &stack,
+        &mut admin,
+        &acme,
+        "alice",
+        json!({"action": "deny", "script": [{"action": "ignore"}]}),
+    )
+    .await;
+    let sim = stack.sim_url.clone();
+    let approver = tokio::spawn({
+        let sim = sim.clone();
+        let device = device.clone();
+        async move {
+            vigil_testkit::wait_until(Duration::from_secs(15), "the push", || {
+                let sim = sim.clone();
+                let device = device.clone();
+                async move {
+                    let pushes: Vec<serde_json::Value> = reqwest::get(format!("{sim}/sim/devices/{device}/pushes"))
+                        .await?
+                        .json()
+                        .await?;
+                    anyhow::Ok((!pushes.is_empty()).then_some(()))
+                }
+            })
+            .await
+            .unwrap();
+            // Long enough for the NAS to retransmit several times.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let answered: serde_json::Value = reqwest::Client::new()
+                .post(format!("{sim}/sim/devices/{device}/answer"))
+                .json(&json!({"action": "approve"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(answered["status"], 200, "{answered}");
+        }
+    });
+    approved_while_retransmitting(&stack, approver).await;
+    let pushes: Vec<serde_json::Value> = reqwest::get(format!("{sim}/sim/devices/{device}/pushes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pushes.len(), 1, "the retransmissions started no second push");
+    // A NAS cannot show a number: RADIUS pushes are plain approve / deny.
+    assert_eq!(pushes[0]["data"]["match_choices"], "");
+
+    let denied = login(&stack, "alice", "checked-by-nas").await;
+    assert_eq!(denied.answer(), Some("Access-Reject"), "{}", why(&stack, &denied));
+    assert!(denied.reply_message().starts_with("DENY denied:"), "{}", denied.output);
 }
 
 #[tokio::test(flavor = "multi_thread")]

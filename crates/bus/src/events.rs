@@ -1,8 +1,8 @@
 //! Which payload travels on which subject.
 
 use vigil_proto::events::{
-    AuthenticationUsage, ChallengeCompleted, ChallengeCreated, DeliveryAnswered, DeliveryRequested, DeliveryStatus,
-    FraudReported, ProviderCreated, TelephonyUsage, UserCreated, UserDeleted, UserStatusChanged,
+    AuthenticationUsage, ChallengeCompleted, ChallengeCreated, ChallengeDelivered, DeliveryAnswered, DeliveryRequested,
+    DeliveryStatus, FraudReported, ProviderCreated, TelephonyUsage, UserCreated, UserDeleted, UserStatusChanged,
 };
 
 use crate::{Event, subjects};
@@ -22,6 +22,7 @@ event!(UserStatusChanged, subjects::USER_STATUS_CHANGED);
 event!(UserDeleted, subjects::USER_DELETED);
 event!(ChallengeCreated, subjects::CHALLENGE_CREATED);
 event!(ChallengeCompleted, subjects::CHALLENGE_COMPLETED);
+event!(ChallengeDelivered, subjects::CHALLENGE_DELIVERED);
 event!(DeliveryRequested, subjects::DELIVERY_REQUESTED);
 event!(DeliveryStatus, subjects::DELIVERY_STATUS);
 event!(DeliveryAnswered, subjects::DELIVERY_ANSWERED);

@@ -48,7 +48,8 @@ rpc_reply!(
     ImportUsersReply,
     ExplainReply,
     EnrollFactorReply,
-    ListAuditReply
+    ListAuditReply,
+    EnrollDeviceReply
 );
 
 #[derive(Debug, thiserror::Error)]

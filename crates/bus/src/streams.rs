@@ -98,6 +98,7 @@ mod tests {
             USER_DELETED,
             CHALLENGE_CREATED,
             CHALLENGE_COMPLETED,
+            CHALLENGE_DELIVERED,
             DELIVERY_REQUESTED,
             DELIVERY_STATUS,
             DELIVERY_ANSWERED,

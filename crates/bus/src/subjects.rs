@@ -8,6 +8,9 @@ pub const USER_STATUS_CHANGED: &str = "vigil.user.status_changed";
 pub const USER_DELETED: &str = "vigil.user.deleted";
 pub const CHALLENGE_CREATED: &str = "vigil.challenge.created";
 pub const CHALLENGE_COMPLETED: &str = "vigil.challenge.completed";
+pub const CHALLENGE_DELIVERED: &str = "vigil.challenge.delivered";
+/// Every challenge state change (delivered, completed): what a watching agent waits on.
+pub const CHALLENGE_STATE_CHANGES: &str = "vigil.challenge.>";
 pub const DELIVERY_REQUESTED: &str = "vigil.delivery.requested";
 pub const DELIVERY_STATUS: &str = "vigil.delivery.status";
 pub const DELIVERY_ANSWERED: &str = "vigil.delivery.answered";
@@ -29,3 +32,4 @@ pub const RPC_CHALLENGE_EXPLAIN: &str = "vigil.rpc.challenge.explain";
 pub const RPC_CHALLENGE_ENROLL_FACTOR: &str = "vigil.rpc.challenge.enroll_factor";
 pub const RPC_CHALLENGE_RESYNC_HOTP: &str = "vigil.rpc.challenge.resync_hotp";
 pub const RPC_CHALLENGE_LIST_AUDIT: &str = "vigil.rpc.challenge.list_audit";
+pub const RPC_CHALLENGE_ENROLL_DEVICE: &str = "vigil.rpc.challenge.enroll_device";

@@ -167,15 +167,34 @@ pub struct CallEntry {
 }
 
 /// Body of `POST /sim/devices` (optional) and of
-/// `PUT /sim/devices/{device_id}/behaviour`.
+/// `PUT /sim/devices/{device_id}/behaviour`: what the device does with each
+/// push. The `script` steps are used up one per push, in order; after them
+/// (or without them) every push gets `action`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceBehaviour {
     pub action: DeviceAction,
     /// The number the user picks on the device (number matching). Unset:
-    /// the first number offered, or 0 when none is.
+    /// `approve` and `wrong_number` look at the sign-in screen (see
+    /// `PUT /sim/screens/{challenge_id}`); the others pick the first offered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pick: Option<u32>,
+    /// `push_error`: the HTTP status the push service answers (default 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub script: Vec<DeviceStep>,
+}
+
+/// One scripted reaction to one push.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceStep {
+    pub action: DeviceAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pick: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
 }
 
 /// What a simulated device does with a push.
@@ -188,6 +207,77 @@ pub enum DeviceAction {
     Fraud,
     /// Receives the push and never answers.
     Ignore,
+    /// Approves, but picks a number the sign-in screen does not show.
+    WrongNumber,
+    /// The push service refuses this device's push (every retry of it) with
+    /// a 5xx: the push never arrives.
+    PushError,
+}
+
+/// Body of `POST /sim/devices/{device_id}/answer`: the device answers one
+/// of its pushes now (a late or repeated answer), whatever its script says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerNow {
+    /// Which push, oldest first; default the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub action: DeviceAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pick: Option<u32>,
+}
+
+/// Response of `POST /sim/devices/{device_id}/answer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answered {
+    /// HTTP status Vigil's answer endpoint gave; `None` when nothing was posted.
+    pub status: Option<u16>,
+}
+
+/// Body of `PUT /sim/screens/{challenge_id}`: the number the sign-in screen
+/// shows for a push challenge, which the simulated user looks at before
+/// picking on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Screen {
+    pub number: u32,
+}
+
+/// Body of `POST /sim/devices/enroll`: a simulated phone enrols with Vigil
+/// the way the app does: it makes a key pair and a push token and posts them
+/// with the one-time code to Vigil's enrolment URL. Give the QR `payload`
+/// (`vigil-push://enroll?url=...&code=...`) or `url` and `code`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollDevice {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<DeviceBehaviour>,
+}
+
+/// Response of `POST /sim/devices/enroll`: what Vigil answered. A refused
+/// code is not a control-API error: `enrolled` is false and `error` holds
+/// Vigil's error code (`enrollment_code_expired`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceEnrolled {
+    pub enrolled: bool,
+    /// HTTP status of Vigil's enrolment endpoint.
+    pub status: u16,
+    /// The id Vigil gave the device (its pushes and answers carry it).
+    #[serde(default)]
+    pub device_id: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The push registration token and public key the device presented.
+    pub token: String,
+    pub public_key: String,
 }
 
 /// Response of `POST /sim/devices`: what a device shows at enrolment.

@@ -25,10 +25,19 @@
 //!   "hang_up"|"fail", "digits": "1234#", "duration_seconds": 12}` (default:
 //!   answer and press `#`); `GET` reads it back
 //! - `GET /sim/calls/{number}`: calls placed to it, with what the phone heard
-//! - `POST /sim/devices` (optional `{"action", "pick"}`) →
-//!   `{device_id, token, public_key}`; `PUT /sim/devices/{id}/behaviour`
-//!   `{"action": "approve"|"deny"|"fraud"|"ignore", "pick": 47}`;
-//!   `GET /sim/devices/{id}/pushes`
+//! - `POST /sim/devices` (optional behaviour) → `{device_id, token,
+//!   public_key}`; `PUT /sim/devices/{id}/behaviour` `{"action":
+//!   "approve"|"deny"|"fraud"|"ignore"|"wrong_number"|"push_error", "pick": 47,
+//!   "status": 503, "script": [{"action": "deny"}, ...]}` (script steps are
+//!   used one per push, then `action`); `GET /sim/devices/{id}/pushes`
+//! - `POST /sim/devices/enroll` `{"payload": "vigil-push://enroll?url=..&code=.."}`
+//!   (or `url` and `code`, optional `device_name` and `behaviour`): the phone
+//!   makes a key pair and enrols at Vigil's URL → `{enrolled, status,
+//!   device_id, error, token, public_key}`
+//! - `POST /sim/devices/{id}/answer` `{"action", "pick", "index"}`: answer a
+//!   received push now (late or again) → `{status}`
+//! - `PUT /sim/screens/{challenge_id}` `{"number": 42}`: what the sign-in
+//!   screen shows; `approve` picks it, `wrong_number` another one
 //! - `POST /sim/faults` `{"fail_next": 2, "status": 503, "api": "any"|
 //!   "messages"|"calls"|"push"}`; `GET /sim/stats`
 

@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use vigil_twilio::MessageResource;
 
 use crate::config::SimConfig;
-use crate::control::{CallEntry, DeviceBehaviour, FaultApi, Faults, InboxEntry, PushEntry, Stats, VoiceBehaviour};
+use crate::control::{
+    CallEntry, DeviceBehaviour, DeviceStep, FaultApi, Faults, InboxEntry, PushEntry, Stats, VoiceBehaviour,
+};
 
 /// Oldest messages are forgotten past this, so a long-running dev stack does
 /// not grow without bound.
@@ -51,6 +53,8 @@ struct Store {
     devices: HashMap<String, Device>,
     /// Push registration token -> device id.
     tokens: HashMap<String, String>,
+    /// Challenge id -> the number its sign-in screen shows.
+    screens: HashMap<String, u32>,
 }
 
 /// A simulated device: its key pair, token, behaviour and what it received.
@@ -59,6 +63,34 @@ pub(crate) struct Device {
     pub token: String,
     pub behaviour: DeviceBehaviour,
     pub pushes: Vec<PushEntry>,
+    /// Deliveries the push service refuses (a `push_error` step), with the
+    /// status: their retries fail too.
+    pub failing: HashMap<String, u16>,
+}
+
+impl Device {
+    pub(crate) fn new(key: ed25519_dalek::SigningKey, token: String, behaviour: DeviceBehaviour) -> Self {
+        Self {
+            key,
+            token,
+            behaviour,
+            pushes: Vec::new(),
+            failing: HashMap::new(),
+        }
+    }
+
+    /// What to do with the next push: the next scripted step, else the standing behaviour.
+    pub(crate) fn next_step(&mut self) -> DeviceStep {
+        if self.behaviour.script.is_empty() {
+            DeviceStep {
+                action: self.behaviour.action,
+                pick: self.behaviour.pick,
+                status: self.behaviour.status,
+            }
+        } else {
+            self.behaviour.script.remove(0)
+        }
+    }
 }
 
 struct Stored {
@@ -257,6 +289,14 @@ impl SimState {
 
     pub(crate) fn count_push(&self) {
         self.store().stats.pushes_accepted += 1;
+    }
+
+    pub(crate) fn show_screen(&self, challenge_id: &str, number: u32) {
+        self.store().screens.insert(challenge_id.to_owned(), number);
+    }
+
+    pub(crate) fn screen(&self, challenge_id: &str) -> Option<u32> {
+        self.store().screens.get(challenge_id).copied()
     }
 }
 

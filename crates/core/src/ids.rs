@@ -95,6 +95,10 @@ typed_id!(
     /// One delivery of a message or call to the user's device.
     DeliveryId, "dlv"
 );
+typed_id!(
+    /// A phone enrolled for push, holding its own signing key.
+    DeviceId, "dev"
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,6 @@ pub mod phone;
 pub mod username;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use ids::{AgentId, ChallengeId, DeliveryId, IdError, ProviderId, UserId};
+pub use ids::{AgentId, ChallengeId, DeliveryId, DeviceId, IdError, ProviderId, UserId};
 pub use phone::{PhoneError, PhoneNumber};
 pub use username::{Username, UsernameError};

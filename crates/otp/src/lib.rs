@@ -87,7 +87,7 @@ pub use code::Code;
 pub use enrol::Enrolment;
 pub use error::{BackupCodeError, CodeError, ParamError, QrError, UriError, VerifyError};
 pub use hotp::{DEFAULT_LOOK_AHEAD, DEFAULT_RESYNC_WINDOW, Hotp, MAX_HOTP_WINDOW, hotp};
-pub use qr::{MAX_SCALE, qr_png, qr_svg};
+pub use qr::{MAX_SCALE, payload_qr_png, qr_png, qr_svg};
 pub use secret::{MAX_SEED_LEN, MIN_SEED_LEN, OtpSecret};
 pub use totp::{DEFAULT_PERIOD, DEFAULT_SKEW, MAX_SKEW, Totp, TotpMatch};
 pub use uri::OtpAuthUri;

@@ -13,14 +13,14 @@ const QUIET_ZONE: usize = 4;
 /// Largest accepted pixels-per-module, which bounds the image size.
 pub const MAX_SCALE: u32 = 32;
 
-fn encode(uri: &OtpAuthUri) -> Result<QrCode, QrError> {
+fn encode(text: &str) -> Result<QrCode, QrError> {
     // Level M: the usual choice for screens (15% recovery) without growing the code much.
-    QrCode::with_error_correction_level(uri.expose().as_bytes(), EcLevel::M).map_err(|_| QrError::TooLong)
+    QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).map_err(|_| QrError::TooLong)
 }
 
 /// An SVG document of the URI's QR code, at least `min_px` pixels square.
 pub fn qr_svg(uri: &OtpAuthUri, min_px: u32) -> Result<String, QrError> {
-    let code = encode(uri)?;
+    let code = encode(uri.expose())?;
     Ok(code
         .render::<qrcode::render::svg::Color<'_>>()
         .min_dimensions(min_px, min_px)
@@ -31,10 +31,16 @@ pub fn qr_svg(uri: &OtpAuthUri, min_px: u32) -> Result<String, QrError> {
 /// A PNG of the URI's QR code with `scale` pixels per module (1 ..= [`MAX_SCALE`];
 /// 8 gives a ~400 px image for a typical TOTP URI).
 pub fn qr_png(uri: &OtpAuthUri, scale: u32) -> Result<Vec<u8>, QrError> {
+    payload_qr_png(uri.expose(), scale)
+}
+
+/// A PNG QR code of any enrolment payload (a push enrolment URI, say), as
+/// [`qr_png`] draws an otpauth URI.
+pub fn payload_qr_png(payload: &str, scale: u32) -> Result<Vec<u8>, QrError> {
     if scale == 0 || scale > MAX_SCALE {
         return Err(QrError::BadScale { max: MAX_SCALE });
     }
-    let code = encode(uri)?;
+    let code = encode(payload)?;
     let modules = code.width();
     let colors = code.to_colors();
     let scale = scale as usize;

@@ -2,9 +2,11 @@
 //! bound to its provider; every answer carries a decision and a reason, and
 //! any doubt ends in a deny.
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc, time::Duration};
 
+use futures::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use vigil_agent_auth::methods;
 use vigil_bus::{rpc::call, subjects};
 use vigil_core::ChallengeId;
@@ -17,6 +19,7 @@ use crate::{
     app::Gateway,
     auth::{AgentIdentity, authenticate_agent},
     error::GatewayError,
+    watch,
 };
 
 pub struct AgentApi(pub Arc<Gateway>);
@@ -90,13 +93,15 @@ pub async fn preauth(gateway: &Gateway, agent: &AgentIdentity, username: String,
     ask(gateway, subjects::RPC_CHALLENGE_PREAUTH, &ask_for).await
 }
 
-/// Policy, then (when it says so) a challenge on `factor`.
+/// Policy, then (when it says so) a challenge on `factor`. An agent that
+/// cannot show the login screen a number passes `number_matching: false`.
 pub async fn start(
     gateway: &Gateway,
     agent: &AgentIdentity,
     username: String,
     factor: Factor,
     client_ip: &str,
+    number_matching: bool,
 ) -> rpc::StartChallengeReply {
     // The id is chosen here so that a retried start is idempotent.
     let ask_for = rpc::StartChallengeRequest {
@@ -107,6 +112,7 @@ pub async fn start(
         factor: factor as i32,
         policy: Some(policy_context(agent, client_ip)),
         client_ip: client_ip.to_owned(),
+        no_number_matching: !number_matching,
     };
     ask(gateway, subjects::RPC_CHALLENGE_START, &ask_for).await
 }
@@ -194,7 +200,7 @@ impl AuthGateway for AgentApi {
         let req = request.into_inner();
         require_username(&req.username)?;
         let factor = Factor::try_from(req.factor).unwrap_or_default();
-        let reply = start(&self.0, &agent, req.username, factor, &req.client_ip).await;
+        let reply = start(&self.0, &agent, req.username, factor, &req.client_ip, true).await;
         record(&agent, reply.reason);
         count(reply.decision, reply.reason);
         Ok(Response::new(api::AuthenticateResponse {
@@ -204,6 +210,7 @@ impl AuthGateway for AgentApi {
             challenge_id: reply.challenge_id,
             state: reply.state,
             expires_at: reply.expires_at,
+            match_number: reply.match_number,
         }))
     }
 
@@ -223,6 +230,35 @@ impl AuthGateway for AgentApi {
             message: reply.message,
             expires_at: reply.expires_at,
         }))
+    }
+
+    type WatchAuthStream = Pin<Box<dyn Stream<Item = Result<api::AuthStatus, Status>> + Send + 'static>>;
+
+    #[tracing::instrument(skip_all, fields(agent_id, provider_id, reason))]
+    async fn watch_auth(
+        &self,
+        request: Request<api::WatchAuthRequest>,
+    ) -> Result<Response<Self::WatchAuthStream>, Status> {
+        let agent = self.agent(&request, methods::WATCH_AUTH).await?;
+        let challenge_id = request.into_inner().challenge_id;
+        if challenge_id.trim().is_empty() {
+            return Err(Status::invalid_argument("challenge_id must not be empty"));
+        }
+        // At most a handful of states go out; the buffer never fills.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let gateway = self.0.clone();
+        tokio::spawn(
+            async move {
+                let last = watch::follow(&gateway, &agent, &challenge_id, MAX_WATCH, |reply| {
+                    tx.try_send(Ok(auth_status(&challenge_id, reply))).is_ok()
+                })
+                .await;
+                record(&agent, last.reason);
+            }
+            .in_current_span(),
+        );
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     #[tracing::instrument(skip_all, fields(agent_id, provider_id, reason))]
@@ -255,6 +291,19 @@ fn count(decision: i32, reason: i32) {
         Decision::try_from(decision).unwrap_or_default(),
         Reason::try_from(reason).unwrap_or_default(),
     );
+}
+
+/// The longest a WatchAuth stream stays open, whatever the challenge says.
+const MAX_WATCH: Duration = Duration::from_secs(15 * 60);
+
+fn auth_status(challenge_id: &str, reply: &rpc::StatusReply) -> api::AuthStatus {
+    api::AuthStatus {
+        challenge_id: challenge_id.to_owned(),
+        state: reply.state,
+        reason: reply.reason,
+        message: reply.message.clone(),
+        expires_at: reply.expires_at,
+    }
 }
 
 /// Puts who asked and why the answer was what it was on the request's span.

@@ -15,7 +15,14 @@ use vigil_proto::v1::{
 };
 use vigil_runtime::health::{HealthState, health_router};
 
-use crate::{Config, admin::AdminApi, agent_api::AgentApi, radius, registration::Registration};
+use crate::{
+    Config,
+    admin::AdminApi,
+    agent_api::AgentApi,
+    radius,
+    registration::Registration,
+    watch::{self, Watchers},
+};
 
 /// What every handler shares.
 pub struct Gateway {
@@ -34,6 +41,10 @@ pub struct Gateway {
     pub activation_ttl: chrono::Duration,
     /// Wakes the RADIUS client list when the admin API changes a client or agent.
     pub radius_changed: tokio::sync::Notify,
+    /// Agents and RADIUS logins waiting for a challenge to move.
+    pub watchers: Arc<Watchers>,
+    /// Ends every wait when the gateway stops (as `unavailable`).
+    pub shutdown: CancellationToken,
 }
 
 pub async fn run(
@@ -67,11 +78,14 @@ pub async fn run(
         passwords: config.password_hasher()?,
         activation_ttl: chrono::Duration::seconds(i64::from(config.activation_ttl_secs)),
         radius_changed: tokio::sync::Notify::new(),
+        watchers: Arc::new(Watchers::default()),
+        shutdown: shutdown.clone(),
     });
 
     let tasks = TaskTracker::new();
     tasks.spawn(OutboxRelay::new(pool.clone(), js, outbox).run(shutdown.clone()));
     tasks.spawn(prune_nonces(gateway.clone(), shutdown.clone()));
+    tasks.spawn(watch::listen(gateway.watchers.clone(), nats.clone(), shutdown.clone()));
     let health = health_router(HealthState {
         pool,
         nats: nats.clone(),

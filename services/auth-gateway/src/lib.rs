@@ -14,6 +14,7 @@ mod metrics;
 mod radius;
 mod registration;
 mod store;
+mod watch;
 
 pub use app::run;
 pub use config::Config;

@@ -55,6 +55,8 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         keyring: config.keyring()?,
         otp_issuer: config.otp_issuer.clone(),
         limits: config.rate_limits(),
+        push_enroll_url: config.push_enroll_url.clone(),
+        push_enrollment_ttl: chrono::Duration::seconds(i64::from(config.push_enrollment_ttl_secs)),
     });
 
     let tasks = TaskTracker::new();
@@ -103,6 +105,7 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         RPC_CHALLENGE_ENROLL_FACTOR => enroll_factor,
         RPC_CHALLENGE_RESYNC_HOTP => resync_hotp,
         RPC_CHALLENGE_LIST_AUDIT => list_audit,
+        RPC_CHALLENGE_ENROLL_DEVICE => enroll_device,
     );
 
     let health = health_router(HealthState {

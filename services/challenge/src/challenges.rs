@@ -18,7 +18,7 @@ use crate::{
     caps, login,
     otp_factors::OtpCheck,
     policy::{self, Verdict},
-    ratelimit,
+    push, ratelimit,
     service::{Service, ServiceError, factor_kind, factor_of, parse_provider, timestamp},
     state::{ChallengeState, parse_reason, reason_str},
     store::{self, ChallengeRow, UserDetail},
@@ -127,16 +127,29 @@ impl Service {
         };
         // Codes from an app or a backup list: nothing to deliver.
         let typed_by_user = matches!(factor.kind.as_str(), "totp" | "hotp" | "backup_code");
-        if !typed_by_user && !matches!(factor.kind.as_str(), "sms" | "voice") {
+        let is_push = factor.kind == "push";
+        if !typed_by_user && !is_push && !matches!(factor.kind.as_str(), "sms" | "voice") {
             return Ok(deny(
                 Reason::NotEnrolled,
                 format!("the {} factor cannot be challenged yet", factor.kind),
             ));
         }
+        let device = if is_push {
+            match self.push_device(&mut tx, &provider, user.id).await? {
+                Some(device) => Some(device),
+                None => return Ok(deny(Reason::NotEnrolled, "the user has no enrolled push device".into())),
+            }
+        } else {
+            None
+        };
+        let matching = device
+            .as_ref()
+            .filter(|_| !req.no_number_matching)
+            .map(|_| push::match_numbers(&mut rand::rng()));
         let factor_wire = factor_of(&factor.kind);
         let expires_at = now + self.lifetime;
         let id_text = challenge_id.to_string();
-        let (code, phone) = if typed_by_user {
+        let (code, phone) = if typed_by_user || is_push {
             (None, None)
         } else {
             let phone = PhoneNumber::parse(&factor.destination)
@@ -184,6 +197,7 @@ impl Service {
                 client_ip: &req.client_ip,
                 remember_minutes: i32::try_from(facts.login.remember_minutes).unwrap_or(0),
                 block_user_on_fraud: policy.is_none_or(|p| p.block_user_on_fraud),
+                match_number: matching.as_ref().and_then(|(right, _)| i16::try_from(*right).ok()),
                 now,
                 expires_at,
             },
@@ -203,60 +217,66 @@ impl Service {
                 },
             )
             .await?;
-        if factor.kind == "voice"
-            && let Some(phone) = &phone
-        {
+        // What telephony delivers, if anything: every delivery names the
+        // challenge and ends with it.
+        let base = DeliveryRequested {
+            delivery_id: DeliveryId::new().to_string(),
+            challenge_id: id_text.clone(),
+            expires_at: Some(timestamp(expires_at)),
+            ..Default::default()
+        };
+        let delivery = if let Some(device) = &device {
+            let choices = matching.as_ref().map(|(_, c)| c.clone()).unwrap_or_default();
+            let ask = if choices.is_empty() {
+                "Approve or deny."
+            } else {
+                "Pick the number shown on the sign-in screen."
+            };
+            Some(DeliveryRequested {
+                channel: Channel::Push as i32,
+                destination: device.push_token.clone(),
+                body: format!("Are you signing in as {}? {ask}", user.username),
+                device_id: device.device_id.to_string(),
+                device_public_key: device.public_key.to_vec(),
+                match_choices: choices,
+                ..base
+            })
+        } else if let Some(phone) = phone.as_ref().filter(|_| factor.kind == "voice") {
             // With a PIN the user proves knowledge too: PIN then #.
             let (mode, instruction) = if user.pin_hash.is_some() {
                 (VoiceMode::Pin, "enter your PIN followed by the pound key")
             } else {
                 (VoiceMode::PressPound, "press the pound key")
             };
-            let body = format!(
-                "This is Vigil. Someone is signing in as {}. To approve, {instruction}. \
-                 If this was not you, press zero then pound to report fraud.",
-                user.username
-            );
-            self.outbox
-                .enqueue(
-                    &mut tx,
-                    &provider,
-                    &DeliveryRequested {
-                        delivery_id: DeliveryId::new().to_string(),
-                        challenge_id: id_text.clone(),
-                        channel: Channel::Voice as i32,
-                        destination: phone.as_str().to_owned(),
-                        body,
-                        voice_mode: mode as i32,
-                        expires_at: Some(timestamp(expires_at)),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-        }
-        if let (Some(code), Some(phone)) = (&code, &phone) {
+            Some(DeliveryRequested {
+                channel: Channel::Voice as i32,
+                destination: phone.as_str().to_owned(),
+                body: format!(
+                    "This is Vigil. Someone is signing in as {}. To approve, {instruction}. \
+                     If this was not you, press zero then pound to report fraud.",
+                    user.username
+                ),
+                voice_mode: mode as i32,
+                ..base
+            })
+        } else if let (Some(code), Some(phone)) = (&code, &phone) {
             let minutes = (self.lifetime.num_seconds() + 59) / 60;
-            let body = self
-                .sms_template
-                .replace("{code}", code)
-                .replace("{minutes}", &minutes.to_string());
-            self.outbox
-                .enqueue(
-                    &mut tx,
-                    &provider,
-                    &DeliveryRequested {
-                        delivery_id: DeliveryId::new().to_string(),
-                        challenge_id: id_text.clone(),
-                        channel: Channel::Sms as i32,
-                        destination: phone.as_str().to_owned(),
-                        body,
-                        // The user may also reply with the code, YES, NO or FRAUD.
-                        expect_reply: true,
-                        expires_at: Some(timestamp(expires_at)),
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            Some(DeliveryRequested {
+                channel: Channel::Sms as i32,
+                destination: phone.as_str().to_owned(),
+                body: self
+                    .sms_template
+                    .replace("{code}", code)
+                    .replace("{minutes}", &minutes.to_string()),
+                // The user may also reply with the code, YES, NO or FRAUD.
+                expect_reply: true,
+                ..base
+            })
+        } else {
+            None
+        };
+        if let Some(delivery) = &delivery {
+            self.outbox.enqueue(&mut tx, &provider, delivery).await?;
         }
         // One billable authentication: a challenge issued to a user.
         self.outbox
@@ -287,9 +307,14 @@ impl Service {
         .await?;
         tx.commit().await?;
         self.outbox.notify();
+        let match_number = matching.as_ref().map_or(0, |(right, _)| *right);
         let message = match (&phone, factor.kind.as_str()) {
             (Some(phone), "voice") => format!("Answer the call to {} to approve", phone.masked()),
             (Some(phone), _) => format!("Enter the code sent to {}", phone.masked()),
+            (None, "push") if match_number > 0 => {
+                format!("Approve the sign-in on your phone and pick {match_number}")
+            }
+            (None, "push") => "Approve the sign-in on your phone".to_owned(),
             (None, "backup_code") => "Enter one of your backup codes".to_owned(),
             (None, _) => "Enter the code from your authenticator app".to_owned(),
         };
@@ -301,6 +326,7 @@ impl Service {
             challenge_id: id_text,
             state: ChallengeState::Pending.to_proto() as i32,
             expires_at: Some(timestamp(expires_at)),
+            match_number,
             error: None,
         })
     }
@@ -318,6 +344,7 @@ impl Service {
             challenge_id: ChallengeId::from_uuid(row.id).to_string(),
             state: state.to_proto() as i32,
             expires_at: Some(timestamp(row.expires_at)),
+            match_number: row.match_number.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
             error: None,
         }
     }

@@ -46,6 +46,12 @@ pub struct Config {
     /// `VIGIL_RATE_LIMIT_AGENT_WINDOW_SECS`); 0 turns the limit off.
     pub rate_limit_agent_max: u32,
     pub rate_limit_agent_window_secs: u32,
+    /// Telephony's public push enrolment endpoint, carried in the enrolment
+    /// QR payload (`VIGIL_PUSH_ENROLL_URL`).
+    pub push_enroll_url: String,
+    /// How long a push enrolment code works, in seconds
+    /// (`VIGIL_PUSH_ENROLLMENT_TTL_SECS`, default 600).
+    pub push_enrollment_ttl_secs: u32,
 }
 
 impl Default for Config {
@@ -69,6 +75,8 @@ impl Default for Config {
             rate_limit_user_window_secs: 60,
             rate_limit_agent_max: 1200,
             rate_limit_agent_window_secs: 60,
+            push_enroll_url: "http://127.0.0.1:8083/v1/push/enroll".into(),
+            push_enrollment_ttl_secs: 600,
         }
     }
 }
@@ -102,9 +110,9 @@ impl Config {
         if self.code_key.expose_secret().len() < 16 {
             return Err(ConfigError::new("VIGIL_CODE_KEY must be set to at least 16 characters"));
         }
-        if self.challenge_lifetime_secs == 0 || self.max_verify_attempts == 0 {
+        if self.challenge_lifetime_secs == 0 || self.max_verify_attempts == 0 || self.push_enrollment_ttl_secs == 0 {
             return Err(ConfigError::new(
-                "challenge lifetime and verify attempts must be positive",
+                "challenge lifetime, verify attempts and push enrolment TTL must be positive",
             ));
         }
         if self.lockout_threshold == 0 || self.lockout_window_secs == 0 || self.lockout_duration_secs == 0 {
@@ -116,6 +124,10 @@ impl Config {
             return Err(ConfigError::new(
                 "rate-limit windows must be positive (set the _MAX to 0 to turn a limit off)",
             ));
+        }
+        match url::Url::parse(&self.push_enroll_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => return Err(ConfigError::new("VIGIL_PUSH_ENROLL_URL must be an http(s) URL")),
         }
         if !self.sms_template.contains("{code}") {
             return Err(ConfigError::new("sms_template must contain {code}"));

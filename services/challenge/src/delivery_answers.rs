@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use sqlx::PgConnection;
+use subtle::ConstantTimeEq;
 use vigil_bus::{Handler, HandlerError, Received, envelope};
 use vigil_core::{ChallengeId, UserId};
 use vigil_proto::{
@@ -53,6 +54,9 @@ impl Handler for DeliveryAnsweredHandler {
             (ChallengeState::Expired, Reason::Expired)
         } else {
             match AnswerKind::try_from(answer.kind).unwrap_or_default() {
+                AnswerKind::Approve if row.factor == "push" => number_matched(service, tx, &row, answer.matched_number)
+                    .await
+                    .map_err(retry)?,
                 AnswerKind::Approve => (ChallengeState::Approved, Reason::Approved),
                 AnswerKind::Deny => (ChallengeState::Denied, Reason::Denied),
                 AnswerKind::Fraud => (ChallengeState::Fraud, Reason::Fraud),
@@ -98,6 +102,28 @@ impl Handler for DeliveryAnsweredHandler {
         service.outbox.notify();
         Ok(())
     }
+}
+
+/// A push approval counts only with the number the login screen showed: a
+/// user approving a push they did not start (push fatigue) cannot know it.
+async fn number_matched(
+    service: &Service,
+    tx: &mut PgConnection,
+    row: &ChallengeRow,
+    picked: u32,
+) -> Result<(ChallengeState, Reason), ServiceError> {
+    // No number was offered (a RADIUS login has no screen): a plain approval.
+    let right = match row.match_number.and_then(|n| u32::try_from(n).ok()) {
+        Some(n) => bool::from(n.to_be_bytes().ct_eq(&picked.to_be_bytes())),
+        None => true,
+    };
+    if right {
+        return Ok((ChallengeState::Approved, Reason::Approved));
+    }
+    if let Some(user) = store::user_by_id(tx, &row.provider_id, row.user_id, true).await? {
+        service.failed(tx, &user, service.clock.now()).await?;
+    }
+    Ok((ChallengeState::Denied, Reason::WrongNumber))
 }
 
 /// A PIN typed on the phone keypad, checked against the user's hash.

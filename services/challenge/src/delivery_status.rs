@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use sqlx::PgConnection;
 use vigil_bus::{Handler, HandlerError, Received, envelope};
+use vigil_core::{ChallengeId, UserId};
 use vigil_proto::{
-    events::{DeliveryState, DeliveryStatus},
+    events::{ChallengeDelivered, DeliveryState, DeliveryStatus},
     v1::Reason,
 };
 
@@ -30,8 +31,19 @@ impl Handler for DeliveryStatusHandler {
         let now = self.0.clock.now();
         match DeliveryState::try_from(status.state).unwrap_or_default() {
             DeliveryState::Sent | DeliveryState::Delivered => {
-                if row.state().can_become(ChallengeState::Delivered) {
-                    store::transition(tx, row.id, ChallengeState::Delivered, "ENROLLED", now).await?;
+                if row.state().can_become(ChallengeState::Delivered)
+                    && store::transition(tx, row.id, ChallengeState::Delivered, "ENROLLED", now).await?
+                {
+                    // Agents watching the challenge see it move.
+                    let event = ChallengeDelivered {
+                        challenge_id: ChallengeId::from_uuid(row.id).to_string(),
+                        user_id: UserId::from_uuid(row.user_id).to_string(),
+                    };
+                    self.0
+                        .outbox
+                        .enqueue(tx, &row.provider_id, &event)
+                        .await
+                        .map_err(|e| HandlerError::Retry(e.to_string()))?;
                 }
             }
             DeliveryState::Failed | DeliveryState::Undelivered => {

@@ -14,6 +14,7 @@ mod expiry;
 mod login;
 mod otp_factors;
 mod policy;
+mod push;
 pub mod ratelimit;
 mod service;
 mod state;

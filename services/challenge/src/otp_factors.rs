@@ -130,9 +130,15 @@ impl Service {
                 reply.backup_codes = codes.iter().map(|c| c.display().to_string()).collect();
                 "backup_code"
             }
+            Factor::Push => {
+                // The factor exists once a device uses the code.
+                self.start_push_enrollment(&mut tx, &provider, &user, &mut reply, now)
+                    .await?;
+                "push_code_issued"
+            }
             _ => {
                 return Err(ServiceError::InvalidArgument(
-                    "factor must be FACTOR_TOTP, FACTOR_HOTP or FACTOR_BACKUP_CODE".into(),
+                    "factor must be FACTOR_TOTP, FACTOR_HOTP, FACTOR_BACKUP_CODE or FACTOR_PUSH".into(),
                 ));
             }
         };

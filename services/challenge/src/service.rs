@@ -26,6 +26,8 @@ pub enum ServiceError {
     AlreadyExists(String),
     #[error("{0}")]
     NotFound(String),
+    #[error(transparent)]
+    Enrollment(#[from] crate::push::EnrollmentError),
 }
 
 impl ServiceError {
@@ -35,6 +37,7 @@ impl ServiceError {
             Self::InvalidArgument(_) => "invalid_argument",
             Self::AlreadyExists(_) => "already_exists",
             Self::NotFound(_) => "not_found",
+            Self::Enrollment(e) => e.code(),
         }
     }
 }
@@ -56,6 +59,10 @@ pub struct Service {
     pub otp_issuer: String,
     /// Requests per user and per agent on the login paths.
     pub limits: crate::ratelimit::Limits,
+    /// Telephony's public URL devices enrol at, put in the enrolment QR payload.
+    pub push_enroll_url: String,
+    /// How long a push enrolment code works (10 minutes).
+    pub push_enrollment_ttl: chrono::Duration,
 }
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {

@@ -28,6 +28,8 @@ pub struct ChallengeRow {
     pub remember_minutes: i32,
     pub factor: String,
     pub block_user_on_fraud: bool,
+    /// Push number matching: the number the login screen shows.
+    pub match_number: Option<i16>,
 }
 
 impl ChallengeRow {
@@ -98,6 +100,7 @@ pub struct NewChallenge<'a> {
     pub client_ip: &'a str,
     pub remember_minutes: i32,
     pub block_user_on_fraud: bool,
+    pub match_number: Option<i16>,
     pub now: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -105,8 +108,8 @@ pub struct NewChallenge<'a> {
 /// Inserts a pending challenge; `false` if that id exists already (a retried request).
 pub async fn insert_challenge(conn: &mut PgConnection, c: NewChallenge<'_>) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, max_attempts, client_ip, created_at, expires_at, remember_minutes, block_user_on_fraud)
-         VALUES ($1, $2, $3, $4, $5, 'pending', 'ENROLLED', $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, max_attempts, client_ip, created_at, expires_at, remember_minutes, block_user_on_fraud, match_number)
+         VALUES ($1, $2, $3, $4, $5, 'pending', 'ENROLLED', $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
     )
     .bind(c.id)
     .bind(c.provider_id)
@@ -120,13 +123,14 @@ pub async fn insert_challenge(conn: &mut PgConnection, c: NewChallenge<'_>) -> R
     .bind(c.expires_at)
     .bind(c.remember_minutes)
     .bind(c.block_user_on_fraud)
+    .bind(c.match_number)
     .execute(conn)
     .await?
     .rows_affected();
     Ok(inserted == 1)
 }
 
-const CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, state, reason, code_hash, max_attempts, expires_at, agent_id, client_ip, remember_minutes, factor, block_user_on_fraud";
+const CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, state, reason, code_hash, max_attempts, expires_at, agent_id, client_ip, remember_minutes, factor, block_user_on_fraud, match_number";
 
 /// Reads a challenge of `provider_id`; another provider's challenge is "not found".
 pub async fn get_challenge(

@@ -91,12 +91,17 @@ pub async fn run_with_clock(
         work_stop.clone(),
     ));
 
-    let router = webhooks::router(Arc::new(Webhooks::new(&config, pool.clone(), outbox, clock))).merge(health_router(
-        HealthState {
-            pool,
-            nats: nats.clone(),
-        },
-    ));
+    let router = webhooks::router(Arc::new(Webhooks::new(
+        &config,
+        pool.clone(),
+        outbox,
+        clock,
+        nats.clone(),
+    )))
+    .merge(health_router(HealthState {
+        pool,
+        nats: nats.clone(),
+    }));
     tracing::info!(
         addr = %http_listener.local_addr()?,
         public_base_url = %config.public_base_url,

@@ -16,6 +16,8 @@ pub const INBOUND_SMS_PATH: &str = "/v1/carrier/twilio/inbound";
 pub const VOICE_PATH: &str = "/v1/carrier/twilio/voice";
 /// Where devices post their signed push answers.
 pub const PUSH_ANSWER_PATH: &str = "/v1/push/answer";
+/// Where a device enrols for push with a one-time code.
+pub const PUSH_ENROLL_PATH: &str = "/v1/push/enroll";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -61,6 +63,9 @@ pub struct Config {
     /// How long a delivery without `expires_at` may be retried and answered
     /// (`VIGIL_DEFAULT_EXPIRY_SECONDS`).
     pub default_expiry_seconds: u32,
+    /// How long a device's enrolment waits for the challenge service
+    /// (`VIGIL_RPC_TIMEOUT_MS`).
+    pub rpc_timeout_ms: u64,
 }
 
 /// One Twilio-style carrier account.
@@ -220,6 +225,7 @@ impl Default for Config {
             gather_timeout_seconds: 10,
             push_answer_max_skew_seconds: 300,
             default_expiry_seconds: 300,
+            rpc_timeout_ms: 2000,
         }
     }
 }

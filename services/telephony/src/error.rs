@@ -120,6 +120,71 @@ impl IntoResponse for PushAnswerError {
     }
 }
 
+/// Why a device's push enrolment was refused. The code's three ways of
+/// being wrong each have their own status and code, so the app can say
+/// "ask for a new code" rather than "try again".
+#[derive(Debug, thiserror::Error)]
+pub enum PushEnrollError {
+    #[error("body is not a push enrolment: {0}")]
+    Malformed(String),
+    #[error("public_key is not an Ed25519 public key (standard base64 of 32 bytes)")]
+    BadPublicKey,
+    #[error("the enrolment code is not valid")]
+    CodeInvalid,
+    #[error("the enrolment code has expired; ask for a new one")]
+    CodeExpired,
+    #[error("the enrolment code was already used")]
+    CodeUsed,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("enrolment is unavailable right now; try again")]
+    Unavailable,
+}
+
+impl PushEnrollError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Malformed(_) | Self::BadPublicKey | Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::CodeInvalid => StatusCode::NOT_FOUND,
+            Self::CodeExpired => StatusCode::GONE,
+            Self::CodeUsed => StatusCode::CONFLICT,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::BadPublicKey => "invalid_public_key",
+            Self::CodeInvalid => "enrollment_code_invalid",
+            Self::CodeExpired => "enrollment_code_expired",
+            Self::CodeUsed => "enrollment_code_used",
+            Self::Invalid(_) => "invalid_argument",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The challenge service's error code, as this endpoint reports it.
+    pub fn from_rpc(code: &str, message: String) -> Self {
+        match code {
+            "enrollment_code_invalid" => Self::CodeInvalid,
+            "enrollment_code_expired" => Self::CodeExpired,
+            "enrollment_code_used" => Self::CodeUsed,
+            "invalid_argument" => Self::Invalid(message),
+            _ => Self::Unavailable,
+        }
+    }
+}
+
+impl IntoResponse for PushEnrollError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        tracing::warn!(status = status.as_u16(), error = %self, "push enrolment refused");
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +208,23 @@ mod tests {
         assert_eq!(
             PushAnswerError::UnknownDelivery("x".into()).status(),
             StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn enrolment_refusals_keep_the_challenge_services_codes() {
+        for (code, status) in [
+            ("enrollment_code_invalid", StatusCode::NOT_FOUND),
+            ("enrollment_code_expired", StatusCode::GONE),
+            ("enrollment_code_used", StatusCode::CONFLICT),
+            ("invalid_argument", StatusCode::BAD_REQUEST),
+        ] {
+            let error = PushEnrollError::from_rpc(code, "m".into());
+            assert_eq!((error.code(), error.status()), (code, status));
+        }
+        assert_eq!(
+            PushEnrollError::from_rpc("internal", "m".into()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
         );
     }
 }

@@ -38,11 +38,17 @@ pub fn router(state: SimState) -> Router {
         )
         .route("/sim/calls/{number}", get(phones::calls))
         .route("/sim/devices", post(phones::create_device))
+        .route("/sim/devices/enroll", post(phones::enroll_device))
+        .route(
+            "/sim/screens/{challenge_id}",
+            put(phones::show_screen).post(phones::show_screen),
+        )
         .route(
             "/sim/devices/{device_id}/behaviour",
             put(phones::set_device_behaviour).post(phones::set_device_behaviour),
         )
         .route("/sim/devices/{device_id}/pushes", get(phones::pushes))
+        .route("/sim/devices/{device_id}/answer", post(phones::answer_now))
         .route("/sim/faults", post(control::set_faults))
         .route("/sim/stats", get(control::stats))
         .route("/healthz", get(health::ok))

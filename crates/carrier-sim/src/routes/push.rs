@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::control::{FaultApi, PushEntry};
+use crate::control::{DeviceAction, FaultApi, PushEntry};
 use crate::state::SimState;
 use crate::{ids, push};
 
@@ -79,20 +79,36 @@ fn handle(state: &SimState, project: &str, headers: &HeaderMap, body: &[u8]) -> 
     };
     let name = format!("projects/{project}/messages/{}", ids::random_hex(8));
     let data = request.message.data;
-    let index = state.with_device(&device_id, |d| {
+    let delivery = data.get("delivery_id").cloned().unwrap_or_default();
+    let taken = state.with_device(&device_id, |d| {
+        if let Some(status) = d.failing.get(&delivery) {
+            return Err(*status);
+        }
+        let step = d.next_step();
+        if step.action == DeviceAction::PushError {
+            let status = step.status.filter(|s| (500..=599).contains(s)).unwrap_or(503);
+            d.failing.insert(delivery.clone(), status);
+            return Err(status);
+        }
         d.pushes.push(PushEntry {
             name: name.clone(),
             data: data.clone(),
             answer: None,
             answer_status: None,
         });
-        d.pushes.len() - 1
+        Ok((d.pushes.len() - 1, step))
     });
-    let Some(index) = index else {
-        return fcm_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Requested entity was not found.");
+    let (index, step) = match taken {
+        None => return fcm_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Requested entity was not found."),
+        Some(Err(status)) => {
+            tracing::info!(%device_id, status, "push refused by the device's script");
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return fcm_error(code, "UNAVAILABLE", "The service is currently unavailable.");
+        }
+        Some(Ok(taken)) => taken,
     };
     state.count_push();
     tracing::info!(%device_id, %name, "push accepted");
-    push::spawn(state.clone(), device_id, index, data);
+    push::spawn(state.clone(), device_id, index, step, data);
     (StatusCode::OK, Json(json!({ "name": name }))).into_response()
 }

@@ -296,6 +296,9 @@ pub async fn enroll_factor(
         secret_base32: reply.secret_base32,
         qr_png: reply.qr_png,
         backup_codes: reply.backup_codes,
+        enrollment_code: reply.enrollment_code,
+        enrollment_uri: reply.enrollment_uri,
+        enrollment_expires_at: reply.enrollment_expires_at,
     })
 }
 

@@ -3,10 +3,12 @@
 //! carries the machine-readable reason and the human message; a doubt is a
 //! Reject, never an Accept.
 
-use std::{future::Future, net::IpAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::IpAddr, sync::Arc};
 
-use tokio::time::Instant;
-use vigil_proto::v1::{ChallengeState, Decision, Factor, Reason};
+use vigil_proto::{
+    rpc::StartChallengeReply,
+    v1::{ChallengeState, Decision, Factor, Reason},
+};
 use vigil_radius::{Handler, Request, Response};
 
 use super::{
@@ -15,12 +17,11 @@ use super::{
     state,
 };
 use crate::{
-    agent_api::{start, status, verify},
+    agent_api::{start, verify},
     app::Gateway,
+    watch,
 };
 
-/// How often second-factor mode asks whether the user answered.
-const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Password-and-code mode: the code is the password's last six characters.
 const CODE_LEN: usize = 6;
 /// Tunnel-Client-Endpoint (RFC 2868), where RD Gateway and some VPNs put the user's address.
@@ -163,9 +164,28 @@ fn password(request: &Request) -> Option<String> {
     request.password().and_then(|p| p.as_str().map(str::to_owned))
 }
 
+/// A challenge on the user's default factor. A NAS has no screen to show a
+/// push's number on, so pushes from RADIUS logins are plain approve / deny.
+async fn start_default(
+    gateway: &Gateway,
+    client: &ClientEntry,
+    username: &str,
+    client_ip: &str,
+) -> StartChallengeReply {
+    start(
+        gateway,
+        &client.agent,
+        username.to_owned(),
+        Factor::Default,
+        client_ip,
+        false,
+    )
+    .await
+}
+
 /// (b) Start a challenge on the user's default factor; the code comes back with the State.
 async fn challenge(gateway: &Gateway, client: &ClientEntry, username: &str, client_ip: &str) -> Answer {
-    let reply = start(gateway, &client.agent, username.to_owned(), Factor::Default, client_ip).await;
+    let reply = start_default(gateway, client, username, client_ip).await;
     if reply.decision == Decision::Challenge as i32 && !reply.challenge_id.is_empty() {
         return Answer::Challenge {
             state: state::mint(&gateway.tokens, &client.id, username, &reply.challenge_id),
@@ -192,40 +212,23 @@ async fn challenge_answered(
     Answer::decided(reply.decision, reply.reason, reply.message)
 }
 
-/// (a) The client checked the password: run the default factor and wait for
-/// the user's answer, at most the client's timeout.
+/// (a) The client checked the password: run the default factor (push,
+/// voice, two-way SMS) and wait for the user's answer, at most the client's
+/// timeout. The NAS's retransmissions meanwhile are held by the duplicate
+/// cache and get this one answer.
 async fn second_factor(gateway: &Gateway, client: &ClientEntry, username: &str, client_ip: &str) -> Answer {
-    let reply = start(gateway, &client.agent, username.to_owned(), Factor::Default, client_ip).await;
+    let reply = start_default(gateway, client, username, client_ip).await;
     if reply.decision != Decision::Challenge as i32 || reply.challenge_id.is_empty() {
         return Answer::decided(reply.decision, reply.reason, reply.message);
     }
-    let deadline = Instant::now() + client.timeout;
-    // What to say if time runs out: the last trouble seen, else "expired".
-    let mut last_trouble = None;
-    while Instant::now() + POLL_EVERY < deadline {
-        tokio::time::sleep(POLL_EVERY).await;
-        let now = status(gateway, &client.agent, reply.challenge_id.clone()).await;
-        let reason = Reason::try_from(now.reason).unwrap_or_default();
-        match ChallengeState::try_from(now.state).unwrap_or_default() {
-            ChallengeState::Approved => {
-                return Answer::Accept {
-                    reason: Reason::Approved,
-                    message: "the user approved".into(),
-                };
-            }
-            ChallengeState::Pending | ChallengeState::Delivered => {}
-            // No state: the challenge service did not answer (keep waiting,
-            // it may be back before the deadline) or lost the challenge.
-            ChallengeState::Unspecified if reason == Reason::Unavailable => last_trouble = Some(now.message),
-            ChallengeState::Unspecified => return Answer::reject(reason, now.message),
-            ChallengeState::Denied | ChallengeState::Expired | ChallengeState::Fraud | ChallengeState::Failed => {
-                return Answer::reject(reason, now.message);
-            }
-        }
-    }
-    match last_trouble {
-        Some(message) => Answer::reject(Reason::Unavailable, message),
-        None => Answer::reject(Reason::Expired, "the user did not answer in time"),
+    let done = watch::follow(gateway, &client.agent, &reply.challenge_id, client.timeout, |_| true).await;
+    let reason = Reason::try_from(done.reason).unwrap_or_default();
+    match ChallengeState::try_from(done.state).unwrap_or_default() {
+        ChallengeState::Approved => Answer::Accept {
+            reason: Reason::Approved,
+            message: "the user approved".into(),
+        },
+        _ => Answer::reject(reason, done.message),
     }
 }
 
@@ -251,7 +254,15 @@ async fn password_code(
             "the password must end with the 6-digit code from the authenticator app",
         );
     };
-    let reply = start(gateway, &client.agent, username.to_owned(), Factor::Totp, client_ip).await;
+    let reply = start(
+        gateway,
+        &client.agent,
+        username.to_owned(),
+        Factor::Totp,
+        client_ip,
+        false,
+    )
+    .await;
     if reply.decision != Decision::Challenge as i32 || reply.challenge_id.is_empty() {
         return Answer::decided(reply.decision, reply.reason, reply.message);
     }

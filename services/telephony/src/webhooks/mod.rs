@@ -17,7 +17,7 @@ use vigil_bus::Outbox;
 use vigil_core::Clock;
 
 use crate::{
-    config::{Config, INBOUND_SMS_PATH, PUSH_ANSWER_PATH, STATUS_CALLBACK_PATH, VOICE_PATH},
+    config::{Config, INBOUND_SMS_PATH, PUSH_ANSWER_PATH, PUSH_ENROLL_PATH, STATUS_CALLBACK_PATH, VOICE_PATH},
     push,
     sms::Keywords,
 };
@@ -40,10 +40,13 @@ pub struct Webhooks {
     pub push_max_skew_seconds: u32,
     pub gather_timeout_seconds: u32,
     pub keywords: Keywords,
+    /// Device enrolments are forwarded to the challenge service over NATS.
+    pub nats: async_nats::Client,
+    pub rpc_timeout: std::time::Duration,
 }
 
 impl Webhooks {
-    pub fn new(config: &Config, pool: PgPool, outbox: Outbox, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(config: &Config, pool: PgPool, outbox: Outbox, clock: Arc<dyn Clock>, nats: async_nats::Client) -> Self {
         Self {
             pool,
             outbox,
@@ -59,6 +62,8 @@ impl Webhooks {
             push_max_skew_seconds: config.push_answer_max_skew_seconds,
             gather_timeout_seconds: config.gather_timeout_seconds,
             keywords: Keywords::new(&config.sms_keywords),
+            nats,
+            rpc_timeout: std::time::Duration::from_millis(config.rpc_timeout_ms),
         }
     }
 
@@ -76,6 +81,7 @@ pub fn router(webhooks: Arc<Webhooks>) -> Router {
         .route(&format!("{VOICE_PATH}/{{delivery_id}}/gather"), post(voice::gather))
         .route(&format!("{VOICE_PATH}/{{delivery_id}}/status"), post(voice::status))
         .route(PUSH_ANSWER_PATH, post(push::answer::handle))
+        .route(PUSH_ENROLL_PATH, post(push::enroll::handle))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(webhooks)
 }

@@ -16,7 +16,11 @@ impl Stack {
         Ok(self
             .http
             .post(format!("{}/sim/devices", self.sim))
-            .json(&DeviceBehaviour { action, pick })
+            .json(&DeviceBehaviour {
+                action,
+                pick,
+                ..Default::default()
+            })
             .send()
             .await?
             .error_for_status()?
