@@ -15,6 +15,7 @@ mod manage;
 mod output;
 mod providers;
 mod sim;
+mod users;
 
 use std::process::ExitCode;
 
@@ -110,6 +111,9 @@ enum Command {
     /// A provider's guards: toll-fraud caps (admin token).
     #[command(subcommand)]
     Providers(providers::ProvidersCommand),
+    /// Users from a directory: `import-ldap` (admin token).
+    #[command(subcommand)]
+    Users(users::UsersCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -125,6 +129,7 @@ async fn main() -> ExitCode {
         Command::Manage(cmd) => manage::run(&cli.global, cmd).await,
         Command::Doctor(args) => manage::doctor(&cli.global, args).await,
         Command::Providers(cmd) => providers::run(&cli.global, cmd).await,
+        Command::Users(cmd) => users::run(&cli.global, cmd).await,
     };
     match result {
         Ok(code) => code,

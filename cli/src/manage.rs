@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use vigil_proto::v1::{
-    CreateActivationRequest, ExplainLoginRequest, ImportUsersRequest, RegisterAgentRequest, UpdateAgentRequest,
-    UpdateProviderRequest, UpdateUserRequest, UserStatus,
+    CreateActivationRequest, ExplainLoginRequest, ImportUsersRequest, ImportUsersResponse, RegisterAgentRequest,
+    UpdateAgentRequest, UpdateProviderRequest, UpdateUserRequest, UserStatus,
 };
 
 use crate::{
@@ -223,25 +223,30 @@ pub async fn run(global: &Global, command: ManageCommand) -> anyhow::Result<Exit
                 .await
                 .map_err(rpc_error("ImportUsers"))?
                 .into_inner();
-            let rows: Vec<Value> = report
-                .rows
-                .iter()
-                .map(|r| json!({"line": r.line, "username": r.username, "outcome": r.outcome, "reason": r.reason}))
-                .collect();
-            let value = json!({"created": report.created, "updated": report.updated, "unchanged": report.unchanged, "rejected": report.rejected, "rows": rows});
-            emit(global, &value, || {
-                let mut text = format!(
-                    "created {}, updated {}, unchanged {}, rejected {}\n",
-                    report.created, report.updated, report.unchanged, report.rejected
-                );
-                for r in report.rows.iter().filter(|r| r.outcome == "rejected") {
-                    text.push_str(&format!("  line {}: {} rejected: {}\n", r.line, r.username, r.reason));
-                }
-                text
-            });
+            import_report(global, &report);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an import's counts and each rejected row with its reason.
+pub fn import_report(global: &Global, report: &ImportUsersResponse) {
+    let rows: Vec<Value> = report
+        .rows
+        .iter()
+        .map(|r| json!({"line": r.line, "username": r.username, "outcome": r.outcome, "reason": r.reason}))
+        .collect();
+    let value = json!({"created": report.created, "updated": report.updated, "unchanged": report.unchanged, "rejected": report.rejected, "rows": rows});
+    emit(global, &value, || {
+        let mut text = format!(
+            "created {}, updated {}, unchanged {}, rejected {}\n",
+            report.created, report.updated, report.unchanged, report.rejected
+        );
+        for r in report.rows.iter().filter(|r| r.outcome == "rejected") {
+            text.push_str(&format!("  line {}: {} rejected: {}\n", r.line, r.username, r.reason));
+        }
+        text
+    });
 }
 
 /// `vigil doctor <user>`: what would happen for this agent and address, and why.

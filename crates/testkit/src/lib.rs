@@ -1,6 +1,7 @@
 //! Test support for real-process tests.
 //!
-//! Tests talk to a real `nats-server -js` and a real PostgreSQL that this kit
+//! Tests talk to a real `nats-server -js`, a real PostgreSQL and, for the
+//! directory import, a real OpenLDAP `slapd` that this kit
 //! starts itself: one fresh server per fixture, on free ports, in temp dirs,
 //! all removed on `Drop`. Nothing here touches a PostgreSQL or NATS the
 //! machine may already run (5432/4222): a new user's machine and CI may not
@@ -17,6 +18,7 @@ mod ports;
 mod postgres;
 mod process;
 mod scratch;
+mod slapd;
 mod wait;
 
 pub use bins::workspace_bin;
@@ -24,4 +26,5 @@ pub use nats::NatsServer;
 pub use ports::{free_port, free_udp_port};
 pub use postgres::PgServer;
 pub use process::ServiceProcess;
+pub use slapd::{SlapdOptions, SlapdServer};
 pub use wait::{Attempt, init_test_logging, wait_until};

@@ -5,6 +5,7 @@
 mod agents;
 mod audit;
 mod convert;
+mod import;
 mod providers;
 mod radius_clients;
 mod users;
@@ -143,7 +144,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<api::ImportUsersRequest>,
     ) -> Result<Response<api::ImportUsersResponse>, Status> {
-        admin_call!(self, request, |scope, req| users::import(&self.0, scope, req))
+        admin_call!(self, request, |scope, req| import::csv(&self.0, scope, req))
     }
 
     async fn enroll_factor(
@@ -190,5 +191,12 @@ impl Admin for AdminApi {
         request: Request<api::ListAuditRequest>,
     ) -> Result<Response<api::ListAuditResponse>, Status> {
         admin_call!(self, request, |scope, req| audit::list(&self.0, scope, req))
+    }
+
+    async fn import_ldap(
+        &self,
+        request: Request<api::ImportLdapRequest>,
+    ) -> Result<Response<api::ImportUsersResponse>, Status> {
+        admin_call!(self, request, |scope, req| import::ldap(&self.0, scope, req))
     }
 }

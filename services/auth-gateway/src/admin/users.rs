@@ -16,15 +16,22 @@ use crate::{
     store,
 };
 
-/// The largest CSV accepted in one import.
-const MAX_CSV_BYTES: usize = 4 * 1024 * 1024;
-
 pub(super) async fn ask<Req: prost::Message, Rep: RpcReply>(
     gateway: &Gateway,
     subject: &'static str,
     request: &Req,
 ) -> Result<Rep, GatewayError> {
-    let mut reply: Rep = vigil_bus::rpc::call(&gateway.nats, subject, request, gateway.rpc_timeout)
+    ask_within(gateway, subject, request, gateway.rpc_timeout).await
+}
+
+/// [`ask`] with a deadline of its own, for requests that do a lot of work.
+pub(super) async fn ask_within<Req: prost::Message, Rep: RpcReply>(
+    gateway: &Gateway,
+    subject: &'static str,
+    request: &Req,
+    timeout: std::time::Duration,
+) -> Result<Rep, GatewayError> {
+    let mut reply: Rep = vigil_bus::rpc::call(&gateway.nats, subject, request, timeout)
         .await
         .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
     match reply.take_error() {
@@ -71,7 +78,7 @@ pub async fn create(
     user_of(&provider_id, reply)
 }
 
-async fn provider_text(gateway: &Gateway, scope: AdminScope, id: &str) -> Result<String, GatewayError> {
+pub(super) async fn provider_text(gateway: &Gateway, scope: AdminScope, id: &str) -> Result<String, GatewayError> {
     let row = existing(gateway, scope, id).await?;
     Ok(vigil_core::ProviderId::from_uuid(row.id).to_string())
 }
@@ -157,119 +164,6 @@ pub async fn list(
             .map(|u| convert::user(&provider_id, u))
             .collect(),
         next_page_token: reply.next_page_token,
-    })
-}
-
-/// Parses the CSV: a header naming the columns (any order; `username`
-/// required), then one user per line. Lines that do not parse are reported
-/// as rejected and the rest still go through.
-fn parse_csv(csv_text: &str) -> Result<(Vec<rpc::ImportRow>, Vec<api::ImportRowResult>), GatewayError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .flexible(true)
-        .from_reader(csv_text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| GatewayError::InvalidArgument(format!("csv header: {e}")))?
-        .iter()
-        .map(|h| h.to_ascii_lowercase())
-        .collect::<Vec<_>>();
-    let column = |name: &str| headers.iter().position(|h| h == name);
-    let username = column("username").ok_or_else(|| {
-        GatewayError::InvalidArgument(
-            "csv header must name a username column (username,display_name,phone,email,default_method)".into(),
-        )
-    })?;
-    let (display, phone, email, method) = (
-        column("display_name"),
-        column("phone"),
-        column("email"),
-        column("default_method"),
-    );
-    // Columns the file lacks are left alone on existing users.
-    let absent: Vec<String> = [
-        ("display_name", display),
-        ("phone", phone),
-        ("email", email),
-        ("default_method", method),
-    ]
-    .into_iter()
-    .filter(|(_, column)| column.is_none())
-    .map(|(name, _)| name.to_owned())
-    .collect();
-    let mut rows = Vec::new();
-    let mut rejected = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        // Line 1 is the header.
-        let line = u32::try_from(index + 2).unwrap_or(u32::MAX);
-        match record {
-            Ok(r) => {
-                let field = |i: Option<usize>| i.and_then(|i| r.get(i)).unwrap_or("").to_owned();
-                rows.push(rpc::ImportRow {
-                    line,
-                    username: field(Some(username)),
-                    display_name: field(display),
-                    phone: field(phone),
-                    email: field(email),
-                    default_method: field(method),
-                    absent: absent.clone(),
-                });
-            }
-            Err(e) => rejected.push(api::ImportRowResult {
-                line,
-                username: String::new(),
-                outcome: "rejected".into(),
-                reason: format!("not valid CSV: {e}"),
-            }),
-        }
-    }
-    Ok((rows, rejected))
-}
-
-pub async fn import(
-    gateway: &Gateway,
-    scope: AdminScope,
-    req: api::ImportUsersRequest,
-) -> Result<api::ImportUsersResponse, GatewayError> {
-    let provider_id = provider_text(gateway, scope, &req.provider_id).await?;
-    if req.csv.len() > MAX_CSV_BYTES {
-        return Err(GatewayError::InvalidArgument(format!(
-            "csv is larger than {MAX_CSV_BYTES} bytes; split it"
-        )));
-    }
-    let (rows, mut results) = parse_csv(&req.csv)?;
-    let reply: rpc::ImportUsersReply = ask(
-        gateway,
-        subjects::RPC_CHALLENGE_IMPORT_USERS,
-        &rpc::ImportUsersRequest {
-            provider_id,
-            rows,
-            actor: scope.actor(),
-        },
-    )
-    .await?;
-    results.extend(reply.results.into_iter().map(|r| {
-        api::ImportRowResult {
-            line: r.line,
-            username: r.username,
-            outcome: match rpc::ImportOutcome::try_from(r.outcome).unwrap_or_default() {
-                rpc::ImportOutcome::Created => "created",
-                rpc::ImportOutcome::Updated => "updated",
-                rpc::ImportOutcome::Unchanged => "unchanged",
-                _ => "rejected",
-            }
-            .into(),
-            reason: r.reason,
-        }
-    }));
-    results.sort_by_key(|r| r.line);
-    let count = |o: &str| u32::try_from(results.iter().filter(|r| r.outcome == o).count()).unwrap_or(u32::MAX);
-    Ok(api::ImportUsersResponse {
-        created: count("created"),
-        updated: count("updated"),
-        unchanged: count("unchanged"),
-        rejected: count("rejected"),
-        rows: results,
     })
 }
 
@@ -382,26 +276,4 @@ pub async fn explain(
             })
             .collect(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_columns_in_any_order_and_bad_lines_reported() {
-        let (rows, rejected) =
-            parse_csv("Email,username,phone\nann@example.com,Ann,+15551234567\n\"broken,bob\n").unwrap_or_default();
-        // The csv crate is lenient with an unclosed quote: the line is either
-        // a row (rejected later if its fields are bad) or reported, never lost.
-        assert_eq!(rows.len() + rejected.len(), 2);
-        assert_eq!(rows[0].username, "Ann");
-        assert_eq!(rows[0].email, "ann@example.com");
-        assert_eq!(rows[0].line, 2);
-        assert_eq!(
-            rows[0].absent,
-            vec!["display_name".to_owned(), "default_method".to_owned()]
-        );
-        assert!(parse_csv("name,phone\nann,+1555\n").is_err());
-    }
 }

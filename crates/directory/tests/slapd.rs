@@ -1,0 +1,104 @@
+//! Against a real OpenLDAP `slapd` started by the test kit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use vigil_directory::{DirectoryError, Entry, Mapping, SearchQuery, Server, search_users};
+use vigil_testkit::{SlapdOptions, SlapdServer};
+
+const READER: &str = "cn=reader,dc=example,dc=org";
+
+/// A reader account (not root: limits apply to it) and `n` AD-style users.
+fn directory(n: usize) -> String {
+    let mut ldif = format!(
+        "dn: {READER}\nobjectClass: person\ncn: reader\nsn: reader\nuserPassword: reader-password\n\n\
+         dn: ou=people,dc=example,dc=org\nobjectClass: organizationalUnit\nou: people\n\n"
+    );
+    for i in 1..=n {
+        ldif.push_str(&format!(
+            "dn: cn=User {i},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nobjectClass: extensibleObject\n\
+             cn: User {i}\nsn: User\nsAMAccountName: user{i}\ndisplayName: User {i}\nmobile: +1555123{i:04}\n\
+             mail: user{i}@example.org\n\n"
+        ));
+    }
+    ldif
+}
+
+fn query(password: &str) -> SearchQuery {
+    SearchQuery {
+        bind_dn: READER.into(),
+        bind_password: password.to_owned().into(),
+        base_dn: "ou=people,dc=example,dc=org".into(),
+        filter: "(objectClass=inetOrgPerson)".into(),
+        mapping: Mapping::default(),
+    }
+}
+
+fn server(slapd: &SlapdServer) -> Server {
+    Server::new(slapd.url(), Duration::from_secs(10))
+}
+
+#[tokio::test]
+async fn a_paged_search_reads_past_the_size_limit() {
+    let slapd = SlapdServer::start_with(SlapdOptions { size_limit: Some(3) }, &directory(7))
+        .await
+        .unwrap();
+    let mut entries = search_users(&server(&slapd), &query("reader-password")).await.unwrap();
+    entries.sort_by(|a, b| a.username.cmp(&b.username));
+    assert_eq!(entries.len(), 7, "{}", slapd.log_tail(20));
+    assert_eq!(
+        entries[0],
+        Entry {
+            dn: "cn=User 1,ou=people,dc=example,dc=org".into(),
+            username: Some("user1".into()),
+            display_name: "User 1".into(),
+            phone: "+15551230001".into(),
+            email: "user1@example.org".into(),
+        }
+    );
+}
+
+#[tokio::test]
+async fn refusals_say_what_went_wrong() {
+    let slapd = SlapdServer::start(&directory(1)).await.unwrap();
+    let wrong = search_users(&server(&slapd), &query("not-the-password"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&wrong, DirectoryError::BindRefused { code: 49, dn, .. } if dn == READER),
+        "{wrong:?}"
+    );
+    assert!(wrong.to_string().contains("invalidCredentials"), "{wrong}");
+
+    let empty = search_users(&server(&slapd), &query("")).await.unwrap_err();
+    assert!(matches!(empty, DirectoryError::InvalidSettings(_)), "{empty:?}");
+
+    let missing_base = SearchQuery {
+        base_dn: "ou=nowhere,dc=example,dc=org".into(),
+        ..query("reader-password")
+    };
+    let missing = search_users(&server(&slapd), &missing_base).await.unwrap_err();
+    assert!(
+        matches!(missing, DirectoryError::SearchFailed { code: 32, .. }),
+        "{missing:?}"
+    );
+
+    let bad_filter = SearchQuery {
+        filter: "(objectClass=".into(),
+        ..query("reader-password")
+    };
+    let bad = search_users(&server(&slapd), &bad_filter).await.unwrap_err();
+    assert!(matches!(bad, DirectoryError::InvalidSettings(_)), "{bad:?}");
+
+    let nobody = Server::new(
+        format!("ldap://127.0.0.1:{}", vigil_testkit::free_port()),
+        Duration::from_secs(5),
+    );
+    let down = search_users(&nobody, &query("reader-password")).await.unwrap_err();
+    assert_eq!(down.code(), "ldap_unreachable", "{down:?}");
+
+    let http = Server::new("http://127.0.0.1:1", Duration::from_secs(5));
+    let scheme = search_users(&http, &query("reader-password")).await.unwrap_err();
+    assert!(matches!(scheme, DirectoryError::InvalidSettings(_)), "{scheme:?}");
+}
