@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::{Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use vigil_proto::v1::{
-    AgentKind, CreateAgentRequest, CreateAgentResponse, CreateProviderRequest, CreateUserRequest, GetProviderRequest,
-    Provider, UsageModel, User,
+    AgentKind, CreateAdminTokenRequest, CreateAgentRequest, CreateAgentResponse, CreateProviderRequest,
+    CreateUserRequest, GetProviderRequest, Provider, UsageModel, User,
 };
 
 use crate::Global;
@@ -55,6 +55,16 @@ pub enum AdminCommand {
         /// Phone number for SMS codes, E.164 (e.g. +15551234567).
         #[arg(long)]
         phone: String,
+    },
+    /// A provider admin token (operator token only): it reaches that provider alone.
+    /// Printed once; Vigil keeps only a keyed hash.
+    CreateAdminToken {
+        /// Provider id (`prv_…`).
+        #[arg(long)]
+        provider: String,
+        /// What the token is for, e.g. `helpdesk`.
+        #[arg(long, default_value = "")]
+        description: String,
     },
     /// The audit log: every admin change and every login decision, newest first.
     Audit(crate::audit::AuditArgs),
@@ -139,6 +149,29 @@ pub async fn run(global: &Global, command: AdminCommand) -> anyhow::Result<ExitC
         } => {
             let user = create_user(&mut admin, provider, username, display_name.unwrap_or_default(), phone).await?;
             emit(global, &user_json(&user), || user_text(&user));
+        }
+        AdminCommand::CreateAdminToken { provider, description } => {
+            let request = admin.request(CreateAdminTokenRequest {
+                provider_id: provider,
+                description,
+            })?;
+            let created = admin
+                .client
+                .create_admin_token(request)
+                .await
+                .map_err(rpc_error("CreateAdminToken"))?
+                .into_inner();
+            emit(
+                global,
+                &json!({ "token_id": created.token_id, "token": created.token }),
+                || {
+                    format!(
+                        "admin token {id}\nThe token is shown only this once. To use it:\n  export VIGIL_ADMIN_TOKEN={token}\n",
+                        id = created.token_id,
+                        token = created.token
+                    )
+                },
+            );
         }
         AdminCommand::Audit(args) => crate::audit::run(global, &admin, args).await?,
     }

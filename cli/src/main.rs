@@ -14,6 +14,7 @@ mod http;
 mod manage;
 mod output;
 mod providers;
+mod radius_clients;
 mod sim;
 mod users;
 
@@ -114,6 +115,9 @@ enum Command {
     /// Users from a directory: `import-ldap` (admin token).
     #[command(subcommand)]
     Users(users::UsersCommand),
+    /// RADIUS clients (NPS, RD Gateway, VPN): create, list, delete (admin token).
+    #[command(subcommand)]
+    RadiusClients(radius_clients::RadiusClientsCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -130,6 +134,7 @@ async fn main() -> ExitCode {
         Command::Doctor(args) => manage::doctor(&cli.global, args).await,
         Command::Providers(cmd) => providers::run(&cli.global, cmd).await,
         Command::Users(cmd) => users::run(&cli.global, cmd).await,
+        Command::RadiusClients(cmd) => radius_clients::run(&cli.global, cmd).await,
     };
     match result {
         Ok(code) => code,
