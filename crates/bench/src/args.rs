@@ -138,6 +138,10 @@ pub struct Args {
     /// How often service processes are sampled.
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub sample_every: Duration,
+    /// How often a scenario's report keeps the processes' resident sets, to
+    /// show whether memory stays flat over a long run.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub rss_every: Duration,
 }
 
 impl Args {

@@ -41,7 +41,7 @@ const SERVICES: [&str; 5] = [
 
 /// Runs the whole benchmark and prints its report on stdout.
 pub async fn run(args: Args) -> anyhow::Result<Vec<ScenarioReport>> {
-    let monitor = Monitor::start(watched_processes(&args)?, args.sample_every);
+    let monitor = Monitor::start(watched_processes(&args)?, args.sample_every, args.rss_every);
     println!("{}", report::processes("idle (MiB)", &monitor.usage()));
 
     let ceilings = measure_ceilings(&args).await?;
@@ -203,6 +203,7 @@ async fn measure<S: Scenario, U>(
         user_waits: pool(&scenario).waits.load(std::sync::atomic::Ordering::Relaxed),
         run,
         usage: monitor.usage(),
+        timeline: monitor.timeline(),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -96,15 +96,32 @@ struct Watched {
     peak_rss_kib: u64,
 }
 
+/// Resident sets of every watched process at one moment of a scenario.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub at: Duration,
+    pub rss_kib: Vec<u64>,
+}
+
+#[derive(Default)]
+struct Timeline {
+    since: Option<Instant>,
+    points: Vec<Point>,
+}
+
 /// Samples every watched process in the background; [`Monitor::mark`]
-/// starts a scenario's window, [`Monitor::usage`] closes it.
+/// starts a scenario's window, [`Monitor::usage`] closes it. Every
+/// `timeline_every` it also keeps a point, to show whether memory stays flat
+/// over a long run.
 #[derive(Clone)]
 pub struct Monitor {
     watched: Arc<Mutex<Vec<Watched>>>,
+    timeline: Arc<Mutex<Timeline>>,
+    timeline_every: Duration,
 }
 
 impl Monitor {
-    pub fn start(processes: Vec<(String, u32)>, every: Duration) -> Self {
+    pub fn start(processes: Vec<(String, u32)>, every: Duration, timeline_every: Duration) -> Self {
         let watched = processes
             .into_iter()
             .map(|(name, pid)| {
@@ -119,6 +136,8 @@ impl Monitor {
             .collect();
         let monitor = Self {
             watched: Arc::new(Mutex::new(watched)),
+            timeline: Arc::default(),
+            timeline_every,
         };
         let sampler = monitor.clone();
         tokio::spawn(async move {
@@ -136,9 +155,23 @@ impl Monitor {
     }
 
     fn sample(&self) {
-        for w in self.lock().iter_mut() {
-            if let Ok(s) = read(w.pid) {
-                w.peak_rss_kib = w.peak_rss_kib.max(s.rss_kib);
+        let rss: Vec<u64> = self
+            .lock()
+            .iter_mut()
+            .map(|w| {
+                let rss = read(w.pid).map(|s| s.rss_kib).unwrap_or(0);
+                w.peak_rss_kib = w.peak_rss_kib.max(rss);
+                rss
+            })
+            .collect();
+        let mut timeline = self.timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(since) = timeline.since {
+            let due = self.timeline_every * u32::try_from(timeline.points.len()).unwrap_or(u32::MAX);
+            if since.elapsed() >= due {
+                timeline.points.push(Point {
+                    at: since.elapsed(),
+                    rss_kib: rss,
+                });
             }
         }
     }
@@ -148,6 +181,22 @@ impl Monitor {
             w.start = read(w.pid).unwrap_or_default();
             w.peak_rss_kib = w.start.rss_kib;
         }
+        *self.timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Timeline {
+            since: Some(Instant::now()),
+            points: Vec::new(),
+        };
+    }
+
+    /// The points kept since [`Monitor::mark`], with the watched processes' names.
+    pub fn timeline(&self) -> (Vec<String>, Vec<Point>) {
+        let names = self.lock().iter().map(|w| w.name.clone()).collect();
+        let points = self
+            .timeline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .points
+            .clone();
+        (names, points)
     }
 
     pub fn usage(&self) -> Vec<Usage> {

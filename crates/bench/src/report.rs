@@ -6,7 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::driver::{Load, Run};
-use crate::procs::Usage;
+use crate::procs::{Point, Usage};
 
 /// The ceilings measured in this run (per second), when they were.
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,6 +22,8 @@ pub struct ScenarioReport {
     pub user_waits: u64,
     pub run: Run,
     pub usage: Vec<Usage>,
+    /// Process names, and their resident sets every --rss-every.
+    pub timeline: (Vec<String>, Vec<Point>),
 }
 
 impl ScenarioReport {
@@ -135,6 +137,29 @@ pub fn scenario(r: &ScenarioReport, ceilings: &Ceilings) -> String {
         );
     }
     out.push_str(&processes("process (MiB)", &r.usage));
+    out.push_str(&timeline(&r.timeline.0, &r.timeline.1));
+    out
+}
+
+/// Resident sets over the run, one row per point; only for runs long enough
+/// to have more than the starting point.
+fn timeline(names: &[String], points: &[Point]) -> String {
+    let mut out = String::new();
+    if points.len() < 2 {
+        return out;
+    }
+    let _ = write!(out, "  {:<8}", "rss MiB");
+    for name in names {
+        let _ = write!(out, " {:>13}", name.get(..13).unwrap_or(name));
+    }
+    out.push('\n');
+    for p in points {
+        let _ = write!(out, "  {:<8}", format!("{:.0}s", p.at.as_secs_f64()));
+        for kib in &p.rss_kib {
+            let _ = write!(out, " {:>13}", mib(*kib));
+        }
+        out.push('\n');
+    }
     out
 }
 
