@@ -44,7 +44,7 @@ async fn every_scenario_runs_and_succeeds_against_a_stack() {
     ];
     let mut command = Command::new(workspace_bin("vigil-bench").unwrap());
     command
-        .args(["totp", "sms", "radius", "deny"])
+        .args(["totp", "sms", "radius", "deny", "push"])
         .args([
             "--gateway",
             &stack.grpc_url,
@@ -64,7 +64,7 @@ async fn every_scenario_runs_and_succeeds_against_a_stack() {
             "--connections",
             "2",
         ])
-        .args(["--ceiling-duration", "1s", "--timeout", "5s"])
+        .args(["--ceiling-duration", "1s", "--timeout", "5s", "--sim-delay", "20ms"])
         .env("VIGIL_ADMIN_TOKEN", &stack.admin_token)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -92,7 +92,7 @@ async fn every_scenario_runs_and_succeeds_against_a_stack() {
 
     let per_scenario = successes(&stdout);
     let names: Vec<&str> = per_scenario.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["totp", "sms", "radius", "deny"], "{context}");
+    assert_eq!(names, ["totp", "sms", "radius", "deny", "push"], "{context}");
     for (name, ok) in &per_scenario {
         assert!(*ok > 0, "{name} had no successes\n{context}");
     }

@@ -22,6 +22,8 @@ pub enum ScenarioName {
     Radius,
     /// Authenticate(totp) + VerifyPasscode with a wrong code.
     Deny,
+    /// Authenticate(push) → the simulated device approves → WatchAuth ends approved.
+    Push,
 }
 
 impl ScenarioName {
@@ -31,6 +33,7 @@ impl ScenarioName {
             Self::Sms => "sms",
             Self::Radius => "radius",
             Self::Deny => "deny",
+            Self::Push => "push",
         }
     }
 }
@@ -45,7 +48,7 @@ impl ScenarioName {
 )]
 pub struct Args {
     /// Scenarios to run, in this order.
-    #[arg(value_enum, default_values_t = [ScenarioName::Totp, ScenarioName::Sms, ScenarioName::Radius, ScenarioName::Deny])]
+    #[arg(value_enum, default_values_t = [ScenarioName::Totp, ScenarioName::Sms, ScenarioName::Radius, ScenarioName::Deny, ScenarioName::Push])]
     pub scenarios: Vec<ScenarioName>,
 
     /// The auth gateway's gRPC address.
@@ -122,6 +125,10 @@ pub struct Args {
     /// so the last one locks the user out).
     #[arg(long, default_value_t = 5)]
     pub deny_per_user: u32,
+    /// The simulator's delay before a device answers a push
+    /// (VIGIL_SIM_STATUS_DELAY_MS); `push` leaves it out of "vigil adds".
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub sim_delay: Duration,
     /// How often `sms` looks in the simulator's inbox.
     #[arg(long, default_value = "5ms", value_parser = parse_duration)]
     pub sms_poll: Duration,

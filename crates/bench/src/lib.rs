@@ -26,7 +26,7 @@ use crate::args::{Args, ScenarioName};
 use crate::driver::{Bounds, Load, Scenario};
 use crate::procs::Monitor;
 use crate::report::{Ceilings, ScenarioReport};
-use crate::scenarios::{deny::Deny, radius::Radius, sms::Sms, totp::Totp};
+use crate::scenarios::{deny::Deny, push::Push, radius::Radius, sms::Sms, totp::Totp};
 use crate::setup::Tenant;
 use crate::users::{Pool, TotpUser, totp_users_needed};
 
@@ -136,8 +136,8 @@ async fn run_scenario(
     let users = args.users.unwrap_or_else(|| match name {
         ScenarioName::Totp | ScenarioName::Radius => totp_users_needed(expected, args.duration),
         ScenarioName::Deny => usize::try_from(expected.div_ceil(u64::from(args.deny_per_user.max(1)))).unwrap_or(1),
-        ScenarioName::Sms => {
-            scenarios::sms::users_needed(expected, args.expected_rate(), args.logins_per_user(), in_flight)
+        ScenarioName::Sms | ScenarioName::Push => {
+            users::paced_users_needed(expected, args.expected_rate(), args.logins_per_user(), in_flight)
         }
     });
     eprintln!("[{}] creating {users} users", name.as_str());
@@ -174,6 +174,17 @@ async fn run_scenario(
                 scenarios::sms::read_inboxes(&args.sim, created).await?,
                 &args.sim,
                 args.sms_poll,
+                args.logins_per_user(),
+            );
+            measure(label, s, |s| &s.pool, monitor, load, bounds, setup).await
+        }
+        ScenarioName::Push => {
+            let created = tenant.create_users("push", users, false).await?;
+            let s = Push::new(
+                Arc::clone(tenant),
+                scenarios::push::enrol_devices(tenant, &args.sim, created).await?,
+                &args.sim,
+                args.sim_delay,
                 args.logins_per_user(),
             );
             measure(label, s, |s| &s.pool, monitor, load, bounds, setup).await

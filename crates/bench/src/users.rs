@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::time::Instant;
+
 use vigil_otp::{OtpSecret, Totp};
 
 use crate::stats::Failure;
@@ -145,6 +147,35 @@ impl Pool<TotpUser> {
     }
 }
 
+/// Logins a user makes are kept to a few per [`PACE_WINDOW`]: Vigil's
+/// per-user limit slides over a minute weighing the minute before, so a pace
+/// measured over two minutes never trips it.
+pub const PACE_WINDOW: Duration = Duration::from_secs(120);
+
+/// When a user's recent logins started, oldest first.
+#[derive(Debug, Default)]
+pub struct Pace(VecDeque<Instant>);
+
+impl Pace {
+    /// Claims a login now if the user is within `per_window` logins.
+    pub fn claim(&mut self, now: Instant, per_window: Option<u32>) -> Option<()> {
+        let Some(max) = per_window else { return Some(()) };
+        while self.0.front().is_some_and(|t| now.duration_since(*t) >= PACE_WINDOW) {
+            self.0.pop_front();
+        }
+        (self.0.len() < max as usize).then(|| self.0.push_back(now))
+    }
+}
+
+/// Users for `requests` logins at `rate` per second when each may log in
+/// `per_window` times per [`PACE_WINDOW`], and at least two per request in flight.
+pub fn paced_users_needed(requests: u64, rate: f64, per_window: Option<u32>, in_flight: usize) -> usize {
+    let floor = (2 * in_flight).max(64);
+    let Some(per_window) = per_window else { return floor };
+    let busiest = (requests as f64).min(rate * PACE_WINDOW.as_secs_f64());
+    ((busiest / f64::from(per_window.max(1))).ceil() as usize + in_flight).max(floor)
+}
+
 /// How many users a TOTP scenario needs for `requests` over `run`: each
 /// user has three usable codes at once (one step either side), then one more
 /// per period; a tenth more covers step boundaries passing mid-run.
@@ -197,6 +228,24 @@ mod tests {
         while let Some(s) = u.usable_step(now) {
             assert_ne!(u.take_code(s), wrong);
         }
+    }
+
+    #[test]
+    fn users_keep_their_pace() {
+        let mut pace = Pace::default();
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| pace.claim(t0, Some(3)).is_some()));
+        assert!(pace.claim(t0, Some(3)).is_none());
+        assert!(pace.claim(t0 + PACE_WINDOW, Some(3)).is_some());
+        assert!(pace.claim(t0, None).is_some());
+    }
+
+    #[test]
+    fn enough_users_for_the_pace() {
+        // 800/s for 20 s, 9 logins per user per two minutes: 16,000 / 9, plus those in flight.
+        assert_eq!(paced_users_needed(16_000, 800.0, Some(9), 100), 1778 + 100);
+        assert_eq!(paced_users_needed(100, 1500.0, Some(9), 4), 64);
+        assert_eq!(paced_users_needed(16_000, 800.0, None, 100), 200);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! public interfaces of a running stack.
 
 pub mod deny;
+pub mod push;
 pub mod radius;
 pub mod sms;
 pub mod totp;

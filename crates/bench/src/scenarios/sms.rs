@@ -6,7 +6,6 @@
 //! delivery callbacks, not the inbox). The simulator's acceptance time is
 //! its wall clock, so this part assumes both run on one machine.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,7 +19,7 @@ use super::{start, unexpected, verify};
 use crate::driver::Scenario;
 use crate::setup::{NewUser, Tenant};
 use crate::stats::{Failure, Outcome};
-use crate::users::{Pool, unix_now};
+use crate::users::{Pace, Pool, unix_now};
 
 /// Give up on an SMS after this long.
 const SMS_WAIT: Duration = Duration::from_secs(5);
@@ -30,37 +29,7 @@ pub struct SmsUser {
     pub phone: String,
     /// The newest message already read from this phone's inbox.
     pub last_sid: Option<String>,
-    /// When this user's recent logins started, oldest first.
-    recent: VecDeque<Instant>,
-}
-
-/// Logins a user makes are kept to a few per [`PACE_WINDOW`]: Vigil's
-/// per-user limit slides over a minute weighing the minute before, so a pace
-/// measured over two minutes never trips it.
-const PACE_WINDOW: Duration = Duration::from_secs(120);
-
-impl SmsUser {
-    /// Claims a login now if the user is within `per_window` logins.
-    fn pace(&mut self, now: Instant, per_window: Option<u32>) -> Option<()> {
-        let Some(max) = per_window else { return Some(()) };
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= PACE_WINDOW)
-        {
-            self.recent.pop_front();
-        }
-        (self.recent.len() < max as usize).then(|| self.recent.push_back(now))
-    }
-}
-
-/// Users for `requests` logins at `rate` per second when each may log in
-/// `per_window` times per [`PACE_WINDOW`], and at least two per request in flight.
-pub fn users_needed(requests: u64, rate: f64, per_window: Option<u32>, in_flight: usize) -> usize {
-    let floor = (2 * in_flight).max(64);
-    let Some(per_window) = per_window else { return floor };
-    let busiest = (requests as f64).min(rate * PACE_WINDOW.as_secs_f64());
-    ((busiest / f64::from(per_window.max(1))).ceil() as usize + in_flight).max(floor)
+    pub pace: Pace,
 }
 
 pub struct Sms {
@@ -158,7 +127,7 @@ pub async fn read_inboxes(sim: &str, users: Vec<NewUser>) -> anyhow::Result<Vec<
             username: user.username,
             phone: user.phone,
             last_sid: inbox.last().map(|m| m.sid.clone()),
-            recent: VecDeque::new(),
+            pace: Pace::default(),
         });
     }
     Ok(ready)
@@ -175,7 +144,7 @@ impl Scenario for Sms {
     type Job = SmsUser;
 
     async fn prepare(&self) -> Result<Self::Job, Failure> {
-        Ok(self.pool.take(|u| u.pace(Instant::now(), self.per_user)).await?.0)
+        Ok(self.pool.take(|u| u.pace.claim(Instant::now(), self.per_user)).await?.0)
     }
 
     async fn run(&self, mut user: Self::Job) -> Result<Outcome, Failure> {
@@ -188,29 +157,6 @@ impl Scenario for Sms {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn users_keep_their_pace() {
-        let mut u = SmsUser {
-            username: "u".into(),
-            phone: "+15550000001".into(),
-            last_sid: None,
-            recent: VecDeque::new(),
-        };
-        let t0 = Instant::now();
-        assert!((0..3).all(|_| u.pace(t0, Some(3)).is_some()));
-        assert!(u.pace(t0, Some(3)).is_none());
-        assert!(u.pace(t0 + PACE_WINDOW, Some(3)).is_some());
-        assert!(u.pace(t0, None).is_some());
-    }
-
-    #[test]
-    fn enough_users_for_the_pace() {
-        // 800/s for 20 s, 9 logins per user per two minutes: 16,000 / 9, plus those in flight.
-        assert_eq!(users_needed(16_000, 800.0, Some(9), 100), 1778 + 100);
-        assert_eq!(users_needed(100, 1500.0, Some(9), 4), 64);
-        assert_eq!(users_needed(16_000, 800.0, None, 100), 200);
-    }
 
     #[test]
     fn the_code_is_the_six_digit_word() {
