@@ -109,7 +109,7 @@ enum Command {
     Manage(manage::ManageCommand),
     /// Explain what would happen if a user logged in now, and list their last attempts.
     Doctor(manage::DoctorArgs),
-    /// A provider's guards: toll-fraud caps (admin token).
+    /// A provider's guards: toll-fraud caps, the signed fraud webhook (admin token).
     #[command(subcommand)]
     Providers(providers::ProvidersCommand),
     /// Users from a directory: `import-ldap` (admin token).

@@ -302,6 +302,27 @@ impl Stack {
             .ok_or_else(|| anyhow::anyhow!("no 6-digit code in {body:?}"))
     }
 
+    /// Runs the `vigil` CLI against this stack with the operator token and
+    /// `--json`; its output.
+    pub fn vigil(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let output = std::process::Command::new(workspace_bin("vigil")?)
+            .args([
+                "--json",
+                "--gateway",
+                &self.grpc_url,
+                "--admin-token",
+                &self.admin_token,
+            ])
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "vigil {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(serde_json::from_slice(&output.stdout)?)
+    }
+
     /// GET billing's usage for a provider: (HTTP status, JSON body).
     pub async fn billing_usage(&self, provider_id: &str) -> anyhow::Result<(u16, serde_json::Value)> {
         let response = reqwest::Client::new()

@@ -173,26 +173,6 @@ async fn rate_limits(stack: &Stack) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the `vigil` CLI against the stack with `--json`; its output.
-fn vigil(stack: &Stack, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let output = std::process::Command::new(vigil_testkit::workspace_bin("vigil")?)
-        .args([
-            "--json",
-            "--gateway",
-            &stack.grpc_url,
-            "--admin-token",
-            &stack.admin_token,
-        ])
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "vigil {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(serde_json::from_slice(&output.stdout)?)
-}
-
 /// The carrier simulator's counters.
 async fn sim_stats(stack: &Stack) -> anyhow::Result<serde_json::Value> {
     Ok(reqwest::get(format!("{}/sim/stats", stack.sim_url))
@@ -336,7 +316,7 @@ async fn caps(stack: &Stack) -> anyhow::Result<()> {
     );
 
     // Raising the cap (with the CLI) lets the next one through.
-    let shown = vigil(stack, &["providers", "caps", &acme.provider_id, "--sms-per-hour", "3"])?;
+    let shown = stack.vigil(&["providers", "caps", &acme.provider_id, "--sms-per-hour", "3"])?;
     assert_eq!(
         (&shown["sms_cap_per_hour"], &shown["voice_cap_per_hour"]),
         (&serde_json::json!(3), &serde_json::json!(1)),

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use vigil_bus::{Outbox, OutboxRelay, streams};
+use vigil_bus::{ConsumerSpec, Outbox, OutboxRelay, consumer, streams, subjects};
 use vigil_core::{Clock, SystemClock};
 use vigil_proto::v1::{
     admin_server::AdminServer, agent_registration_server::AgentRegistrationServer,
@@ -19,7 +19,7 @@ use crate::{
     Config,
     admin::AdminApi,
     agent_api::AgentApi,
-    radius,
+    fraud_webhook, radius,
     registration::Registration,
     watch::{self, Watchers},
 };
@@ -83,9 +83,28 @@ pub async fn run(
     });
 
     let tasks = TaskTracker::new();
-    tasks.spawn(OutboxRelay::new(pool.clone(), js, outbox).run(shutdown.clone()));
+    tasks.spawn(OutboxRelay::new(pool.clone(), js.clone(), outbox).run(shutdown.clone()));
     tasks.spawn(prune_nonces(gateway.clone(), shutdown.clone()));
     tasks.spawn(watch::listen(gateway.watchers.clone(), nats.clone(), shutdown.clone()));
+    // The gateway owns providers, so it posts their fraud notifications.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let fraud_stream = streams::stream_for(subjects::FRAUD_REPORTED).context("no stream captures fraud reports")?;
+    tasks.spawn(consumer::run(
+        js,
+        pool.clone(),
+        ConsumerSpec::new(fraud_webhook::CONSUMER, fraud_stream, subjects::FRAUD_REPORTED),
+        fraud_webhook::FraudReportedHandler {
+            gateway: gateway.clone(),
+            wake: wake.clone(),
+        },
+        shutdown.clone(),
+    ));
+    tasks.spawn(fraud_webhook::run(
+        gateway.clone(),
+        config.webhook_settings(),
+        wake,
+        shutdown.clone(),
+    ));
     let health = health_router(HealthState {
         pool,
         nats: nats.clone(),

@@ -38,6 +38,12 @@ pub struct Config {
     /// RADIUS (UDP) for NPS, RD Gateway and VPNs (`VIGIL_RADIUS_ADDR`);
     /// an empty string turns RADIUS off.
     pub radius_addr: String,
+    /// Fraud webhook: wait after a failed attempt (`VIGIL_WEBHOOK_RETRY_BASE_MS`),
+    /// doubling after each further failure up to an hour; attempts before giving
+    /// up (`VIGIL_WEBHOOK_MAX_ATTEMPTS`); deadline per attempt (`VIGIL_WEBHOOK_TIMEOUT_MS`).
+    pub webhook_retry_base_ms: u64,
+    pub webhook_max_attempts: u32,
+    pub webhook_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -55,6 +61,9 @@ impl Default for Config {
             password_hash_memory_kib: 19 * 1024,
             activation_ttl_secs: 600,
             radius_addr: "127.0.0.1:1812".into(),
+            webhook_retry_base_ms: 5000,
+            webhook_max_attempts: 8,
+            webhook_timeout_ms: 10_000,
         }
     }
 }
@@ -69,6 +78,11 @@ impl Config {
         if self.rpc_timeout_ms == 0 {
             return Err(ConfigError::new("VIGIL_RPC_TIMEOUT_MS must be positive"));
         }
+        if self.webhook_retry_base_ms == 0 || self.webhook_max_attempts == 0 || self.webhook_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "VIGIL_WEBHOOK_RETRY_BASE_MS, VIGIL_WEBHOOK_MAX_ATTEMPTS and VIGIL_WEBHOOK_TIMEOUT_MS must be positive",
+            ));
+        }
         if self.activation_ttl_secs == 0 {
             return Err(ConfigError::new("VIGIL_ACTIVATION_TTL_SECS must be positive"));
         }
@@ -76,6 +90,14 @@ impl Config {
         self.token_hasher()?;
         self.password_hasher()?;
         Ok(())
+    }
+
+    pub fn webhook_settings(&self) -> crate::fraud_webhook::Settings {
+        crate::fraud_webhook::Settings {
+            retry_base: std::time::Duration::from_millis(self.webhook_retry_base_ms),
+            max_attempts: i32::try_from(self.webhook_max_attempts).unwrap_or(i32::MAX),
+            timeout: std::time::Duration::from_millis(self.webhook_timeout_ms),
+        }
     }
 
     pub fn keyring(&self) -> Result<Keyring, ConfigError> {

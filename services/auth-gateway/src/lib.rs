@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod config;
 mod error;
+mod fraud_webhook;
 mod metrics;
 mod radius;
 mod registration;

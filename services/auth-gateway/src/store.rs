@@ -15,10 +15,12 @@ pub struct ProviderRow {
     pub trusted_networks: Vec<String>,
     #[sqlx(flatten)]
     pub caps: DeliveryCapsRow,
+    /// A fraud-webhook signing secret exists (it is never read with the row).
+    pub has_webhook_secret: bool,
 }
 
 const PROVIDER_COLUMNS: &str = "id, name, usage_model, created_at, block_user_on_fraud, fraud_webhook_url, trusted_networks, \
-     sms_cap_per_hour, voice_cap_per_hour, cap_prefix_digits";
+     sms_cap_per_hour, voice_cap_per_hour, cap_prefix_digits, webhook_secret_ciphertext IS NOT NULL AS has_webhook_secret";
 
 /// A provider's toll-fraud caps: SMS and calls per destination prefix and
 /// hour; 0 is no cap.

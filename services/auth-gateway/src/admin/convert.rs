@@ -34,6 +34,7 @@ pub fn provider(row: &store::ProviderRow) -> api::Provider {
         sms_cap_per_hour: u32::try_from(row.caps.sms_cap_per_hour).unwrap_or(0),
         voice_cap_per_hour: u32::try_from(row.caps.voice_cap_per_hour).unwrap_or(0),
         cap_prefix_digits: u32::try_from(row.caps.cap_prefix_digits).unwrap_or(0),
+        has_webhook_secret: row.has_webhook_secret,
     }
 }
 

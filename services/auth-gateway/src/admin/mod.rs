@@ -9,6 +9,7 @@ mod import;
 mod providers;
 mod radius_clients;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -198,5 +199,21 @@ impl Admin for AdminApi {
         request: Request<api::ImportLdapRequest>,
     ) -> Result<Response<api::ImportUsersResponse>, Status> {
         admin_call!(self, request, |scope, req| import::ldap(&self.0, scope, req))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<api::RotateWebhookSecretRequest>,
+    ) -> Result<Response<api::WebhookSecret>, Status> {
+        admin_call!(self, request, |scope, req| webhooks::rotate_secret(&self.0, scope, req))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<api::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<api::ListWebhookDeliveriesResponse>, Status> {
+        admin_call!(self, request, |scope, req| webhooks::list_deliveries(
+            &self.0, scope, req
+        ))
     }
 }

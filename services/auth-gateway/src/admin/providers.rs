@@ -98,6 +98,7 @@ pub async fn create(
         fraud_webhook_url: String::new(),
         trusted_networks: vec![],
         caps: store::DeliveryCapsRow::DEFAULT,
+        has_webhook_secret: false,
     };
     let provider_id = ProviderId::from_uuid(row.id).to_string();
     let mut tx = gateway.pool.begin().await?;
