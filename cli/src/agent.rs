@@ -279,6 +279,7 @@ pub fn authenticate_json(r: &AuthenticateResponse) -> Value {
         "challenge_id": r.challenge_id,
         "state": output::state(r.state),
         "expires_at": output::time(r.expires_at.as_ref()),
+        "match_number": r.match_number,
     })
 }
 
@@ -298,6 +299,14 @@ pub fn authenticate_text(r: &AuthenticateResponse) -> String {
                 }
             ),
             ("expires at", output::time(r.expires_at.as_ref()).unwrap_or_default()),
+            (
+                "match number",
+                if r.match_number > 0 {
+                    r.match_number.to_string()
+                } else {
+                    String::new()
+                }
+            ),
         ])
     )
 }

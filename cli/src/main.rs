@@ -112,7 +112,7 @@ enum Command {
     /// A provider's guards: toll-fraud caps, the signed fraud webhook (admin token).
     #[command(subcommand)]
     Providers(providers::ProvidersCommand),
-    /// Users from a directory: `import-ldap` (admin token).
+    /// Users: import from a directory, enrol factors (admin token), send a test challenge (agent credentials).
     #[command(subcommand)]
     Users(users::UsersCommand),
     /// RADIUS clients (NPS, RD Gateway, VPN): create, list, delete (admin token).
@@ -154,6 +154,15 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn enrolling_a_phone_factor_needs_the_phone() {
+        let base = ["vigil", "users", "enroll", "alice", "--provider", "prv_1"];
+        assert!(Cli::try_parse_from(base.iter().chain(&["sms"])).is_err());
+        assert!(Cli::try_parse_from(base.iter().chain(&["voice", "--phone", "+15551234567"])).is_ok());
+        assert!(Cli::try_parse_from(base.iter().chain(&["push"])).is_ok());
+        assert!(Cli::try_parse_from(base.iter().chain(&["fax"])).is_err());
     }
 
     #[test]

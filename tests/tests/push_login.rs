@@ -149,6 +149,20 @@ async fn answer_again(stack: &Stack, device_id: &str, action: &str, pick: u32) -
     answered["status"].as_u64()
 }
 
+/// Alice's default factor becomes push.
+async fn push_by_default(tenant: &mut Tenant) {
+    tenant
+        .admin
+        .update_user(UpdateUserRequest {
+            provider_id: tenant.provider_id.clone(),
+            user: "alice".into(),
+            default_factor: Some(Factor::Push as i32),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 /// A push login that policy or enrolment refuses: its decision and reason.
 async fn push_login_refused(agent: &mut AgentClient) -> (Decision, Reason) {
     let refused = agent
@@ -249,16 +263,7 @@ async fn push_enrolment_and_every_answer_end_to_end() {
         .unwrap()
         .into_inner();
     assert!(user.factors.iter().any(|f| f.factor() == Factor::Push), "{user:?}");
-    tenant
-        .admin
-        .update_user(UpdateUserRequest {
-            provider_id: tenant.provider_id.clone(),
-            user: "alice".into(),
-            default_factor: Some(Factor::Push as i32),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    push_by_default(&mut tenant).await;
     let agent = &mut tenant.agent;
 
     // Approved, with the number from the sign-in screen among three offered.
@@ -375,4 +380,69 @@ async fn an_expired_enrolment_code_is_refused_and_watching_an_unknown_challenge_
         .await
         .unwrap_err();
     assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+}
+
+/// `vigil users test alice` as an operator runs it, the simulated user
+/// picking the number it prints: its exit code and everything it said.
+async fn cli_test_user(stack: &Stack, agent: &AgentClient) -> (Option<i32>, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(vigil_testkit::workspace_bin("vigil").unwrap())
+        .args(["--gateway", &stack.grpc_url, "users", "test", "alice"])
+        .env("VIGIL_AGENT_ID", &agent.credential.agent_id)
+        .env("VIGIL_AGENT_KEY", &agent.credential.key)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut said, mut challenge_id) = (String::new(), String::new());
+    while let Some(line) = lines.next_line().await.unwrap() {
+        said.push_str(&line);
+        said.push('\n');
+        if let Some(id) = line.trim().strip_prefix("challenge id:") {
+            challenge_id = id.trim().to_owned();
+        }
+        let shown = line
+            .strip_prefix("the sign-in screen shows ")
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some(number) = shown {
+            http()
+                .put(format!("{}/sim/screens/{challenge_id}", stack.sim_url))
+                .json(&json!({ "number": number }))
+                .send()
+                .await
+                .unwrap()
+                .error_for_status()
+                .unwrap();
+        }
+    }
+    (child.wait().await.unwrap().code(), said)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_enrols_push_and_tests_the_user() {
+    let (stack, mut tenant) = acme_with_alice(StackOptions::default()).await;
+    let issued = stack
+        .vigil(&["users", "enroll", "alice", "push", "--provider", &tenant.provider_id])
+        .unwrap();
+    assert_eq!(issued["factor"], "PUSH");
+    assert_eq!(issued["enrollment_code"].as_str().unwrap().len(), 14, "{issued}");
+    let script = json!({"action": "deny", "script": [{"action": "approve"}]});
+    let enrolled = phone_enrols(
+        &stack,
+        json!({"payload": issued["enrollment_uri"], "behaviour": script}),
+    )
+    .await;
+    assert_eq!(enrolled["enrolled"], true, "{enrolled}");
+    push_by_default(&mut tenant).await;
+
+    let (code, said) = cli_test_user(&stack, &tenant.agent).await;
+    assert_eq!(code, Some(0), "{said}\n{}", stack.log_tails(30));
+    assert!(said.contains("APPROVED / APPROVED"), "{said}");
+    assert!(said.ends_with("test passed: the user approved\n"), "{said}");
+    let (code, said) = cli_test_user(&stack, &tenant.agent).await;
+    assert_eq!(code, Some(3), "{said}");
+    assert!(said.contains("DENIED / DENIED"), "{said}");
+    assert!(said.ends_with("test failed: the user did not approve\n"), "{said}");
 }
