@@ -3,6 +3,7 @@
 //! all on free ports and removed when the [`Stack`] is dropped.
 
 pub mod clients;
+pub mod collector;
 mod stack;
 mod tenant;
 

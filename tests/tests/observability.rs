@@ -1,10 +1,15 @@
-//! What operators see of a login: each service's Prometheus metrics.
+//! What operators see of a login: each service's Prometheus metrics, and
+//! one OpenTelemetry trace across all four services.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::{
+    collections::BTreeSet,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
-use vigil_e2e::{Stack, StackOptions, Tenant};
+use vigil_agent_auth::methods;
+use vigil_e2e::{Stack, StackOptions, Tenant, collector::Collector};
 use vigil_proto::v1::{AuthenticateRequest, Decision, Factor, Reason, VerifyPasscodeRequest};
 use vigil_testkit::wait_until;
 
@@ -134,4 +139,129 @@ async fn an_sms_login_shows_in_every_services_metrics() {
             "{service}: no outbox backlog:\n{text}"
         );
     }
+}
+
+/// The agent's side of a trace: `traceparent` metadata on its gRPC calls.
+fn traced<T>(mut request: tonic::Request<T>, trace_id: &str, span_id: &str) -> tonic::Request<T> {
+    let traceparent = format!("00-{trace_id}-{span_id}-01");
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_sms_login_is_one_trace_across_all_four_services() {
+    let collector = Collector::start().await.unwrap();
+    let mut env = Vec::new();
+    for service in ["auth-gateway", "challenge", "telephony", "billing"] {
+        env.push((service, "OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.clone()));
+        // Export every 100 ms rather than every 5 s.
+        env.push((service, "OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()));
+    }
+    let stack = Stack::start(StackOptions {
+        env,
+        ..Default::default()
+    })
+    .await
+    .expect("stack starts");
+    let phone = "+15550100032";
+    let mut acme = Tenant::create(&stack, "Acme").await.unwrap();
+    acme.add_user("alice", phone).await.unwrap();
+
+    // The agent starts the trace; both of the login's calls carry it.
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let trace_id = format!("{nanos:032x}");
+    let credential = acme.agent.credential.clone();
+    let login = AuthenticateRequest {
+        username: "alice".into(),
+        factor: Factor::Sms as i32,
+        client_ip: "192.0.2.10".into(),
+    };
+    let started = acme
+        .agent
+        .raw
+        .authenticate(traced(
+            credential.sign(methods::AUTHENTICATE, login),
+            &trace_id,
+            "00f067aa0ba902b7",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
+    let code = stack.sms_code(phone, 1).await.unwrap();
+    let answer = VerifyPasscodeRequest {
+        challenge_id: started.challenge_id,
+        passcode: code,
+    };
+    let approved = acme
+        .agent
+        .raw
+        .verify_passcode(traced(
+            credential.sign(methods::VERIFY_PASSCODE, answer),
+            &trace_id,
+            "00f067aa0ba902b8",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(approved.reason(), Reason::Approved, "{approved:?}");
+
+    // Every hop of the login, in that one trace: gRPC into the gateway, NATS
+    // request/reply into challenge, the outbox relay to telephony (delivery
+    // request) and on to billing (telephony usage, from telephony's outbox;
+    // authentication usage, from challenge's).
+    let hops = [
+        ("auth-gateway", None),
+        ("challenge", Some("vigil.rpc.challenge.start")),
+        ("challenge", Some("vigil.rpc.challenge.verify")),
+        ("telephony", Some("vigil.delivery.requested")),
+        ("billing", Some("vigil.usage.telephony")),
+        ("billing", Some("vigil.usage.authentication")),
+    ];
+    let seen = wait_until(Duration::from_secs(30), "every hop's span in the trace", || async {
+        let spans: Vec<_> = collector
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect();
+        let all = hops.iter().all(|(service, subject)| {
+            spans.iter().any(|s| {
+                s.service == *service && subject.is_none_or(|d| s.attribute("messaging.destination.name") == Some(d))
+            })
+        });
+        all.then_some(spans)
+    })
+    .await;
+    let spans = match seen {
+        Ok(spans) => spans,
+        Err(error) => {
+            let got: BTreeSet<String> = collector
+                .spans()
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {} {} {:?}",
+                        s.trace_id,
+                        s.service,
+                        s.name,
+                        s.attribute("messaging.destination.name")
+                    )
+                })
+                .collect();
+            panic!(
+                "{error:#}\nspans received:\n{}",
+                got.into_iter().collect::<Vec<_>>().join("\n")
+            );
+        }
+    };
+    // The gateway's span for the call is the gRPC server span, named by method.
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.service == "auth-gateway"
+                && s.attribute("rpc.method") == Some("/vigil.v1.AuthGateway/Authenticate")),
+        "{spans:#?}"
+    );
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod connect;
 pub mod health;
 pub mod metrics;
+pub mod otlp;
 pub mod shutdown;
 pub mod telemetry;
 

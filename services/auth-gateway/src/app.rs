@@ -132,6 +132,8 @@ pub async fn run(
     let incoming = tonic::transport::server::TcpIncoming::from(grpc);
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
+        // One span per call, continuing the agent's trace (`traceparent` metadata).
+        .trace_fn(vigil_runtime::telemetry::grpc_server_span)
         .add_service(grpc_health)
         .add_service(reflection)
         .add_service(AuthGatewayServer::new(AgentApi(gateway.clone())))
