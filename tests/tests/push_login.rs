@@ -3,7 +3,8 @@
 //! (good, reused, wrong, expired), then logins approved, denied, answered
 //! with the wrong number, lost by the push service, never answered and
 //! reported as fraud, each watched with WatchAuth to its final state; and a
-//! late or repeated answer never changes a final state.
+//! late or repeated answer never changes a final state; with the challenge
+//! service gone, a watch ends as unavailable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -341,8 +342,8 @@ async fn push_enrolment_and_every_answer_end_to_end() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_expired_enrolment_code_is_refused_and_watching_an_unknown_challenge_ends_at_once() {
-    let (stack, mut tenant) = acme_with_alice(StackOptions {
+async fn an_expired_enrolment_code_is_refused_and_watches_end_on_unknown_challenges_and_fail_closed() {
+    let (mut stack, mut tenant) = acme_with_alice(StackOptions {
         env: vec![("challenge", "VIGIL_PUSH_ENROLLMENT_TTL_SECS", "1".into())],
         ..Default::default()
     })
@@ -380,6 +381,37 @@ async fn an_expired_enrolment_code_is_refused_and_watching_an_unknown_challenge_
         .await
         .unwrap_err();
     assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+
+    // Fail closed: with the challenge service gone, a watch ends as unavailable, never approved.
+    let started = tenant
+        .agent
+        .authenticate(AuthenticateRequest {
+            username: "alice".into(),
+            factor: Factor::Sms as i32,
+            client_ip: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
+    stack.challenge.kill();
+    stack
+        .challenge
+        .wait_exit(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    let blind = tenant
+        .agent
+        .watch_auth(WatchAuthRequest {
+            challenge_id: started.challenge_id,
+        })
+        .await
+        .unwrap();
+    assert_eq!(blind.len(), 1, "{blind:?}");
+    assert_eq!(
+        (blind[0].state(), blind[0].reason()),
+        (ChallengeState::Unspecified, Reason::Unavailable)
+    );
 }
 
 /// `vigil users test alice` as an operator runs it, the simulated user

@@ -30,6 +30,10 @@ const FALLBACK_EVERY: Duration = Duration::from_secs(5);
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// After the challenge's expiry, how long its final state may take to show.
 const EXPIRY_GRACE: Duration = Duration::from_secs(5);
+/// How long the challenge service may stay silent before the wait ends as
+/// `unavailable`: an agent is told "no" rather than kept waiting blind.
+const SILENCE_LIMIT: Duration = Duration::from_secs(10);
+const CANNOT_TELL: &str = "Vigil cannot tell whether the user answered; the login is denied";
 
 /// Who is waiting on which challenge.
 #[derive(Default)]
@@ -171,10 +175,18 @@ pub async fn follow(
     let mut changes = gateway.watchers.subscribe(challenge_id);
     let mut deadline = Instant::now() + limit;
     let mut last: Option<(i32, i32)> = None;
+    let mut silent_since: Option<Instant> = None;
     loop {
         let reply = status(gateway, agent, challenge_id.to_owned()).await;
         let troubled = unanswered(&reply);
-        if !troubled {
+        if troubled {
+            if silent_since.get_or_insert_with(Instant::now).elapsed() >= SILENCE_LIMIT {
+                let done = ended(ChallengeState::Unspecified, Reason::Unavailable, CANNOT_TELL);
+                on_change(&done);
+                return done;
+            }
+        } else {
+            silent_since = None;
             if let Some(expires) = vigil_proto::from_timestamp(reply.expires_at.as_ref()) {
                 let left = expires.duration_since(std::time::SystemTime::now()).unwrap_or_default();
                 deadline = deadline.min(Instant::now() + left + EXPIRY_GRACE);
@@ -204,7 +216,7 @@ pub async fn follow(
                     return reply;
                 }
                 let done = if unanswered(&reply) {
-                    ended(ChallengeState::Unspecified, Reason::Unavailable, "Vigil cannot tell whether the user answered; the login is denied")
+                    ended(ChallengeState::Unspecified, Reason::Unavailable, CANNOT_TELL)
                 } else {
                     ended(ChallengeState::Expired, Reason::Expired, "the user did not answer in time")
                 };
