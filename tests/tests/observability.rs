@@ -1,5 +1,6 @@
-//! What operators see of a login: each service's Prometheus metrics, and
-//! one OpenTelemetry trace across all four services.
+//! What operators see: each service's Prometheus metrics, one OpenTelemetry
+//! trace across all four services, readiness that follows the dependencies,
+//! and a clean exit on SIGTERM.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,28 +41,40 @@ async fn expect_metric(stack: &Stack, service: &str, name: &str, labels: &[(&str
     }
 }
 
+/// Acme, with alice on `phone`.
+async fn acme_with_alice(stack: &Stack, phone: &str) -> Tenant {
+    let mut acme = Tenant::create(stack, "Acme").await.unwrap();
+    acme.add_user("alice", phone).await.unwrap();
+    acme
+}
+
+/// alice logs in by SMS.
+fn sms_login() -> AuthenticateRequest {
+    AuthenticateRequest {
+        username: "alice".into(),
+        factor: Factor::Sms as i32,
+        client_ip: "192.0.2.10".into(),
+    }
+}
+
+/// Starts alice's SMS login; it must be challenged.
+async fn start_sms_login(acme: &mut Tenant) -> String {
+    let started = acme.agent.authenticate(sms_login()).await.unwrap().into_inner();
+    assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
+    started.challenge_id
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_sms_login_shows_in_every_services_metrics() {
     let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
     let phone = "+15550100031";
-    let mut acme = Tenant::create(&stack, "Acme").await.unwrap();
-    acme.add_user("alice", phone).await.unwrap();
-    let started = acme
-        .agent
-        .authenticate(AuthenticateRequest {
-            username: "alice".into(),
-            factor: Factor::Sms as i32,
-            client_ip: "192.0.2.10".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
+    let mut acme = acme_with_alice(&stack, phone).await;
+    let challenge_id = start_sms_login(&mut acme).await;
     let code = stack.sms_code(phone, 1).await.unwrap();
     let approved = acme
         .agent
         .verify_passcode(VerifyPasscodeRequest {
-            challenge_id: started.challenge_id.clone(),
+            challenge_id,
             passcode: code,
         })
         .await
@@ -166,18 +179,13 @@ async fn one_sms_login_is_one_trace_across_all_four_services() {
     .await
     .expect("stack starts");
     let phone = "+15550100032";
-    let mut acme = Tenant::create(&stack, "Acme").await.unwrap();
-    acme.add_user("alice", phone).await.unwrap();
+    let mut acme = acme_with_alice(&stack, phone).await;
 
     // The agent starts the trace; both of the login's calls carry it.
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let trace_id = format!("{nanos:032x}");
     let credential = acme.agent.credential.clone();
-    let login = AuthenticateRequest {
-        username: "alice".into(),
-        factor: Factor::Sms as i32,
-        client_ip: "192.0.2.10".into(),
-    };
+    let login = sms_login();
     let started = acme
         .agent
         .raw
@@ -264,4 +272,81 @@ async fn one_sms_login_is_one_trace_across_all_four_services() {
                 && s.attribute("rpc.method") == Some("/vigil.v1.AuthGateway/Authenticate")),
         "{spans:#?}"
     );
+}
+
+/// Every service's `/readyz`: (service, HTTP status, body).
+async fn readiness(stack: &Stack) -> anyhow::Result<Vec<(&'static str, u16, String)>> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let mut all = Vec::new();
+    for (service, base) in &stack.http_urls {
+        let response = http.get(format!("{base}/readyz")).send().await?;
+        all.push((*service, response.status().as_u16(), response.text().await?));
+    }
+    Ok(all)
+}
+
+/// Waits until every service answers `/readyz` with 503 and a body naming `cause`.
+async fn wait_unready(stack: &Stack, cause: &str) -> Vec<(&'static str, u16, String)> {
+    let what = format!("every service unready because of {cause}");
+    let seen = wait_until(Duration::from_secs(30), &what, || async {
+        let all = readiness(stack).await?;
+        let unready = all
+            .iter()
+            .all(|(_, status, body)| *status == 503 && body.contains(cause));
+        anyhow::Ok(unready.then_some(all))
+    })
+    .await;
+    match seen {
+        Ok(all) => all,
+        Err(error) => panic!("{error:#}\nlast answers: {:?}", readiness(stack).await),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_follows_postgres_and_nats() {
+    let mut stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    for (service, status, body) in readiness(&stack).await.unwrap() {
+        assert_eq!(status, 200, "{service}: {body}");
+    }
+    // The database first (NATS still up), then NATS too.
+    stack.pg.stop();
+    wait_unready(&stack, "postgres").await;
+    stack.nats.stop();
+    wait_unready(&stack, "nats").await;
+    // Liveness is not readiness: the processes are alive, and say so.
+    for (service, base) in &stack.http_urls {
+        let live = reqwest::get(format!("{base}/healthz")).await.unwrap().status();
+        assert_eq!(live, 200, "{service}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_login_in_flight_exits_cleanly() {
+    let mut stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    let phone = "+15550100033";
+    let mut acme = acme_with_alice(&stack, phone).await;
+    // A login in flight: the SMS is being delivered, usage on its way to billing.
+    start_sms_login(&mut acme).await;
+    for service in [
+        &mut stack.gateway,
+        &mut stack.challenge,
+        &mut stack.telephony,
+        &mut stack.billing,
+    ] {
+        service.terminate();
+    }
+    for service in [
+        &mut stack.gateway,
+        &mut stack.challenge,
+        &mut stack.telephony,
+        &mut stack.billing,
+    ] {
+        let status = service.wait_exit(Duration::from_secs(20)).await.unwrap();
+        assert!(
+            status.success(),
+            "{}: {status}\n{}",
+            service.log_path().display(),
+            service.log_tail(20)
+        );
+    }
 }

@@ -218,9 +218,11 @@ impl PgServer {
         }
     }
 
-    /// SIGINT is PostgreSQL's "fast shutdown": it disconnects clients. SIGTERM
-    /// ("smart") would wait for every open pool to go away first.
-    fn stop(&mut self) {
+    /// Stops the server, e.g. to see how services fare without their
+    /// database (it cannot be started again). SIGINT is PostgreSQL's "fast
+    /// shutdown": it disconnects clients. SIGTERM ("smart") would wait for
+    /// every open pool to go away first.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child, libc::SIGINT, STOP_GRACE);
         }
