@@ -1,5 +1,6 @@
 //! `vigil providers …`: a provider's guards — toll-fraud caps on SMS and
-//! calls per destination prefix, the signed fraud webhook (admin token).
+//! calls per destination prefix, message templates, the signed fraud webhook
+//! (admin token).
 
 use std::process::ExitCode;
 
@@ -31,6 +32,16 @@ pub enum ProvidersCommand {
         /// How many digits of the E.164 number make a prefix (1 to 15).
         #[arg(long)]
         prefix_digits: Option<u32>,
+    },
+    /// Show or set the message templates ("" goes back to Vigil's default).
+    Templates {
+        provider: String,
+        /// The SMS with the code: {code} (required), {provider}, {minutes}.
+        #[arg(long)]
+        sms: Option<String>,
+        /// What a call says first: {provider}, {username}.
+        #[arg(long)]
+        voice: Option<String>,
     },
     /// Show or set where fraud notifications are posted ("" removes it).
     Webhook {
@@ -70,6 +81,33 @@ pub async fn run(global: &Global, command: ProvidersCommand) -> anyhow::Result<E
             )
             .await?;
             emit(global, &caps_json(&p), || caps_text(&p));
+        }
+        ProvidersCommand::Templates { provider, sms, voice } => {
+            let p = update(
+                &mut admin,
+                UpdateProviderRequest {
+                    provider_id: provider,
+                    sms_template: sms,
+                    voice_template: voice,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let value = json!({"id": p.id, "sms_template": p.sms_template, "voice_template": p.voice_template});
+            emit(global, &value, || {
+                let shown = |t: &str| {
+                    if t.is_empty() {
+                        "(Vigil's default)".to_owned()
+                    } else {
+                        t.to_owned()
+                    }
+                };
+                format!(
+                    "provider {}\n{}",
+                    p.id,
+                    fields(&[("SMS", shown(&p.sms_template)), ("voice", shown(&p.voice_template))])
+                )
+            });
         }
         ProvidersCommand::Webhook { provider, url } => {
             let p = update(
@@ -224,6 +262,14 @@ mod tests {
         assert!(Cli::try_parse_from(["vigil", "providers", "caps", "prv_1", "--sms-per-hour", "-1"]).is_err());
         Cli::try_parse_from(["vigil", "providers", "webhook", "prv_1", "--url", "https://h.example/x"])?;
         Cli::try_parse_from(["vigil", "providers", "rotate-webhook-secret", "prv_1"])?;
+        Cli::try_parse_from([
+            "vigil",
+            "providers",
+            "templates",
+            "prv_1",
+            "--sms",
+            "{provider}: {code}",
+        ])?;
         Cli::try_parse_from(["vigil", "providers", "webhook-deliveries", "prv_1", "--limit", "5"])?;
         Ok(())
     }

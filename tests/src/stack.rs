@@ -302,6 +302,24 @@ impl Stack {
             .ok_or_else(|| anyhow::anyhow!("no 6-digit code in {body:?}"))
     }
 
+    /// Waits until the newest message on `subject` is in `stream` and the
+    /// durable `consumer` has acknowledged it: the service has handled it.
+    pub async fn wait_consumed(&self, stream: &str, subject: &str, consumer: &str) -> anyhow::Result<()> {
+        let js = async_nats::jetstream::new(async_nats::connect(self.nats.url()).await?);
+        let stream = js.get_stream(stream).await?;
+        vigil_testkit::wait_until(Duration::from_secs(15), "the event to be consumed", || {
+            let stream = stream.clone();
+            async move {
+                let Ok(last) = stream.get_last_raw_message_by_subject(subject).await else {
+                    return anyhow::Ok(None);
+                };
+                let info = stream.consumer_info(consumer).await?;
+                anyhow::Ok((info.ack_floor.stream_sequence >= last.sequence && info.num_ack_pending == 0).then_some(()))
+            }
+        })
+        .await
+    }
+
     /// Runs the `vigil` CLI against this stack with the operator token and
     /// `--json`; its output.
     pub fn vigil(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {

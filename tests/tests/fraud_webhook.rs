@@ -201,14 +201,9 @@ async fn fraud_webhook(stack: &Stack) -> anyhow::Result<()> {
         .await?
         .await?;
     assert!(ack.sequence > original.sequence, "a second copy is in the stream");
-    wait_until(Duration::from_secs(15), "the gateway to take the copy", || {
-        let stream = stream.clone();
-        async move {
-            let info = stream.consumer_info("gateway-fraud-webhook").await?;
-            anyhow::Ok((info.ack_floor.stream_sequence >= ack.sequence && info.num_ack_pending == 0).then_some(()))
-        }
-    })
-    .await?;
+    stack
+        .wait_consumed("VIGIL_FRAUD", "vigil.fraud.reported", "gateway-fraud-webhook")
+        .await?;
     assert_eq!(receiver.seen.lock().unwrap().len(), 3, "no further request");
     let recorded = deliveries(&mut acme).await?;
     assert_eq!((recorded.len(), recorded[0].attempts), (1, 3));

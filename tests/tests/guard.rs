@@ -1,5 +1,6 @@
 //! Guards around the second factor, end to end through the real binaries:
-//! rate limits per user and per agent, toll-fraud caps per destination prefix.
+//! rate limits per user and per agent, toll-fraud caps per destination
+//! prefix, and providers' message templates.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -327,5 +328,101 @@ async fn caps(stack: &Stack) -> anyhow::Result<()> {
         Decision::Challenge
     );
     stack.sms_code("+15550300003", 1).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_templates_word_the_sms_and_the_call() {
+    let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    if let Err(error) = templates(&stack).await {
+        panic!("{error:#}\n\n{}", stack.log_tails(40));
+    }
+}
+
+async fn templates(stack: &Stack) -> anyhow::Result<()> {
+    let mut acme = Tenant::create(stack, "Acme").await?;
+    let mut other = Tenant::create(stack, "Other").await?;
+    acme.add_user("alice", "+15550500001").await?;
+    other.add_user("bob", "+15550500002").await?;
+
+    // Bad templates are refused with the reason.
+    for (sms, voice, why) in [
+        (Some("your code"), None, "{code}"),
+        (Some("{code} {pin}"), None, "{pin}"),
+        (Some(&*format!("{{code}}{}", "x".repeat(320))), None, "320"),
+        (None, Some("your code is {code}"), "{code}"),
+    ] {
+        let refused = acme
+            .admin
+            .update_provider(UpdateProviderRequest {
+                provider_id: acme.provider_id.clone(),
+                sms_template: sms.map(str::to_owned),
+                voice_template: voice.map(str::to_owned),
+                ..Default::default()
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains(why), "{refused:?}");
+    }
+    let updated = acme
+        .admin
+        .update_provider(UpdateProviderRequest {
+            provider_id: acme.provider_id.clone(),
+            sms_template: Some("{provider}: your code is {code}".into()),
+            voice_template: Some("{provider} security check for {username}.".into()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(updated.sms_template, "{provider}: your code is {code}");
+    // Telephony learns the templates from the provider event.
+    stack
+        .wait_consumed("VIGIL_PROVIDER", "vigil.provider.updated", "telephony-providers")
+        .await?;
+
+    // The SMS the carrier got is the provider's wording, with the real code.
+    let started = authenticate_sms(&mut acme.agent, "alice").await?;
+    assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
+    let code = stack.sms_code("+15550500001", 1).await?;
+    assert_eq!(
+        stack.sim_inbox("+15550500001").await?,
+        vec![format!("Acme: your code is {code}")]
+    );
+    let approved = acme
+        .agent
+        .verify_passcode(VerifyPasscodeRequest {
+            challenge_id: started.challenge_id,
+            passcode: code,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(approved.reason(), Reason::Approved);
+
+    // A provider without templates gets Vigil's default text.
+    authenticate_sms(&mut other.agent, "bob").await?;
+    stack.sms_code("+15550500002", 1).await?;
+    let inbox = stack.sim_inbox("+15550500002").await?;
+    assert!(inbox[0].starts_with("Your Vigil verification code is"), "{inbox:?}");
+
+    // The call greets with the provider's voice template.
+    let started = authenticate(&mut acme.agent, "alice", Factor::Voice).await?;
+    assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
+    let heard = wait_until(Duration::from_secs(15), "the call to be answered", || async {
+        let calls: Vec<serde_json::Value> = reqwest::get(format!("{}/sim/calls/+15550500001", stack.sim_url))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        anyhow::Ok(
+            calls
+                .first()
+                .and_then(|c| c["heard"].as_array())
+                .filter(|h| !h.is_empty())
+                .cloned(),
+        )
+    })
+    .await?;
+    assert_eq!(heard[0], "Acme security check for alice.", "{heard:?}");
     Ok(())
 }

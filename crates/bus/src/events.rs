@@ -2,7 +2,8 @@
 
 use vigil_proto::events::{
     AuthenticationUsage, ChallengeCompleted, ChallengeCreated, ChallengeDelivered, DeliveryAnswered, DeliveryRequested,
-    DeliveryStatus, FraudReported, ProviderCreated, TelephonyUsage, UserCreated, UserDeleted, UserStatusChanged,
+    DeliveryStatus, FraudReported, ProviderCreated, ProviderUpdated, TelephonyUsage, UserCreated, UserDeleted,
+    UserStatusChanged,
 };
 
 use crate::{Event, subjects};
@@ -17,6 +18,7 @@ macro_rules! event {
 }
 
 event!(ProviderCreated, subjects::PROVIDER_CREATED);
+event!(ProviderUpdated, subjects::PROVIDER_UPDATED);
 event!(UserCreated, subjects::USER_CREATED);
 event!(UserStatusChanged, subjects::USER_STATUS_CHANGED);
 event!(UserDeleted, subjects::USER_DELETED);

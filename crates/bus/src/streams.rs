@@ -93,6 +93,7 @@ mod tests {
         use crate::subjects::*;
         for s in [
             PROVIDER_CREATED,
+            PROVIDER_UPDATED,
             USER_CREATED,
             USER_STATUS_CHANGED,
             USER_DELETED,

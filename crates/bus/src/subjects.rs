@@ -3,6 +3,7 @@
 //! captured by a stream, or JetStream would answer the requests itself).
 
 pub const PROVIDER_CREATED: &str = "vigil.provider.created";
+pub const PROVIDER_UPDATED: &str = "vigil.provider.updated";
 pub const USER_CREATED: &str = "vigil.user.created";
 pub const USER_STATUS_CHANGED: &str = "vigil.user.status_changed";
 pub const USER_DELETED: &str = "vigil.user.deleted";

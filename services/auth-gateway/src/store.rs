@@ -17,10 +17,16 @@ pub struct ProviderRow {
     pub caps: DeliveryCapsRow,
     /// A fraud-webhook signing secret exists (it is never read with the row).
     pub has_webhook_secret: bool,
+    /// Message templates; "" is Vigil's default.
+    pub sms_template: String,
+    pub voice_template: String,
+    /// Grows with every update (ordering of `vigil.provider.updated`).
+    pub revision: i64,
 }
 
 const PROVIDER_COLUMNS: &str = "id, name, usage_model, created_at, block_user_on_fraud, fraud_webhook_url, trusted_networks, \
-     sms_cap_per_hour, voice_cap_per_hour, cap_prefix_digits, webhook_secret_ciphertext IS NOT NULL AS has_webhook_secret";
+     sms_cap_per_hour, voice_cap_per_hour, cap_prefix_digits, webhook_secret_ciphertext IS NOT NULL AS has_webhook_secret, \
+     sms_template, voice_template, revision";
 
 /// A provider's toll-fraud caps: SMS and calls per destination prefix and
 /// hour; 0 is no cap.
@@ -59,6 +65,8 @@ pub struct ProviderUpdate<'a> {
     pub sms_cap_per_hour: Option<i32>,
     pub voice_cap_per_hour: Option<i32>,
     pub cap_prefix_digits: Option<i32>,
+    pub sms_template: Option<&'a str>,
+    pub voice_template: Option<&'a str>,
 }
 
 /// An agent with what authenticating and deciding for it needs, including
@@ -138,7 +146,9 @@ pub async fn update_provider(
         "UPDATE providers SET name = COALESCE($2, name), block_user_on_fraud = COALESCE($3, block_user_on_fraud),
              fraud_webhook_url = COALESCE($4, fraud_webhook_url), trusted_networks = COALESCE($5, trusted_networks),
              sms_cap_per_hour = COALESCE($6, sms_cap_per_hour), voice_cap_per_hour = COALESCE($7, voice_cap_per_hour),
-             cap_prefix_digits = COALESCE($8, cap_prefix_digits)
+             cap_prefix_digits = COALESCE($8, cap_prefix_digits),
+             sms_template = COALESCE($9, sms_template), voice_template = COALESCE($10, voice_template),
+             revision = revision + 1
          WHERE id = $1 RETURNING {PROVIDER_COLUMNS}"
     ))
     .bind(id)
@@ -149,6 +159,8 @@ pub async fn update_provider(
     .bind(change.sms_cap_per_hour)
     .bind(change.voice_cap_per_hour)
     .bind(change.cap_prefix_digits)
+    .bind(change.sms_template)
+    .bind(change.voice_template)
     .fetch_optional(conn)
     .await
 }

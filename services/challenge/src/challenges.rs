@@ -257,6 +257,8 @@ impl Service {
                     user.username
                 ),
                 voice_mode: mode as i32,
+                // For the provider's greeting template, if it has one.
+                username: user.username.clone(),
                 ..base
             })
         } else if let (Some(code), Some(phone)) = (&code, &phone) {
@@ -270,6 +272,8 @@ impl Service {
                     .replace("{minutes}", &minutes.to_string()),
                 // The user may also reply with the code, YES, NO or FRAUD.
                 expect_reply: true,
+                // For the provider's message template, if it has one.
+                code: code.clone(),
                 ..base
             })
         } else {

@@ -80,6 +80,17 @@ pub async fn run_with_clock(
     let work_stop = shutdown.child_token();
     let relay_stop = CancellationToken::new();
     let relay = tokio::spawn(OutboxRelay::new(pool.clone(), js.clone(), outbox.clone()).run(relay_stop.clone()));
+    let providers = tokio::spawn(consumer::run(
+        js.clone(),
+        pool.clone(),
+        ConsumerSpec::new(
+            crate::templates::CONSUMER,
+            streams::stream_for(subjects::PROVIDER_CREATED).context("no stream captures provider events")?,
+            "vigil.provider.>",
+        ),
+        crate::templates::ProviderEvents,
+        work_stop.clone(),
+    ));
     let consumer = tokio::spawn(consumer::run(
         js,
         pool.clone(),
@@ -112,6 +123,7 @@ pub async fn run_with_clock(
     // If the server failed on its own, take everything else down with it.
     work_stop.cancel();
     consumer.await.context("delivery consumer panicked")?;
+    providers.await.context("provider events consumer panicked")?;
     relay_stop.cancel();
     relay.await.context("outbox relay panicked")?;
     nats.flush().await.ok();

@@ -50,6 +50,9 @@ impl DeliveryHandler {
         let expires_at = vigil_proto::from_timestamp(request.expires_at.as_ref())
             .map(DateTime::<Utc>::from)
             .unwrap_or(now + self.default_expiry);
+        // Worded as the provider wants it, before anything is recorded or sent.
+        let request =
+            &crate::templates::apply(&self.sender.pool, &provider.to_string(), request, now, expires_at).await?;
         let voice_mode = (channel == Channel::Voice).then(|| VoiceMode::from_wire(request.voice_mode));
         let is_push = channel == Channel::Push;
 

@@ -24,6 +24,7 @@ mod model;
 mod push;
 mod send;
 mod sms;
+mod templates;
 mod usage;
 mod webhooks;
 

@@ -35,6 +35,8 @@ pub fn provider(row: &store::ProviderRow) -> api::Provider {
         voice_cap_per_hour: u32::try_from(row.caps.voice_cap_per_hour).unwrap_or(0),
         cap_prefix_digits: u32::try_from(row.caps.cap_prefix_digits).unwrap_or(0),
         has_webhook_secret: row.has_webhook_secret,
+        sms_template: row.sms_template.clone(),
+        voice_template: row.voice_template.clone(),
     }
 }
 

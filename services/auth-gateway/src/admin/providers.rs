@@ -3,7 +3,7 @@
 use uuid::Uuid;
 use vigil_core::ProviderId;
 use vigil_proto::{
-    events::ProviderCreated,
+    events::{ProviderCreated, ProviderUpdated},
     v1::{self as api, UsageModel},
 };
 
@@ -63,6 +63,58 @@ fn valid_count(
     }
 }
 
+/// A template: at most `max` characters, no control characters, only the
+/// placeholders in `allowed`, and each of `required`.
+fn valid_template<'a>(
+    field: &str,
+    text: &'a str,
+    max: usize,
+    allowed: &[&str],
+    required: &[&str],
+) -> Result<&'a str, GatewayError> {
+    let text = text.trim();
+    let refuse = |why: String| Err(GatewayError::InvalidArgument(format!("{field}: {why}")));
+    if text.is_empty() {
+        return Ok(text);
+    }
+    if text.chars().count() > max {
+        return refuse(format!("at most {max} characters"));
+    }
+    if text.chars().any(char::is_control) {
+        return refuse("no control characters".into());
+    }
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return refuse("a { is not closed".into());
+        };
+        let name = &rest[open..open + close + 1];
+        if !allowed.contains(&name) {
+            return refuse(format!("unknown placeholder {name} (allowed: {})", allowed.join(" ")));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    match required.iter().find(|r| !text.contains(**r)) {
+        Some(missing) => refuse(format!("must contain {missing}")),
+        None => Ok(text),
+    }
+}
+
+/// Two SMS segments at most; the code must be in it.
+fn valid_sms_template(text: &str) -> Result<&str, GatewayError> {
+    valid_template(
+        "sms_template",
+        text,
+        320,
+        &["{code}", "{provider}", "{minutes}"],
+        &["{code}"],
+    )
+}
+
+fn valid_voice_template(text: &str) -> Result<&str, GatewayError> {
+    valid_template("voice_template", text, 500, &["{provider}", "{username}"], &[])
+}
+
 fn valid_webhook(url: &str) -> Result<String, GatewayError> {
     let url = url.trim();
     if url.is_empty() {
@@ -99,6 +151,9 @@ pub async fn create(
         trusted_networks: vec![],
         caps: store::DeliveryCapsRow::DEFAULT,
         has_webhook_secret: false,
+        sms_template: String::new(),
+        voice_template: String::new(),
+        revision: 0,
     };
     let provider_id = ProviderId::from_uuid(row.id).to_string();
     let mut tx = gateway.pool.begin().await?;
@@ -191,6 +246,8 @@ pub async fn update(
         voice_cap_per_hour: valid_count(req.voice_cap_per_hour, "voice_cap_per_hour", 0..=MAX_CAP)?,
         // E.164 numbers have at most 15 digits.
         cap_prefix_digits: valid_count(req.cap_prefix_digits, "cap_prefix_digits", 1..=15)?,
+        sms_template: req.sms_template.as_deref().map(valid_sms_template).transpose()?,
+        voice_template: req.voice_template.as_deref().map(valid_voice_template).transpose()?,
     };
     let mut tx = gateway.pool.begin().await?;
     let row = store::update_provider(&mut tx, current.id, &change)
@@ -201,7 +258,17 @@ pub async fn update(
     let detail = provider_changes(&current, &row);
     let audited = audit::Event::ok(row.id, "provider_updated", &actor, &target).detail(&detail);
     audit::record(&mut tx, audited, gateway.clock.now()).await?;
+    // Telephony renders messages with the provider's name and templates.
+    let event = ProviderUpdated {
+        provider_id: target.clone(),
+        name: row.name.clone(),
+        sms_template: row.sms_template.clone(),
+        voice_template: row.voice_template.clone(),
+        revision: row.revision,
+    };
+    gateway.outbox.enqueue(&mut tx, &target, &event).await?;
     tx.commit().await?;
+    gateway.outbox.notify();
     Ok(convert::provider(&row))
 }
 
@@ -224,6 +291,12 @@ fn provider_changes(before: &store::ProviderRow, after: &store::ProviderRow) -> 
     }
     if before.trusted_networks != after.trusted_networks {
         changes.push(format!("trusted_networks={}", after.trusted_networks.join(",")));
+    }
+    if before.sms_template != after.sms_template {
+        changes.push("sms_template changed".to_owned());
+    }
+    if before.voice_template != after.voice_template {
+        changes.push("voice_template changed".to_owned());
     }
     if before.caps != after.caps {
         let caps = after.caps;
@@ -279,5 +352,25 @@ mod tests {
         assert!(valid_count(Some(16), "x", 1..=15).is_err());
         assert_eq!(valid_count(Some(0), "x", 0..=MAX_CAP).ok(), Some(Some(0)));
         assert_eq!(valid_count(None, "x", 0..=MAX_CAP).ok(), Some(None));
+    }
+
+    #[test]
+    fn templates_are_validated() {
+        assert_eq!(
+            valid_sms_template(" {provider}: your code is {code} ").ok(),
+            Some("{provider}: your code is {code}")
+        );
+        assert_eq!(valid_sms_template("").ok(), Some(""), "back to the default");
+        assert!(valid_sms_template("your code").is_err(), "no {{code}}");
+        assert!(valid_sms_template("{code} {pin}").is_err(), "unknown placeholder");
+        assert!(valid_sms_template("{code").is_err());
+        assert!(
+            valid_sms_template(&format!("{{code}}{}", "x".repeat(320))).is_err(),
+            "too long"
+        );
+        assert!(valid_sms_template("{code}\n").is_ok(), "trimmed");
+        assert!(valid_sms_template("{code}\u{7}x").is_err());
+        assert!(valid_voice_template("{provider}: {username} is signing in.").is_ok());
+        assert!(valid_voice_template("{code}").is_err(), "a call has no code");
     }
 }
