@@ -9,6 +9,7 @@ mod agent;
 mod audit;
 mod billing;
 mod demo;
+mod directory;
 mod gateway;
 mod http;
 mod manage;
@@ -109,7 +110,8 @@ enum Command {
     Manage(manage::ManageCommand),
     /// Explain what would happen if a user logged in now, and list their last attempts.
     Doctor(manage::DoctorArgs),
-    /// A provider's guards and wording: toll-fraud caps, message templates, the signed fraud webhook (admin token).
+    /// A provider's guards and wording: toll-fraud caps, message templates, the signed fraud webhook, the
+    /// directory that checks RADIUS passwords (admin token).
     #[command(subcommand)]
     Providers(providers::ProvidersCommand),
     /// Users: import from a directory, enrol factors (admin token), send a test challenge (agent credentials).

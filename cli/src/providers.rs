@@ -58,6 +58,9 @@ pub enum ProvidersCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Show or set the directory (LDAP / Active Directory) that checks the passwords of
+    /// RADIUS password-code logins.
+    Directory(crate::directory::DirectoryArgs),
 }
 
 pub async fn run(global: &Global, command: ProvidersCommand) -> anyhow::Result<ExitCode> {
@@ -169,6 +172,7 @@ pub async fn run(global: &Global, command: ProvidersCommand) -> anyhow::Result<E
                 }
             });
         }
+        ProvidersCommand::Directory(args) => crate::directory::run(global, &admin, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

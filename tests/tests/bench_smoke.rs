@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 use vigil_e2e::{Stack, StackOptions};
-use vigil_testkit::workspace_bin;
+use vigil_testkit::{SlapdOptions, SlapdServer, workspace_bin};
 
 /// `successes N` of each `== scenario` block, in order.
 fn successes(report: &str) -> Vec<(String, u64)> {
@@ -34,6 +34,16 @@ fn successes(report: &str) -> Vec<(String, u64)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_scenario_runs_and_succeeds_against_a_stack() {
     let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    // The radius scenario's passwords are checked by a directory that takes any.
+    let slapd = SlapdServer::start_with(
+        SlapdOptions {
+            any_password: true,
+            ..Default::default()
+        },
+        "",
+    )
+    .await
+    .expect("slapd starts");
     let pg_url = stack.pg.create_database("vigil_bench").await.unwrap();
     let pids = [
         ("auth-gateway", stack.gateway.pid()),
@@ -50,6 +60,8 @@ async fn every_scenario_runs_and_succeeds_against_a_stack() {
             &stack.grpc_url,
             "--radius",
             &stack.radius_addr,
+            "--ldap-url",
+            &slapd.url(),
             "--sim",
             &stack.sim_url,
         ])

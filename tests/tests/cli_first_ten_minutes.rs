@@ -211,7 +211,28 @@ async fn an_operators_first_ten_minutes() {
         assert!(actions.contains(&expected), "no {expected} in {actions:?}");
     }
 
-    // 6. A RADIUS client: create, list, delete.
+    // 6. A RADIUS client: the directory that checks its passwords, then create, list, delete.
+    let directory = vigil(
+        &stack,
+        &acme,
+        &[("VIGIL_LDAP_BIND_PASSWORD", "reader-password-4711")],
+        &[
+            "providers",
+            "directory",
+            &p,
+            "--url",
+            &slapd.url(),
+            "--search-bind-dn",
+            "cn=vigil-reader,dc=example,dc=org",
+            "--search-base-dn",
+            "ou=staff,dc=example,dc=org",
+        ],
+    )
+    .await;
+    assert_eq!(directory["configured"], true, "{directory}");
+    let shown = vigil(&stack, &acme, &[], &["providers", "directory", &p]).await;
+    assert_eq!(shown["username_attribute"], "sAMAccountName", "{shown}");
+    assert!(!shown.to_string().contains("reader-password"), "{shown}");
     let radius = vigil(
         &stack,
         &acme,

@@ -24,6 +24,8 @@ use vigil_proto::v1::{
     CreateUserRequest, DeleteRadiusClientRequest, EnrollFactorRequest, Factor, ListAgentsRequest,
     ListRadiusClientsRequest, RadiusMode, UpdateUserRequest, UsageModel,
 };
+use vigil_proto::v1::{AuditKind, Decision, GetDirectoryRequest, ListAuditRequest, Reason, SetDirectoryRequest};
+use vigil_testkit::SlapdServer;
 
 const SECRET: &str = "radius-shared-secret-0123";
 const PHONE: &str = "+15550006001";
@@ -647,8 +649,16 @@ async fn second_factor_mode_with_push_accepts_an_approval_once_and_rejects_a_den
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn password_code_mode_takes_the_totp_code_from_the_password() {
-    let mut stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+async fn password_code_mode_checks_the_password_in_the_directory_and_the_totp_code() {
+    let (stack, slapd) = tokio::join!(
+        Stack::start(StackOptions::default()),
+        SlapdServer::start(
+            "dn: ou=people,dc=example,dc=org\nobjectClass: organizationalUnit\nou: people\n\n\
+             dn: uid=alice,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: alice\ncn: Alice\n\
+             sn: Example\nuserPassword: hunter2\n",
+        )
+    );
+    let (mut stack, slapd) = (stack.expect("stack starts"), slapd.expect("slapd starts"));
     let mut admin = admin_client(&stack.grpc_url, &stack.admin_token).await.unwrap();
     let acme = provider(&mut admin, "Acme").await;
     user(&mut admin, &acme, "alice", PHONE).await;
@@ -657,7 +667,104 @@ async fn password_code_mode_takes_the_totp_code_from_the_password() {
         .await
         .unwrap();
 
-    // Not enrolled in TOTP yet: the reason says so.
+    // No directory to check the password against: refused, and said so.
+    let no_directory = login(&stack, "alice", "hunter2123456").await;
+    assert_eq!(
+        no_directory.answer(),
+        Some("Access-Reject"),
+        "{}",
+        why(&stack, &no_directory)
+    );
+    assert!(
+        no_directory.reply_message().starts_with("DENY no_directory:"),
+        "{}",
+        no_directory.output
+    );
+    admin
+        .set_directory(SetDirectoryRequest {
+            provider_id: acme.clone(),
+            url: slapd.url(),
+            bind_dn_template: "uid={username},ou=people,dc=example,dc=org".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for bad in [
+        SetDirectoryRequest {
+            url: "http://ldap.example.org".into(),
+            bind_dn_template: "uid={username},dc=example,dc=org".into(),
+            ..Default::default()
+        },
+        SetDirectoryRequest {
+            url: slapd.url(),
+            bind_dn_template: "cn=everyone,dc=example,dc=org".into(),
+            ..Default::default()
+        },
+        SetDirectoryRequest {
+            url: slapd.url(),
+            search_bind_dn: "cn=reader,dc=example,dc=org".into(),
+            ..Default::default()
+        },
+    ] {
+        let refused = admin
+            .set_directory(SetDirectoryRequest {
+                provider_id: acme.clone(),
+                ..bad
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{}", refused.message());
+    }
+    let shown = admin
+        .get_directory(GetDirectoryRequest {
+            provider_id: acme.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.configured && shown.url == slapd.url(), "{shown:?}");
+    let wrong_password = login(&stack, "alice", "hunter3123456").await;
+    assert_eq!(
+        wrong_password.answer(),
+        Some("Access-Reject"),
+        "{}",
+        why(&stack, &wrong_password)
+    );
+    assert!(
+        wrong_password.reply_message().starts_with("DENY wrong_password:"),
+        "{}",
+        wrong_password.output
+    );
+    // Only a code: an empty password is never an LDAP bind that "succeeds".
+    let only_code = login(&stack, "alice", "123456").await;
+    assert!(
+        only_code.reply_message().starts_with("DENY wrong_password:"),
+        "{}",
+        only_code.output
+    );
+    let refused = admin
+        .list_audit(ListAuditRequest {
+            provider_id: acme.clone(),
+            user: "alice".into(),
+            kind: AuditKind::Authentication as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        refused
+            .entries
+            .iter()
+            .any(|e| e.reason() == Reason::WrongPassword && e.decision() == Decision::Deny),
+        "{refused:#?}"
+    );
+    assert!(
+        !format!("{refused:?}").contains("hunter3"),
+        "no password in the audit log"
+    );
+
+    // The right password, but not enrolled in TOTP yet: the reason says so.
     let not_yet = login(&stack, "alice", "hunter2123456").await;
     assert_eq!(not_yet.answer(), Some("Access-Reject"), "{}", why(&stack, &not_yet));
     assert!(

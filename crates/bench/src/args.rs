@@ -65,6 +65,15 @@ pub struct Args {
     /// random 127.x.y.z when the gateway is on loopback.
     #[arg(long)]
     pub radius_bind: Option<std::net::IpAddr>,
+    /// The directory (LDAP) that checks the password part of the radius
+    /// scenario's password-and-code logins; required by that scenario. Any
+    /// server that accepts the users' binds will do: `scripts/bench` starts
+    /// a slapd whose null backend accepts every password.
+    #[arg(long, env = "VIGIL_BENCH_LDAP_URL")]
+    pub ldap_url: Option<String>,
+    /// Where the users are in that directory.
+    #[arg(long, default_value = "uid={username},dc=example,dc=org")]
+    pub ldap_bind_dn_template: String,
     /// The carrier simulator's control API.
     #[arg(long, env = "VIGIL_SIM_URL", default_value = "http://127.0.0.1:4010")]
     pub sim: String,

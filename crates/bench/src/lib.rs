@@ -164,6 +164,10 @@ async fn run_scenario(
         ScenarioName::Radius => {
             let server = resolve(&args.radius).await?;
             let sources = scenarios::radius::bind_addresses(args.radius_bind, server, args.agents_needed());
+            let directory = args.ldap_url.as_deref().context(
+                "the radius scenario needs --ldap-url: password-and-code logins check the password in a directory",
+            )?;
+            scenarios::radius::use_directory(tenant, directory, &args.ldap_bind_dn_template).await?;
             let s = Radius::register(tenant, totp_users(tenant, "radius", users).await?, server, sources).await?;
             measure(label, s, |s| &s.pool, monitor, load, bounds, setup).await
         }

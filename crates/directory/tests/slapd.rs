@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use vigil_directory::{DirectoryError, Entry, Mapping, SearchQuery, Server, search_users};
+use vigil_directory::{
+    DirectoryError, Entry, Mapping, PasswordCheck, SearchQuery, Server, UserBind, check_password, search_users,
+};
 use vigil_testkit::{SlapdOptions, SlapdServer};
 
 const READER: &str = "cn=reader,dc=example,dc=org";
@@ -41,9 +43,15 @@ fn server(slapd: &SlapdServer) -> Server {
 
 #[tokio::test]
 async fn a_paged_search_reads_past_the_size_limit() {
-    let slapd = SlapdServer::start_with(SlapdOptions { size_limit: Some(3) }, &directory(7))
-        .await
-        .unwrap();
+    let slapd = SlapdServer::start_with(
+        SlapdOptions {
+            size_limit: Some(3),
+            ..Default::default()
+        },
+        &directory(7),
+    )
+    .await
+    .unwrap();
     let mut entries = search_users(&server(&slapd), &query("reader-password")).await.unwrap();
     entries.sort_by(|a, b| a.username.cmp(&b.username));
     assert_eq!(entries.len(), 7, "{}", slapd.log_tail(20));
@@ -101,4 +109,60 @@ async fn refusals_say_what_went_wrong() {
     let http = Server::new("http://127.0.0.1:1", Duration::from_secs(5));
     let scheme = search_users(&http, &query("reader-password")).await.unwrap_err();
     assert!(matches!(scheme, DirectoryError::InvalidSettings(_)), "{scheme:?}");
+}
+
+#[tokio::test]
+async fn passwords_are_checked_by_binding_as_the_user() {
+    let ldif = format!(
+        "{}dn: uid=Ann.Example,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nobjectClass: extensibleObject\n\
+         uid: Ann.Example\ncn: Ann\nsn: Example\nuserPassword: ann-directory-password\n\n",
+        directory(0)
+    );
+    let slapd = SlapdServer::start(&ldif).await.unwrap();
+    let server = server(&slapd);
+    let template = UserBind::Template("uid={username},ou=people,dc=example,dc=org".into());
+    let search = UserBind::Search {
+        bind_dn: READER.into(),
+        bind_password: "reader-password".to_owned().into(),
+        base_dn: "ou=people,dc=example,dc=org".into(),
+        // slapd's copy of the AD schema gives sAMAccountName no equality rule; uid has one.
+        username_attribute: "uid".into(),
+    };
+    let check = |how: &UserBind, user: &str, password: &str| {
+        let (server, how, user, password) = (server.clone(), how.clone(), user.to_owned(), password.to_owned());
+        async move { check_password(&server, &how, &user, &password.into()).await }
+    };
+    assert_eq!(
+        check(&template, "Ann.Example", "ann-directory-password").await.unwrap(),
+        PasswordCheck::Accepted
+    );
+    assert_eq!(
+        check(&template, "Ann.Example", "wrong").await.unwrap(),
+        PasswordCheck::Refused
+    );
+    // An empty password would be an unauthenticated bind, which LDAP accepts.
+    assert_eq!(
+        check(&template, "Ann.Example", "").await.unwrap(),
+        PasswordCheck::Refused
+    );
+    assert_eq!(check(&template, "nobody", "x").await.unwrap(), PasswordCheck::Refused);
+    assert_eq!(
+        check(&search, "ann.example", "ann-directory-password").await.unwrap(),
+        PasswordCheck::Accepted
+    );
+    assert_eq!(
+        check(&search, "ann.example", "wrong").await.unwrap(),
+        PasswordCheck::Refused
+    );
+    assert_eq!(check(&search, "nobody", "x").await.unwrap(), PasswordCheck::Refused);
+    let bad_service = UserBind::Search {
+        bind_dn: READER.into(),
+        bind_password: "not-it".to_owned().into(),
+        base_dn: "ou=people,dc=example,dc=org".into(),
+        username_attribute: "uid".into(),
+    };
+    let refused = check(&bad_service, "ann.example", "ann-directory-password")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "ldap_bind_failed", "{refused}");
 }

@@ -25,13 +25,17 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const SBIN: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/sbin"];
 const SCHEMAS: &[&str] = &["core", "cosine", "nis", "inetorgperson", "msuser"];
 
-/// Limits of the test server.
+/// How the test server behaves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SlapdOptions {
     /// Entries a search without the paged-results control may return (the
     /// server's `sizelimit`); paged searches stay unlimited, as on Active
     /// Directory (its MaxPageSize is 1000). `None` keeps slapd's 500.
     pub size_limit: Option<u32>,
+    /// A directory that holds nothing and accepts a bind as any DN under
+    /// the suffix with any password (slapd's `null` backend): for load tests
+    /// of RADIUS password checks with users made on the fly. The LDIF is ignored.
+    pub any_password: bool,
 }
 
 /// A running `slapd` with the kit's suffix and root account.
@@ -65,26 +69,29 @@ impl SlapdServer {
         let data = dir.path().join("data.ldif");
         std::fs::write(&data, format!("{}\n{ldif}", suffix_entry()))?;
 
-        // Offline load: no network, no ldap-utils, and as fast as it gets.
-        let (out, err) = log_stdio(&dir.path().join("slapd.log"))?;
-        let loaded = Command::new(&slapadd)
-            .arg("-q")
-            .arg("-f")
-            .arg(&conf)
-            .arg("-l")
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .status()
-            .with_context(|| format!("cannot run {}", slapadd.display()))?;
         let mut server = SlapdServer {
             port: 0,
             dir,
             child: None,
         };
-        if !loaded.success() {
-            bail!("slapadd could not load the LDIF ({loaded}):\n{}", server.log_tail(30));
+        // Offline load: no network, no ldap-utils, and as fast as it gets.
+        // A null backend holds nothing to load.
+        if !options.any_password {
+            let (out, err) = log_stdio(&server.dir.path().join("slapd.log"))?;
+            let loaded = Command::new(&slapadd)
+                .arg("-q")
+                .arg("-f")
+                .arg(&conf)
+                .arg("-l")
+                .arg(&data)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .status()
+                .with_context(|| format!("cannot run {}", slapadd.display()))?;
+            if !loaded.success() {
+                bail!("slapadd could not load the LDIF ({loaded}):\n{}", server.log_tail(30));
+            }
         }
         for attempt in 1..=3 {
             server.port = free_port();
@@ -156,6 +163,14 @@ fn config(dir: &Path, options: SlapdOptions) -> String {
         .iter()
         .map(|s| format!("include /etc/ldap/schema/{s}.schema\n"))
         .collect();
+    if options.any_password {
+        return format!(
+            "{conf}pidfile {dir}/slapd.pid\nmodulepath /usr/lib/ldap\nmoduleload back_null\n\
+             database null\nsuffix \"{suffix}\"\nbind on\n",
+            dir = dir.display(),
+            suffix = SlapdServer::SUFFIX,
+        );
+    }
     conf.push_str(&format!(
         "pidfile {dir}/slapd.pid\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n",
         dir = dir.display()

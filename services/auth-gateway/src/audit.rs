@@ -7,6 +7,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+/// A login the gateway refused itself, before any challenge (a RADIUS
+/// password the directory refused): an authentication decision, with the
+/// reason name as its outcome and the username as its target.
+pub const LOGIN_REFUSED: &str = "login_refused";
+
 /// One audit line, before it is written.
 #[derive(Debug, Clone, Default)]
 pub struct Event<'a> {
@@ -81,6 +86,10 @@ pub struct Query {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub event: Option<String>,
+    /// `Some(true)`: only refused logins; `Some(false)`: only admin changes.
+    pub logins: Option<bool>,
+    /// Only refused logins of this username.
+    pub username: Option<String>,
     /// Strictly before this (at, id): the paging cursor.
     pub before: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
@@ -102,6 +111,14 @@ pub async fn list(conn: &mut PgConnection, q: &Query) -> Result<Vec<Row>, sqlx::
     }
     if let Some(event) = &q.event {
         sql.push(" AND event = ").push_bind(event.clone());
+    }
+    match q.logins {
+        Some(true) => sql.push(" AND event = ").push_bind(LOGIN_REFUSED),
+        Some(false) => sql.push(" AND event <> ").push_bind(LOGIN_REFUSED),
+        None => &mut sql,
+    };
+    if let Some(username) = &q.username {
+        sql.push(" AND target = ").push_bind(username.clone());
     }
     if let Some((at, id)) = q.before {
         sql.push(" AND (at, id) < (")

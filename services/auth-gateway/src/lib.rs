@@ -9,6 +9,7 @@ mod app;
 mod audit;
 mod auth;
 mod config;
+mod directory;
 mod error;
 mod fraud_webhook;
 mod metrics;

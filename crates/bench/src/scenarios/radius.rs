@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt, stream};
 use tokio::net::UdpSocket;
-use vigil_proto::v1::{CreateRadiusClientRequest, RadiusMode};
+use vigil_proto::v1::{CreateRadiusClientRequest, RadiusMode, SetDirectoryRequest};
 use vigil_radius::{Attribute, Code, Packet, attr, hide_password, sign_request, verify_response};
 
 use crate::driver::Scenario;
@@ -18,7 +18,7 @@ use crate::setup::Tenant;
 use crate::stats::{Failure, Outcome};
 use crate::users::{Pool, TotpUser};
 
-/// Password-and-code mode leaves the password to the NAS; Vigil reads the code.
+/// The password part, checked by binding to the provider's directory as the user.
 const PASSWORD: &str = "bench-password";
 /// How long the gateway may take to learn about the new RADIUS client.
 const REGISTRATION_WAIT: Duration = Duration::from_secs(30);
@@ -57,6 +57,21 @@ pub fn bind_addresses(given: Option<IpAddr>, server: SocketAddr, count: usize) -
         }
         None => vec![IpAddr::from([0, 0, 0, 0])],
     }
+}
+
+/// Points the provider's password checks at `url` (a bind as the user).
+pub async fn use_directory(tenant: &Tenant, url: &str, template: &str) -> anyhow::Result<()> {
+    let mut admin = tenant.admin.clone();
+    admin
+        .set_directory(SetDirectoryRequest {
+            provider_id: tenant.provider_id.clone(),
+            url: url.to_owned(),
+            bind_dn_template: template.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .context("setting the provider's directory")?;
+    Ok(())
 }
 
 impl Radius {

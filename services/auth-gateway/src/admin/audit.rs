@@ -9,7 +9,7 @@ use vigil_bus::subjects;
 use vigil_core::ProviderId;
 use vigil_proto::{
     rpc,
-    v1::{self as api, AuditKind},
+    v1::{self as api, AuditKind, Decision, Reason},
 };
 
 use super::{providers::existing, users::ask};
@@ -50,7 +50,7 @@ fn parse_page_token(token: &str) -> Result<Option<(DateTime<Utc>, Uuid)>, Gatewa
 }
 
 fn from_gateway(row: audit::Row) -> (DateTime<Utc>, Uuid, api::AuditEntry) {
-    let entry = api::AuditEntry {
+    let mut entry = api::AuditEntry {
         id: row.id.to_string(),
         at: Some(stamp(row.at)),
         kind: AuditKind::Admin as i32,
@@ -66,6 +66,14 @@ fn from_gateway(row: audit::Row) -> (DateTime<Utc>, Uuid, api::AuditEntry) {
         source: row.source,
         ..Default::default()
     };
+    // A login the gateway refused itself: its outcome is the reason, its target the username.
+    if entry.action == audit::LOGIN_REFUSED {
+        let reason = format!("REASON_{}", std::mem::take(&mut entry.outcome).to_ascii_uppercase());
+        entry.kind = AuditKind::Authentication as i32;
+        entry.decision = Decision::Deny as i32;
+        entry.reason = Reason::from_str_name(&reason).unwrap_or_default() as i32;
+        entry.username = std::mem::take(&mut entry.target);
+    }
     (row.at, row.id, entry)
 }
 
@@ -128,14 +136,27 @@ pub async fn list(
 
     // One more than a page from each half tells whether another page follows.
     let mut merged = Vec::new();
-    // The gateway's lines are about providers, agents and tokens, never a user.
-    if user.is_empty() && kind != AuditKind::Authentication {
+    // The gateway's lines are about providers, agents and tokens, and logins
+    // it refused itself; only those name a user (by username).
+    let username = match user {
+        "" => None,
+        u if u.starts_with("usr_") => Some(None),
+        u => Some(Some(u.to_lowercase())),
+    };
+    let skip = username == Some(None) || (kind == AuditKind::Admin && username.is_some());
+    if !skip {
         let mut conn = gateway.pool.acquire().await?;
         let query = audit::Query {
             provider_id: provider,
             since,
             until,
             event: action.clone(),
+            logins: match (kind, &username) {
+                (AuditKind::Authentication, _) | (_, Some(_)) => Some(true),
+                (AuditKind::Admin, _) => Some(false),
+                (AuditKind::Unspecified, None) => None,
+            },
+            username: username.flatten(),
             before,
             limit: i64::from(size) + 1,
         };

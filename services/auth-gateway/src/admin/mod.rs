@@ -5,6 +5,7 @@
 mod agents;
 mod audit;
 mod convert;
+mod directory;
 mod import;
 mod providers;
 mod radius_clients;
@@ -215,5 +216,19 @@ impl Admin for AdminApi {
         admin_call!(self, request, |scope, req| webhooks::list_deliveries(
             &self.0, scope, req
         ))
+    }
+
+    async fn set_directory(
+        &self,
+        request: Request<api::SetDirectoryRequest>,
+    ) -> Result<Response<api::Directory>, Status> {
+        admin_call!(self, request, |scope, req| directory::set(&self.0, scope, req))
+    }
+
+    async fn get_directory(
+        &self,
+        request: Request<api::GetDirectoryRequest>,
+    ) -> Result<Response<api::Directory>, Status> {
+        admin_call!(self, request, |scope, req| directory::get(&self.0, scope, req))
     }
 }

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     agent_api::{start, verify},
     app::Gateway,
-    watch,
+    audit, directory, watch,
 };
 
 /// Password-and-code mode: the code is the password's last six characters.
@@ -239,6 +239,28 @@ fn trailing_code(field: &str) -> Option<&str> {
     code.bytes().all(|b| b.is_ascii_digit()).then_some(code)
 }
 
+/// A login refused before any challenge began is not in the challenge
+/// service's log of decisions: the gateway's audit log keeps it.
+async fn record_refusal(gateway: &Gateway, client: &ClientEntry, username: &str, client_ip: &str, reason: Reason) {
+    let actor = format!("agent:{}", client.agent.agent_id);
+    let event = audit::Event {
+        provider_id: Some(client.agent.provider_id.as_uuid()),
+        event: audit::LOGIN_REFUSED,
+        outcome: &reason_name(reason),
+        actor: &actor,
+        target: username,
+        source: client_ip,
+        detail: "radius password_code",
+    };
+    let recorded = match gateway.pool.acquire().await {
+        Ok(mut conn) => audit::record(&mut conn, event, gateway.clock.now()).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, "could not audit a refused RADIUS login");
+    }
+}
+
 /// (c) User-Password is the password followed by a TOTP code.
 async fn password_code(
     gateway: &Gateway,
@@ -254,6 +276,35 @@ async fn password_code(
             "the password must end with the 6-digit code from the authenticator app",
         );
     };
+    // The password before the code, checked first by the provider's
+    // directory: a wrong password never spends the user's code.
+    let secret = field.get(..field.len() - code.len()).unwrap_or_default();
+    let refusal = match directory::check(
+        gateway,
+        client.agent.provider_id.as_uuid(),
+        username,
+        secret.to_owned().into(),
+    )
+    .await
+    {
+        directory::Verdict::Accepted => None,
+        directory::Verdict::Refused => Some(Answer::reject(
+            Reason::WrongPassword,
+            "the directory refused the password",
+        )),
+        directory::Verdict::NotConfigured => Some(Answer::reject(
+            Reason::NoDirectory,
+            "no directory is configured to check passwords for this provider (vigil providers directory)",
+        )),
+        directory::Verdict::Unavailable(why) => Some(Answer::reject(
+            Reason::Unavailable,
+            format!("the directory could not check the password: {why}"),
+        )),
+    };
+    if let Some(refused) = refusal {
+        record_refusal(gateway, client, username, client_ip, refused.reason()).await;
+        return refused;
+    }
     let reply = start(
         gateway,
         &client.agent,
