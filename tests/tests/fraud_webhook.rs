@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::Ordering::SeqCst},
     time::Duration,
 };
 
@@ -36,11 +36,13 @@ struct Seen {
 }
 
 /// A webhook receiver that checks Standard Webhooks signatures on its own
-/// and answers 500 to the first `fail_first` requests.
+/// and answers 500 to the first `fail_first` requests; the first
+/// `hang_first` it never answers at all.
 #[derive(Clone)]
 struct Receiver {
     secret: Arc<Mutex<String>>,
     fail_first: usize,
+    hang_first: Arc<std::sync::atomic::AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
@@ -49,6 +51,13 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 }
 
 async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let hang = receiver
+        .hang_first
+        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if hang {
+        std::future::pending::<()>().await;
+    }
     let id = header(&headers, "webhook-id").to_owned();
     let timestamp = header(&headers, "webhook-timestamp");
     let body = String::from_utf8_lossy(&body).into_owned();
@@ -76,10 +85,11 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
     answered
 }
 
-async fn start_receiver(fail_first: usize) -> (Receiver, String) {
+async fn start_receiver(fail_first: usize, hang_first: usize) -> (Receiver, String) {
     let receiver = Receiver {
         secret: Arc::default(),
         fail_first,
+        hang_first: Arc::new(hang_first.into()),
         seen: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -94,7 +104,11 @@ async fn start_receiver(fail_first: usize) -> (Receiver, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn fraud_reports_reach_the_webhook_signed_retried_and_once() {
     let stack = Stack::start(StackOptions {
-        env: vec![("auth-gateway", "VIGIL_WEBHOOK_RETRY_BASE_MS", "100".into())],
+        env: vec![
+            ("auth-gateway", "VIGIL_WEBHOOK_RETRY_BASE_MS", "100".into()),
+            ("auth-gateway", "VIGIL_WEBHOOK_TIMEOUT_MS", "500".into()),
+            ("auth-gateway", "VIGIL_WEBHOOK_MAX_ATTEMPTS", "20".into()),
+        ],
         ..Default::default()
     })
     .await
@@ -102,11 +116,84 @@ async fn fraud_reports_reach_the_webhook_signed_retried_and_once() {
     if let Err(error) = fraud_webhook(&stack).await {
         panic!("{error:#}\n\n{}", stack.log_tails(40));
     }
+    if let Err(error) = unsigned_never_and_timeouts_retried(&stack).await {
+        panic!("{error:#}\n\n{}", stack.log_tails(40));
+    }
+}
+
+/// The user of `tenant` with `phone` reports fraud by SMS; the challenge id.
+async fn report_fraud(stack: &Stack, tenant: &mut Tenant, username: &str, phone: &str) -> anyhow::Result<String> {
+    let started = tenant
+        .agent
+        .authenticate(AuthenticateRequest {
+            username: username.into(),
+            factor: Factor::Sms as i32,
+            client_ip: "192.0.2.10".into(),
+        })
+        .await?
+        .into_inner();
+    anyhow::ensure!(started.decision() == Decision::Challenge, "{started:?}");
+    stack.sms_code(phone, 1).await?;
+    reqwest::Client::new()
+        .post(format!("{}/sim/phones/{phone}/reply", stack.sim_url))
+        .json(&serde_json::json!({"body": "FRAUD"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(started.challenge_id)
+}
+
+/// Without a secret nothing is sent (never unsigned); a receiver that does
+/// not answer in time is tried again.
+async fn unsigned_never_and_timeouts_retried(stack: &Stack) -> anyhow::Result<()> {
+    let phone = "+15550400002";
+    let (receiver, url) = start_receiver(0, 1).await;
+    let mut beta = Tenant::create(stack, "Beta").await?;
+    beta.add_user("bob", phone).await?;
+    beta.admin
+        .update_provider(UpdateProviderRequest {
+            provider_id: beta.provider_id.clone(),
+            fraud_webhook_url: Some(url),
+            ..Default::default()
+        })
+        .await?;
+    report_fraud(stack, &mut beta, "bob", phone).await?;
+    let unsigned = wait_until(Duration::from_secs(15), "an attempt without a secret", || async {
+        let recorded = deliveries(&beta.admin, &beta.provider_id).await?;
+        anyhow::Ok(recorded.into_iter().next().filter(|d| d.attempts >= 1))
+    })
+    .await?;
+    assert_eq!(unsigned.status, "pending", "{unsigned:?}");
+    assert!(unsigned.last_error.contains("secret"), "{unsigned:?}");
+    assert!(receiver.seen.lock().unwrap().is_empty(), "nothing is sent unsigned");
+
+    // With a secret the next attempt goes out; the receiver does not answer
+    // it in time, and the one after is taken.
+    let secret = beta
+        .admin
+        .rotate_webhook_secret(RotateWebhookSecretRequest {
+            provider_id: beta.provider_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .secret;
+    *receiver.secret.lock().unwrap() = secret;
+    let delivered = wait_until(Duration::from_secs(20), "the webhook to take it", || async {
+        let recorded = deliveries(&beta.admin, &beta.provider_id).await?;
+        anyhow::Ok(recorded.into_iter().next().filter(|d| d.status == "delivered"))
+    })
+    .await?;
+    assert_eq!(delivered.last_error, "timed out", "{delivered:?}");
+    assert_eq!(receiver.hang_first.load(SeqCst), 0, "the hanging attempt was made");
+    let seen = receiver.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].signature_valid && seen[0].answered == 204);
+    Ok(())
 }
 
 async fn fraud_webhook(stack: &Stack) -> anyhow::Result<()> {
     let phone = "+15550400001";
-    let (receiver, url) = start_receiver(2).await;
+    let (receiver, url) = start_receiver(2, 0).await;
     let mut acme = Tenant::create(stack, "Acme").await?;
     acme.add_user("alice", phone).await?;
     acme.admin
@@ -140,23 +227,7 @@ async fn fraud_webhook(stack: &Stack) -> anyhow::Result<()> {
     );
 
     // alice answers the SMS with FRAUD.
-    let started = acme
-        .agent
-        .authenticate(AuthenticateRequest {
-            username: "alice".into(),
-            factor: Factor::Sms as i32,
-            client_ip: "192.0.2.10".into(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
-    stack.sms_code(phone, 1).await?;
-    reqwest::Client::new()
-        .post(format!("{}/sim/phones/{phone}/reply", stack.sim_url))
-        .json(&serde_json::json!({"body": "FRAUD"}))
-        .send()
-        .await?
-        .error_for_status()?;
+    let challenge_id = report_fraud(stack, &mut acme, "alice", phone).await?;
 
     // Two 500s, then accepted: three signed attempts of one notification.
     let seen = wait_until(Duration::from_secs(20), "the webhook to accept", || async {
@@ -171,12 +242,12 @@ async fn fraud_webhook(stack: &Stack) -> anyhow::Result<()> {
     let body: serde_json::Value = serde_json::from_str(&seen[0].body)?;
     assert_eq!(body["type"], "fraud.reported");
     assert_eq!(body["data"]["id"], seen[0].id);
-    assert_eq!(body["data"]["challenge_id"], started.challenge_id);
+    assert_eq!(body["data"]["challenge_id"], challenge_id);
     assert_eq!(body["data"]["provider_id"], acme.provider_id);
     assert_eq!(body["data"]["factor"], "sms");
     assert_eq!(body["data"]["user_blocked"], true);
 
-    let recorded = deliveries(&mut acme).await?;
+    let recorded = deliveries(&acme.admin, &acme.provider_id).await?;
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert_eq!(
         (
@@ -205,7 +276,7 @@ async fn fraud_webhook(stack: &Stack) -> anyhow::Result<()> {
         .wait_consumed("VIGIL_FRAUD", "vigil.fraud.reported", "gateway-fraud-webhook")
         .await?;
     assert_eq!(receiver.seen.lock().unwrap().len(), 3, "no further request");
-    let recorded = deliveries(&mut acme).await?;
+    let recorded = deliveries(&acme.admin, &acme.provider_id).await?;
     assert_eq!((recorded.len(), recorded[0].attempts), (1, 3));
 
     // Operators see the same with the CLI.
@@ -215,11 +286,14 @@ async fn fraud_webhook(stack: &Stack) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn deliveries(tenant: &mut Tenant) -> anyhow::Result<Vec<vigil_proto::v1::WebhookDelivery>> {
-    Ok(tenant
-        .admin
+async fn deliveries(
+    admin: &vigil_e2e::Admin,
+    provider_id: &str,
+) -> anyhow::Result<Vec<vigil_proto::v1::WebhookDelivery>> {
+    Ok(admin
+        .clone()
         .list_webhook_deliveries(ListWebhookDeliveriesRequest {
-            provider_id: tenant.provider_id.clone(),
+            provider_id: provider_id.to_owned(),
             limit: 0,
         })
         .await?
