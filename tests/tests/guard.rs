@@ -142,6 +142,7 @@ async fn rate_limits(stack: &Stack) -> anyhow::Result<()> {
         (Decision::Deny, Reason::RateLimited),
         "{refused:?}"
     );
+    assert_eq!(refused.attempts_remaining, 1, "a refused request costs no attempt");
 
     // Per agent: fresh usernames each time, so only the agent's count grows.
     let mut agent_limited = None;

@@ -379,8 +379,8 @@ impl Service {
             return Ok(not_found);
         };
         let state = row.state();
-        if let Some(message) = self.verify_rate_limited(&req, &row).await? {
-            return Ok(reply(Decision::Deny, Reason::RateLimited, state, &message, 0));
+        if let Some((message, remaining)) = self.verify_rate_limited(&req, &row).await? {
+            return Ok(reply(Decision::Deny, Reason::RateLimited, state, &message, remaining));
         }
         if state.is_terminal() {
             let (reason, message) = match state {

@@ -244,12 +244,14 @@ impl Service {
         Ok(Some(limited.message(now)))
     }
 
-    /// [`Self::rate_limited`] for a passcode: the challenge's user, the agent asking.
+    /// [`Self::rate_limited`] for a passcode: the challenge's user, the agent
+    /// asking. Limited, also the wrong codes the challenge still accepts (a
+    /// refused request is not one).
     pub(crate) async fn verify_rate_limited(
         &self,
         req: &rpc::VerifyRequest,
         row: &crate::store::ChallengeRow,
-    ) -> Result<Option<String>, ServiceError> {
+    ) -> Result<Option<(String, i32)>, ServiceError> {
         let username: Option<String> = sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
             .bind(row.user_id)
             .fetch_optional(&self.pool)
@@ -259,15 +261,24 @@ impl Service {
             client_ip: row.client_ip.clone(),
             ..Default::default()
         };
-        self.rate_limited(Request {
-            provider: &row.provider_id,
-            username: username.as_deref().unwrap_or_default(),
-            user_id: Some(row.user_id),
-            operation: "verify",
-            policy: Some(&context),
-            challenge_id: Some(row.id),
-        })
-        .await
+        let Some(message) = self
+            .rate_limited(Request {
+                provider: &row.provider_id,
+                username: username.as_deref().unwrap_or_default(),
+                user_id: Some(row.user_id),
+                operation: "verify",
+                policy: Some(&context),
+                challenge_id: Some(row.id),
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
+        let remaining: i32 = sqlx::query_scalar("SELECT max_attempts - attempts FROM challenges WHERE id = $1")
+            .bind(row.id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some((message, remaining)))
     }
 }
 
