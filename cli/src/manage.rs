@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use vigil_proto::v1::{
-    CreateActivationRequest, EnrollFactorRequest, ExplainLoginRequest, Factor, ImportUsersRequest, ImportUsersResponse,
-    RegisterAgentRequest, UpdateAgentRequest, UpdateProviderRequest, UpdateUserRequest, UserStatus,
+    CreateActivationRequest, ExplainLoginRequest, ImportUsersRequest, ImportUsersResponse, RegisterAgentRequest,
+    UpdateAgentRequest, UpdateProviderRequest, UpdateUserRequest, UserStatus,
 };
 
 use crate::{
@@ -82,32 +82,12 @@ pub enum ManageCommand {
         #[arg(long, env = "VIGIL_USER_PIN", hide_env_values = true)]
         pin: Option<String>,
     },
-    /// Enrol a user's authenticator app (TOTP or HOTP: prints the otpauth URI and secret once)
-    /// or (re)generate their ten backup codes (printed once).
-    EnrollFactor {
-        #[arg(long)]
-        provider: String,
-        /// User id or username.
-        user: String,
-        #[arg(long, value_enum)]
-        factor: EnrollArg,
-        /// Also write the otpauth URI as a QR code (PNG) to this file.
-        #[arg(long)]
-        qr: Option<std::path::PathBuf>,
-    },
     /// Import users from a CSV file (username,display_name,phone,email,default_method).
     ImportUsers {
         #[arg(long)]
         provider: String,
         file: std::path::PathBuf,
     },
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum EnrollArg {
-    Totp,
-    Hotp,
-    BackupCodes,
 }
 
 pub async fn run(global: &Global, command: ManageCommand) -> anyhow::Result<ExitCode> {
@@ -232,53 +212,6 @@ pub async fn run(global: &Global, command: ManageCommand) -> anyhow::Result<Exit
                 .map_err(rpc_error("UpdateUser"))?
                 .into_inner();
             emit(global, &user_json(&user), || user_text(&user));
-        }
-        ManageCommand::EnrollFactor {
-            provider,
-            user,
-            factor,
-            qr,
-        } => {
-            let factor = match factor {
-                EnrollArg::Totp => Factor::Totp,
-                EnrollArg::Hotp => Factor::Hotp,
-                EnrollArg::BackupCodes => Factor::BackupCode,
-            };
-            let enrolled = client
-                .enroll_factor(admin.request(EnrollFactorRequest {
-                    provider_id: provider,
-                    user: user.clone(),
-                    factor: factor as i32,
-                })?)
-                .await
-                .map_err(rpc_error("EnrollFactor"))?
-                .into_inner();
-            if let Some(path) = &qr {
-                std::fs::write(path, &enrolled.qr_png).with_context(|| format!("writing {}", path.display()))?;
-            }
-            let value = json!({"factor": output::factor(enrolled.factor), "otpauth_uri": enrolled.otpauth_uri,
-                               "secret_base32": enrolled.secret_base32, "backup_codes": enrolled.backup_codes});
-            emit(global, &value, || {
-                let mut text = format!(
-                    "{user}: {} enrolled; shown only this once\n",
-                    output::factor(enrolled.factor)
-                );
-                if enrolled.backup_codes.is_empty() {
-                    text.push_str(&fields(&[
-                        ("otpauth uri", enrolled.otpauth_uri.clone()),
-                        ("secret", enrolled.secret_base32.clone()),
-                        (
-                            "qr code",
-                            qr.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                        ),
-                    ]));
-                } else {
-                    for code in &enrolled.backup_codes {
-                        text.push_str(&format!("  {code}\n"));
-                    }
-                }
-                text
-            });
         }
         ManageCommand::ImportUsers { provider, file } => {
             let csv = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;

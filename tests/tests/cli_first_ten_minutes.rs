@@ -162,7 +162,7 @@ async fn an_operators_first_ten_minutes() {
         &stack,
         &acme,
         &[],
-        &["manage", "enroll-factor", "--provider", &p, "alice", "--factor", "totp"],
+        &["users", "enroll", "--provider", &p, "alice", "totp"],
     )
     .await;
     assert!(
