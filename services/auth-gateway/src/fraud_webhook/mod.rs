@@ -34,6 +34,10 @@ use crate::{app::Gateway, error::GatewayError, store};
 /// Durable name of the consumer.
 pub const CONSUMER: &str = "gateway-fraud-webhook";
 
+/// Fraud events older than this are not notified: a consumer created on an
+/// upgrade must not post the stream's month of history to every webhook.
+const MAX_EVENT_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
 /// How patiently notifications are sent.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -115,6 +119,11 @@ impl Handler for FraudReportedHandler {
             return Ok(());
         }
         let now = self.gateway.clock.now();
+        let published = vigil_proto::from_timestamp(event.envelope.time.as_ref()).map(DateTime::<Utc>::from);
+        if published.is_some_and(|at| now - at > MAX_EVENT_AGE) {
+            tracing::warn!(%provider, challenge_id = %report.challenge_id, "fraud event older than a day; not notified");
+            return Ok(());
+        }
         let body = body(event_id, &provider.to_string(), &report, now);
         sqlx::query(
             "INSERT INTO fraud_notifications (event_id, provider_id, challenge_id, body, status, created_at, next_attempt_at)
