@@ -1,6 +1,6 @@
 //! What operators see: each service's Prometheus metrics, one OpenTelemetry
 //! trace across all four services, readiness that follows the dependencies,
-//! and a clean exit on SIGTERM.
+//! and a SIGTERM with a login in flight that loses nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -64,12 +64,8 @@ async fn start_sms_login(acme: &mut Tenant) -> String {
     started.challenge_id
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_sms_login_shows_in_every_services_metrics() {
-    let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
-    let phone = "+15550100031";
-    let mut acme = acme_with_alice(&stack, phone).await;
-    let challenge_id = start_sms_login(&mut acme).await;
+/// Types the code that reached `phone` into the challenge; it must approve.
+async fn approve_with_the_sms_code(stack: &Stack, acme: &mut Tenant, phone: &str, challenge_id: String) {
     let code = stack.sms_code(phone, 1).await.unwrap();
     let approved = acme
         .agent
@@ -81,6 +77,15 @@ async fn an_sms_login_shows_in_every_services_metrics() {
         .unwrap()
         .into_inner();
     assert_eq!(approved.reason(), Reason::Approved, "{approved:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sms_login_shows_in_every_services_metrics() {
+    let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    let phone = "+15550100031";
+    let mut acme = acme_with_alice(&stack, phone).await;
+    let challenge_id = start_sms_login(&mut acme).await;
+    approve_with_the_sms_code(&stack, &mut acme, phone, challenge_id).await;
 
     let sms_approved: Labels = &[("factor", "sms"), ("state", "approved")];
     let once: [(&str, &str, Labels); 8] = [
@@ -321,18 +326,20 @@ async fn readiness_follows_postgres_and_nats() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_with_a_login_in_flight_exits_cleanly() {
+async fn sigterm_with_a_login_in_flight_loses_nothing() {
     let mut stack = Stack::start(StackOptions::default()).await.expect("stack starts");
     let phone = "+15550100033";
     let mut acme = acme_with_alice(&stack, phone).await;
     // A login in flight: the SMS is being delivered, usage on its way to billing.
-    start_sms_login(&mut acme).await;
-    for service in [
+    let challenge_id = start_sms_login(&mut acme).await;
+    let urls = stack.http_urls.clone();
+    let services = [
         &mut stack.gateway,
         &mut stack.challenge,
         &mut stack.telephony,
         &mut stack.billing,
-    ] {
+    ];
+    for service in services {
         service.terminate();
     }
     for service in [
@@ -349,4 +356,36 @@ async fn sigterm_with_a_login_in_flight_exits_cleanly() {
             service.log_tail(20)
         );
     }
+
+    // Started again, the same login finishes: one SMS reached the phone, its
+    // code approves the challenge, and billing counts one authentication.
+    let restarted = [
+        &mut stack.gateway,
+        &mut stack.challenge,
+        &mut stack.telephony,
+        &mut stack.billing,
+    ];
+    for (service, (name, base)) in restarted.into_iter().zip(&urls) {
+        service.respawn().unwrap();
+        service
+            .wait_http_ready(&format!("{base}/readyz"), Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|error| panic!("{name}: {error:#}"));
+    }
+    approve_with_the_sms_code(&stack, &mut acme, phone, challenge_id).await;
+    wait_until(
+        Duration::from_secs(15),
+        "billing to count the authentication",
+        || async {
+            let (status, body) = stack.billing_usage(&acme.provider_id).await?;
+            anyhow::Ok((status == 200 && body["authentications"] == 1).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    // A duplicate delivery or usage event would show up by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stack.sim_inbox(phone).await.unwrap().len(), 1, "one SMS, not two");
+    let (_, usage) = stack.billing_usage(&acme.provider_id).await.unwrap();
+    assert_eq!(usage["authentications"], 1, "{usage}");
 }

@@ -20,6 +20,15 @@ pub struct ServiceProcess {
     child: Child,
     log_path: PathBuf,
     inherited_output: bool,
+    /// How it was started, so a test can start it again after a stop.
+    command: Launch,
+}
+
+/// A service's command line, kept for [`ServiceProcess::respawn`].
+struct Launch {
+    program: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl ServiceProcess {
@@ -42,25 +51,32 @@ impl ServiceProcess {
         log_dir: &Path,
     ) -> anyhow::Result<ServiceProcess> {
         std::fs::create_dir_all(log_dir).with_context(|| format!("cannot create log dir {}", log_dir.display()))?;
+        let command = Launch {
+            program: program.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            envs: envs.to_vec(),
+        };
         let log_path = log_dir.join(format!("{name}.log"));
         let inherited_output = test_log_enabled();
-
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .envs(envs.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null());
-        if !inherited_output {
-            let (out, err) = log_stdio(&log_path)?;
-            cmd.stdout(out).stderr(err);
-        }
-        let child = spawn_tied(cmd).with_context(|| format!("cannot start {name} ({})", program.display()))?;
-        tracing::debug!(name, pid = child.id(), program = %program.display(), "spawned service");
+        let child = launch(name, &command, &log_path, inherited_output)?;
         Ok(ServiceProcess {
             name: name.to_owned(),
             child,
             log_path,
             inherited_output,
+            command,
         })
+    }
+
+    /// Starts the same program again, with the same arguments, environment
+    /// and log file (appended to), once the previous run has exited: a
+    /// restart after a SIGTERM or a crash.
+    pub fn respawn(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            bail!("{} (pid {}) is still running", self.name, self.pid());
+        }
+        self.child = launch(&self.name, &self.command, &self.log_path, self.inherited_output)?;
+        Ok(())
     }
 
     /// Polls `GET url` until it answers 200.
@@ -154,6 +170,20 @@ impl Drop for ServiceProcess {
     fn drop(&mut self) {
         stop_child(&mut self.child, libc::SIGTERM, Duration::from_secs(5));
     }
+}
+
+fn launch(name: &str, command: &Launch, log_path: &Path, inherited_output: bool) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(&command.program);
+    cmd.args(&command.args)
+        .envs(command.envs.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null());
+    if !inherited_output {
+        let (out, err) = log_stdio(log_path)?;
+        cmd.stdout(out).stderr(err);
+    }
+    let child = spawn_tied(cmd).with_context(|| format!("cannot start {name} ({})", command.program.display()))?;
+    tracing::debug!(name, pid = child.id(), program = %command.program.display(), "spawned service");
+    Ok(child)
 }
 
 /// `TEST_LOG=1` shows service output and test tracing on the terminal.
