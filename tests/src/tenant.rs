@@ -1,7 +1,10 @@
 //! A provider with an operator admin client and one RDP agent: the starting
 //! point of most end-to-end tests.
 
-use vigil_proto::v1::{AgentKind, CreateAgentRequest, CreateProviderRequest, CreateUserRequest, UsageModel};
+use vigil_proto::v1::{
+    AgentKind, CreateAgentRequest, CreateProviderRequest, CreateUserRequest, EnrollFactorRequest, EnrollFactorResponse,
+    Factor, UsageModel,
+};
 
 use crate::{Admin, AgentClient, Stack, admin_client, agent_client};
 
@@ -48,5 +51,19 @@ impl Tenant {
             })
             .await?;
         Ok(())
+    }
+
+    /// Enrols `factor` for `user`: what the admin is shown once (seed, URI,
+    /// backup codes or push enrolment code).
+    pub async fn enroll(&mut self, user: &str, factor: Factor) -> anyhow::Result<EnrollFactorResponse> {
+        let enrolled = self
+            .admin
+            .enroll_factor(EnrollFactorRequest {
+                provider_id: self.provider_id.clone(),
+                user: user.into(),
+                factor: factor as i32,
+            })
+            .await?;
+        Ok(enrolled.into_inner())
     }
 }

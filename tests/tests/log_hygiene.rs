@@ -1,5 +1,6 @@
 //! Logs never hold a secret. A full run (admin token, agent activation, an
-//! SMS code login, a voice PIN login, TOTP enrolment and login) with every
+//! SMS code login, a voice PIN login, TOTP enrolment and login, push enrolment
+//! and an approved push, a webhook secret) with every
 //! service logging JSON at debug level; then every line of every service's
 //! log is searched for each secret that flowed, and for full phone numbers.
 
@@ -11,8 +12,8 @@ use serde_json::json;
 use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant, admin_client, agent_client, registration_client};
 use vigil_otp::{OtpSecret, Totp};
 use vigil_proto::v1::{
-    AgentKind, AuthenticateRequest, ChallengeState, CreateActivationRequest, CreateAdminTokenRequest,
-    EnrollFactorRequest, Factor, GetProviderRequest, Reason, RegisterAgentRequest, UpdateUserRequest,
+    AgentKind, AuthenticateRequest, ChallengeState, CreateActivationRequest, CreateAdminTokenRequest, Factor,
+    GetProviderRequest, Reason, RegisterAgentRequest, RotateWebhookSecretRequest, UpdateUserRequest,
     VerifyPasscodeRequest,
 };
 
@@ -142,15 +143,7 @@ async fn full_run(stack: &Stack) -> anyhow::Result<Vec<(&'static str, String)>> 
     secrets.push(("PIN", PIN.to_owned()));
 
     // TOTP: the seed and URI shown once, then a code.
-    let totp = acme
-        .admin
-        .enroll_factor(EnrollFactorRequest {
-            provider_id: acme.provider_id.clone(),
-            user: "alice".into(),
-            factor: Factor::Totp as i32,
-        })
-        .await?
-        .into_inner();
+    let totp = acme.enroll("alice", Factor::Totp).await?;
     let seed = OtpSecret::from_base32(&totp.secret_base32)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let code = Totp::default().generate(&seed, now).as_str().to_owned();
@@ -159,6 +152,47 @@ async fn full_run(stack: &Stack) -> anyhow::Result<Vec<(&'static str, String)>> 
     secrets.push(("TOTP seed", totp.secret_base32));
     secrets.push(("TOTP URI", totp.otpauth_uri));
     secrets.push(("TOTP code", code));
+
+    // Push: the one-time enrolment code and its QR payload, then an approved
+    // push login with number matching.
+    let push = acme.enroll("alice", Factor::Push).await?;
+    let sim = reqwest::Client::new();
+    let enrolled: serde_json::Value = sim
+        .post(format!("{}/sim/devices/enroll", stack.sim_url))
+        .json(&json!({"payload": push.enrollment_uri, "behaviour": {"action": "approve"}}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(enrolled["enrolled"], true, "{enrolled}");
+    let pushed = agent
+        .authenticate(AuthenticateRequest {
+            username: "alice".into(),
+            factor: Factor::Push as i32,
+            client_ip: "192.0.2.10".into(),
+        })
+        .await?
+        .into_inner();
+    sim.put(format!("{}/sim/screens/{}", stack.sim_url, pushed.challenge_id))
+        .json(&json!({"number": pushed.match_number}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let (state, _) = agent.final_state(&pushed.challenge_id).await?;
+    assert_eq!(state, ChallengeState::Approved);
+    secrets.push(("push enrolment code", push.enrollment_code));
+    secrets.push(("push enrolment payload", push.enrollment_uri));
+
+    // The fraud webhook's signing secret, shown once.
+    let webhook = acme
+        .admin
+        .rotate_webhook_secret(RotateWebhookSecretRequest {
+            provider_id: acme.provider_id.clone(),
+        })
+        .await?
+        .into_inner();
+    secrets.push(("webhook secret", webhook.secret));
 
     // Billing's API, with its token.
     let (status, _) = stack.billing_usage(&acme.provider_id).await?;

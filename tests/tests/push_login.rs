@@ -11,9 +11,8 @@
 use serde_json::{Value, json};
 use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant};
 use vigil_proto::v1::{
-    AuthStatus, AuthenticateRequest, AuthenticateResponse, ChallengeState, Decision, EnrollFactorRequest,
-    EnrollFactorResponse, Factor, GetAuthStatusRequest, GetUserRequest, Reason, UpdateUserRequest, UserStatus,
-    WatchAuthRequest,
+    AuthStatus, AuthenticateRequest, AuthenticateResponse, ChallengeState, Decision, EnrollFactorResponse, Factor,
+    GetAuthStatusRequest, GetUserRequest, Reason, UpdateUserRequest, UserStatus, WatchAuthRequest,
 };
 
 const PHONE: &str = "+15550007001";
@@ -23,16 +22,7 @@ fn http() -> reqwest::Client {
 }
 
 async fn push_code(tenant: &mut Tenant, user: &str) -> EnrollFactorResponse {
-    tenant
-        .admin
-        .enroll_factor(EnrollFactorRequest {
-            provider_id: tenant.provider_id.clone(),
-            user: user.into(),
-            factor: Factor::Push as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    tenant.enroll(user, Factor::Push).await.unwrap()
 }
 
 /// The simulated phone enrols from the QR payload; Vigil's answer.
