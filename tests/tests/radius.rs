@@ -648,17 +648,18 @@ async fn second_factor_mode_with_push_accepts_an_approval_once_and_rejects_a_den
     assert!(denied.reply_message().starts_with("DENY denied:"), "{}", denied.output);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn password_code_mode_checks_the_password_in_the_directory_and_the_totp_code() {
+/// A stack with `options` beside a directory where alice's password is
+/// `hunter2`; Acme has alice and a password-and-code RADIUS client.
+async fn password_code_stack(options: StackOptions) -> (Stack, SlapdServer, Admin, String) {
     let (stack, slapd) = tokio::join!(
-        Stack::start(StackOptions::default()),
+        Stack::start(options),
         SlapdServer::start(
             "dn: ou=people,dc=example,dc=org\nobjectClass: organizationalUnit\nou: people\n\n\
              dn: uid=alice,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: alice\ncn: Alice\n\
              sn: Example\nuserPassword: hunter2\n",
         )
     );
-    let (mut stack, slapd) = (stack.expect("stack starts"), slapd.expect("slapd starts"));
+    let (stack, slapd) = (stack.expect("stack starts"), slapd.expect("slapd starts"));
     let mut admin = admin_client(&stack.grpc_url, &stack.admin_token).await.unwrap();
     let acme = provider(&mut admin, "Acme").await;
     user(&mut admin, &acme, "alice", PHONE).await;
@@ -666,6 +667,49 @@ async fn password_code_mode_checks_the_password_in_the_directory_and_the_totp_co
         .create_radius_client(client(&acme, RadiusMode::PasswordCode))
         .await
         .unwrap();
+    (stack, slapd, admin, acme)
+}
+
+/// Points `provider_id`'s password checks at `slapd`'s people.
+fn people_directory(provider_id: &str, slapd: &SlapdServer) -> SetDirectoryRequest {
+    SetDirectoryRequest {
+        provider_id: provider_id.to_owned(),
+        url: slapd.url(),
+        bind_dn_template: "uid={username},ou=people,dc=example,dc=org".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_code_mode_asks_policy_before_the_directory() {
+    // Three calls a minute for a user: the fourth password is never tried.
+    let options = StackOptions {
+        env: vec![("challenge", "VIGIL_RATE_LIMIT_USER_MAX", "3".into())],
+        ..Default::default()
+    };
+    let (stack, slapd, mut admin, acme) = password_code_stack(options).await;
+    admin.set_directory(people_directory(&acme, &slapd)).await.unwrap();
+    for _ in 0..3 {
+        let wrong = login(&stack, "alice", "guess01123456").await;
+        assert!(
+            wrong.reply_message().starts_with("DENY wrong_password:"),
+            "{}",
+            why(&stack, &wrong)
+        );
+    }
+    // Even the right password: refused by the rate limit, not by the directory.
+    let limited = login(&stack, "alice", "hunter2123456").await;
+    assert_eq!(limited.answer(), Some("Access-Reject"), "{}", why(&stack, &limited));
+    assert!(
+        limited.reply_message().starts_with("DENY rate_limited:"),
+        "{}",
+        limited.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_code_mode_checks_the_password_in_the_directory_and_the_totp_code() {
+    let (mut stack, slapd, mut admin, acme) = password_code_stack(StackOptions::default()).await;
 
     // No directory to check the password against: refused, and said so.
     let no_directory = login(&stack, "alice", "hunter2123456").await;
@@ -680,15 +724,7 @@ async fn password_code_mode_checks_the_password_in_the_directory_and_the_totp_co
         "{}",
         no_directory.output
     );
-    admin
-        .set_directory(SetDirectoryRequest {
-            provider_id: acme.clone(),
-            url: slapd.url(),
-            bind_dn_template: "uid={username},ou=people,dc=example,dc=org".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    admin.set_directory(people_directory(&acme, &slapd)).await.unwrap();
     for bad in [
         SetDirectoryRequest {
             url: "http://ldap.example.org".into(),

@@ -17,7 +17,7 @@ use super::{
     state,
 };
 use crate::{
-    agent_api::{start, verify},
+    agent_api::{preauth, start, verify},
     app::Gateway,
     audit, directory, watch,
 };
@@ -261,6 +261,15 @@ async fn record_refusal(gateway: &Gateway, client: &ClientEntry, username: &str,
     }
 }
 
+/// Policy refusals that stop a password-and-code login before the directory
+/// is asked: abuse and account state, and doubt (fail closed).
+fn refused_before_password(reason: Reason) -> bool {
+    matches!(
+        reason,
+        Reason::RateLimited | Reason::LockedOut | Reason::BlockedForFraud | Reason::Disabled | Reason::Unavailable
+    )
+}
+
 /// (c) User-Password is the password followed by a TOTP code.
 async fn password_code(
     gateway: &Gateway,
@@ -276,7 +285,16 @@ async fn password_code(
             "the password must end with the 6-digit code from the authenticator app",
         );
     };
-    // The password before the code, checked first by the provider's
+    // Policy first, and it counts against the per-user and per-agent rate
+    // limits: a rate-limited, locked, blocked or disabled user never reaches
+    // the directory, so RADIUS cannot spray passwords at it. Other refusals
+    // (unknown user, not enrolled) come after the password check, so they
+    // tell nothing to someone who does not know the password.
+    let policy = preauth(gateway, &client.agent, username.to_owned(), client_ip).await;
+    if policy.decision == Decision::Deny as i32 && refused_before_password(policy.reason()) {
+        return Answer::decided(policy.decision, policy.reason, policy.message);
+    }
+    // The password before the code, checked next by the provider's
     // directory: a wrong password never spends the user's code.
     let secret = field.get(..field.len() - code.len()).unwrap_or_default();
     let refusal = match directory::check(
