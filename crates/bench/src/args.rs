@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-/// Closed loop: the rate users and agents are sized for.
-const CLOSED_LOOP_GUESS: f64 = 1500.0;
 /// Authenticate and VerifyPasscode: both count against the rate limits.
 pub const CALLS_PER_LOGIN: f64 = 2.0;
 /// More agents than this would be a setup of its own.
@@ -103,6 +101,10 @@ pub struct Args {
     /// Closed loop: this many requests in flight, each starting when one ends.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Closed loop: the rate (per second) users and agents are sized for; a
+    /// run that goes faster than this waits for users (`no_user_ready`).
+    #[arg(long, default_value_t = 1500.0)]
+    pub expect_rate: f64,
     /// Open loop: more requests in flight than this are counted as errors, not sent.
     #[arg(long, default_value_t = 4096)]
     pub max_in_flight: usize,
@@ -162,9 +164,9 @@ pub struct Args {
 
 impl Args {
     /// Requests per second a scenario is expected to reach: the open loop's
-    /// rate, or for the closed loop a generous guess of what a stack answers.
+    /// rate, or for the closed loop --expect-rate.
     pub fn expected_rate(&self) -> f64 {
-        self.rate.unwrap_or(CLOSED_LOOP_GUESS)
+        self.rate.unwrap_or(self.expect_rate)
     }
 
     /// The number of requests a scenario is expected to make, for sizing users.
