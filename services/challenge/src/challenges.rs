@@ -374,14 +374,31 @@ impl Service {
         let Ok(challenge_id) = ChallengeId::parse(&req.challenge_id) else {
             return Ok(not_found);
         };
+        // The limits are counted before the transaction that locks the
+        // challenge: counting takes a connection of its own, and taking a
+        // second connection while holding one deadlocks the pool once as many
+        // verifications run at once as it has connections.
+        let peeked = {
+            let mut conn = self.pool.acquire().await?;
+            store::get_challenge(&mut conn, &provider, challenge_id.as_uuid(), false).await?
+        };
+        let Some(peeked) = peeked else {
+            return Ok(not_found);
+        };
+        if let Some((message, remaining)) = self.verify_rate_limited(&req, &peeked).await? {
+            return Ok(reply(
+                Decision::Deny,
+                Reason::RateLimited,
+                peeked.state(),
+                &message,
+                remaining,
+            ));
+        }
         let mut tx = self.pool.begin().await?;
         let Some(row) = store::get_challenge(&mut tx, &provider, challenge_id.as_uuid(), true).await? else {
             return Ok(not_found);
         };
         let state = row.state();
-        if let Some((message, remaining)) = self.verify_rate_limited(&req, &row).await? {
-            return Ok(reply(Decision::Deny, Reason::RateLimited, state, &message, remaining));
-        }
         if state.is_terminal() {
             let (reason, message) = match state {
                 ChallengeState::Approved => (
