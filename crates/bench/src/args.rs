@@ -122,8 +122,8 @@ pub struct Args {
     #[arg(long)]
     pub agents: Option<usize>,
     /// Login calls per minute the deployment allows one agent
-    /// (VIGIL_RATE_LIMIT_AGENT_MAX, 1200 by default); 0: no limit.
-    #[arg(long, default_value_t = 1200)]
+    /// (VIGIL_RATE_LIMIT_AGENT_MAX, 12000 by default); 0: no limit.
+    #[arg(long, default_value_t = 12_000)]
     pub agent_limit: u32,
     /// Login calls per minute the deployment allows one user
     /// (VIGIL_RATE_LIMIT_USER_MAX, 20 by default); 0: no limit.

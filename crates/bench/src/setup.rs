@@ -8,7 +8,8 @@ use vigil_agent_auth::AgentCredential;
 use vigil_e2e::{Admin, AgentClient, admin_client, agent_client};
 use vigil_otp::OtpSecret;
 use vigil_proto::v1::{
-    AgentKind, CreateAgentRequest, CreateProviderRequest, CreateUserRequest, EnrollFactorRequest, Factor, UsageModel,
+    AgentKind, CreateAgentRequest, CreateProviderRequest, CreateUserRequest, EnrollFactorRequest, Factor,
+    UpdateProviderRequest, UsageModel,
 };
 
 pub struct Tenant {
@@ -49,6 +50,17 @@ impl Tenant {
             .await
             .context("creating the benchmark's provider (is the admin token right?)")?
             .into_inner();
+        // The toll-fraud caps (100 SMS per prefix and hour by default) would
+        // refuse the sms scenario's load; the bench's own provider has none.
+        admin
+            .update_provider(UpdateProviderRequest {
+                provider_id: provider.id.clone(),
+                sms_cap_per_hour: Some(0),
+                voice_cap_per_hour: Some(0),
+                ..Default::default()
+            })
+            .await
+            .context("lifting the benchmark provider's delivery caps")?;
         let mut tenant = Self {
             admin,
             provider_id: provider.id,

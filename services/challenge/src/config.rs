@@ -73,7 +73,7 @@ impl Default for Config {
             otp_issuer: "Vigil".into(),
             rate_limit_user_max: 20,
             rate_limit_user_window_secs: 60,
-            rate_limit_agent_max: 1200,
+            rate_limit_agent_max: 12_000,
             rate_limit_agent_window_secs: 60,
             push_enroll_url: "http://127.0.0.1:8083/v1/push/enroll".into(),
             push_enrollment_ttl_secs: 600,
