@@ -160,6 +160,16 @@ fn why(stack: &Stack, exchange: &Exchange) -> String {
     format!("{}\n{}", exchange.output, stack.log_tails(30))
 }
 
+/// The answer was an Access-Reject whose Reply-Message gives `reason`.
+fn assert_rejected(stack: &Stack, exchange: &Exchange, reason: &str) {
+    assert_eq!(exchange.answer(), Some("Access-Reject"), "{}", why(stack, exchange));
+    assert!(
+        exchange.reply_message().starts_with(&format!("DENY {reason}:")),
+        "{}",
+        exchange.output
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn radius_clients_are_managed_per_provider_with_bad_input_refused() {
     let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
@@ -372,12 +382,7 @@ async fn challenge_mode_round_trip_with_an_sms_code() {
 
     // A State is bound to its user: bob cannot answer alice's challenge.
     let stolen = answer_challenge(&stack, "bob", &state, &code).await;
-    assert_eq!(stolen.answer(), Some("Access-Reject"), "{}", why(&stack, &stolen));
-    assert!(
-        stolen.reply_message().starts_with("DENY invalid_request:"),
-        "{}",
-        stolen.output
-    );
+    assert_rejected(&stack, &stolen, "invalid_request");
 
     // Second round: State + code → Access-Accept.
     let second = answer_challenge(&stack, "alice", &state, &code).await;
@@ -386,12 +391,7 @@ async fn challenge_mode_round_trip_with_an_sms_code() {
     assert_eq!(second.reply_message(), "ALLOW approved: approved");
     // The code worked once.
     let again = answer_challenge(&stack, "alice", &state, &code).await;
-    assert_eq!(again.answer(), Some("Access-Reject"), "{}", again.output);
-    assert!(
-        again.reply_message().starts_with("DENY already_used:"),
-        "{}",
-        again.output
-    );
+    assert_rejected(&stack, &again, "already_used");
 
     // A wrong code is rejected with its reason.
     let first = login(&stack, "alice", "ad-password").await;
@@ -405,21 +405,11 @@ async fn challenge_mode_round_trip_with_an_sms_code() {
 
     // A forged State never reaches the challenge service.
     let forged = answer_challenge(&stack, "alice", "0x63686c5f", &code).await;
-    assert_eq!(forged.answer(), Some("Access-Reject"), "{}", forged.output);
-    assert!(
-        forged.reply_message().starts_with("DENY invalid_request:"),
-        "{}",
-        forged.output
-    );
+    assert_rejected(&stack, &forged, "invalid_request");
 
     // Unknown users are denied with the policy's reason (require_user_match).
     let unknown = login(&stack, "mallory", "pw").await;
-    assert_eq!(unknown.answer(), Some("Access-Reject"), "{}", why(&stack, &unknown));
-    assert!(
-        unknown.reply_message().starts_with("DENY unknown_user:"),
-        "{}",
-        unknown.output
-    );
+    assert_rejected(&stack, &unknown, "unknown_user");
 
     // A wrong shared secret, or no Message-Authenticator: no answer at all.
     let wrong_secret = radclient(
@@ -538,12 +528,7 @@ async fn second_factor_mode_waits_for_the_phone_and_duplicates_are_answered_once
     };
     phone_does("1234#").await;
     let denied = login(&stack, "alice", "checked-by-nas").await;
-    assert_eq!(denied.answer(), Some("Access-Reject"), "{}", why(&stack, &denied));
-    assert!(
-        denied.reply_message().starts_with("DENY wrong_code:"),
-        "{}",
-        denied.output
-    );
+    assert_rejected(&stack, &denied, "wrong_code");
     phone_does("4711#").await;
     let accepted = login(&stack, "alice", "checked-by-nas").await;
     assert_eq!(accepted.answer(), Some("Access-Accept"), "{}", why(&stack, &accepted));
@@ -644,8 +629,7 @@ async fn second_factor_mode_with_push_accepts_an_approval_once_and_rejects_a_den
     assert_eq!(pushes[0]["data"]["match_choices"], "");
 
     let denied = login(&stack, "alice", "checked-by-nas").await;
-    assert_eq!(denied.answer(), Some("Access-Reject"), "{}", why(&stack, &denied));
-    assert!(denied.reply_message().starts_with("DENY denied:"), "{}", denied.output);
+    assert_rejected(&stack, &denied, "denied");
 }
 
 /// A stack with `options` beside a directory where alice's password is
@@ -699,12 +683,7 @@ async fn password_code_mode_asks_policy_before_the_directory() {
     }
     // Even the right password: refused by the rate limit, not by the directory.
     let limited = login(&stack, "alice", "hunter2123456").await;
-    assert_eq!(limited.answer(), Some("Access-Reject"), "{}", why(&stack, &limited));
-    assert!(
-        limited.reply_message().starts_with("DENY rate_limited:"),
-        "{}",
-        limited.output
-    );
+    assert_rejected(&stack, &limited, "rate_limited");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -713,17 +692,7 @@ async fn password_code_mode_checks_the_password_in_the_directory_and_the_totp_co
 
     // No directory to check the password against: refused, and said so.
     let no_directory = login(&stack, "alice", "hunter2123456").await;
-    assert_eq!(
-        no_directory.answer(),
-        Some("Access-Reject"),
-        "{}",
-        why(&stack, &no_directory)
-    );
-    assert!(
-        no_directory.reply_message().starts_with("DENY no_directory:"),
-        "{}",
-        no_directory.output
-    );
+    assert_rejected(&stack, &no_directory, "no_directory");
     admin.set_directory(people_directory(&acme, &slapd)).await.unwrap();
     for bad in [
         SetDirectoryRequest {
@@ -760,17 +729,7 @@ async fn password_code_mode_checks_the_password_in_the_directory_and_the_totp_co
         .into_inner();
     assert!(shown.configured && shown.url == slapd.url(), "{shown:?}");
     let wrong_password = login(&stack, "alice", "hunter3123456").await;
-    assert_eq!(
-        wrong_password.answer(),
-        Some("Access-Reject"),
-        "{}",
-        why(&stack, &wrong_password)
-    );
-    assert!(
-        wrong_password.reply_message().starts_with("DENY wrong_password:"),
-        "{}",
-        wrong_password.output
-    );
+    assert_rejected(&stack, &wrong_password, "wrong_password");
     // Only a code: an empty password is never an LDAP bind that "succeeds".
     let only_code = login(&stack, "alice", "123456").await;
     assert!(
@@ -802,12 +761,7 @@ async fn password_code_mode_checks_the_password_in_the_directory_and_the_totp_co
 
     // The right password, but not enrolled in TOTP yet: the reason says so.
     let not_yet = login(&stack, "alice", "hunter2123456").await;
-    assert_eq!(not_yet.answer(), Some("Access-Reject"), "{}", why(&stack, &not_yet));
-    assert!(
-        not_yet.reply_message().starts_with("DENY not_enrolled:"),
-        "{}",
-        not_yet.output
-    );
+    assert_rejected(&stack, &not_yet, "not_enrolled");
 
     let enrolled = admin
         .enroll_factor(EnrollFactorRequest {
@@ -823,36 +777,20 @@ async fn password_code_mode_checks_the_password_in_the_directory_and_the_totp_co
     let code = Totp::default().generate(&seed, now);
 
     let missing = login(&stack, "alice", "hunter2").await;
-    assert_eq!(missing.answer(), Some("Access-Reject"), "{}", missing.output);
-    assert!(
-        missing.reply_message().starts_with("DENY invalid_request:"),
-        "{}",
-        missing.output
-    );
+    assert_rejected(&stack, &missing, "invalid_request");
     let wrong = if code.as_str() == "000000" { "111111" } else { "000000" };
     let rejected = login(&stack, "alice", &format!("hunter2{wrong}")).await;
-    assert_eq!(rejected.answer(), Some("Access-Reject"), "{}", why(&stack, &rejected));
-    assert!(
-        rejected.reply_message().starts_with("DENY wrong_code:"),
-        "{}",
-        rejected.output
-    );
+    assert_rejected(&stack, &rejected, "wrong_code");
     let accepted = login(&stack, "alice", &format!("hunter2{}", code.as_str())).await;
     assert_eq!(accepted.answer(), Some("Access-Accept"), "{}", why(&stack, &accepted));
     // A TOTP code works once.
     let replayed = login(&stack, "alice", &format!("hunter2{}", code.as_str())).await;
-    assert_eq!(replayed.answer(), Some("Access-Reject"), "{}", replayed.output);
-    assert!(
-        replayed.reply_message().starts_with("DENY already_used:"),
-        "{}",
-        replayed.output
-    );
+    assert_rejected(&stack, &replayed, "already_used");
 
     // Fail closed: with the challenge service gone, the answer is a reject with a reason.
     stack.challenge.kill();
     stack.challenge.wait_exit(Duration::from_secs(10)).await.unwrap();
     let code = Totp::default().generate(&seed, now + 30);
     let down = login(&stack, "alice", &format!("hunter2{}", code.as_str())).await;
-    assert_eq!(down.answer(), Some("Access-Reject"), "{}", why(&stack, &down));
-    assert!(down.reply_message().starts_with("DENY unavailable:"), "{}", down.output);
+    assert_rejected(&stack, &down, "unavailable");
 }
