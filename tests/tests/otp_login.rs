@@ -24,8 +24,8 @@ async fn enroll(admin: &mut Admin, provider_id: &str, factor: Factor) -> EnrollF
         .into_inner()
 }
 
-/// Starts a challenge on `factor` and answers it with `code`.
-async fn login(agent: &mut AgentClient, factor: Factor, code: &str) -> Reason {
+/// Starts alice's challenge on `factor`; it must be challenged.
+async fn start(agent: &mut AgentClient, factor: Factor) -> String {
     let started = agent
         .authenticate(AuthenticateRequest {
             username: "alice".into(),
@@ -36,9 +36,15 @@ async fn login(agent: &mut AgentClient, factor: Factor, code: &str) -> Reason {
         .unwrap()
         .into_inner();
     assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
+    started.challenge_id
+}
+
+/// Starts a challenge on `factor` and answers it with `code`.
+async fn login(agent: &mut AgentClient, factor: Factor, code: &str) -> Reason {
+    let challenge_id = start(agent, factor).await;
     agent
         .verify_passcode(VerifyPasscodeRequest {
-            challenge_id: started.challenge_id,
+            challenge_id,
             passcode: code.into(),
         })
         .await
@@ -47,16 +53,20 @@ async fn login(agent: &mut AgentClient, factor: Factor, code: &str) -> Reason {
         .reason()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn totp_hotp_and_backup_codes_log_in_once_each() {
-    // One user logs in a score of times within a minute here: more than the
-    // per-user rate limit allows (tests/tests/guard.rs tests that limit).
-    let stack = Stack::start(StackOptions {
+/// One user logs in a score of times within a minute here: more than the
+/// per-user rate limit allows (tests/tests/guard.rs tests that limit).
+async fn stack_without_user_limit() -> Stack {
+    Stack::start(StackOptions {
         env: vec![("challenge", "VIGIL_RATE_LIMIT_USER_MAX", "0".into())],
         ..Default::default()
     })
     .await
-    .expect("stack starts");
+    .expect("stack starts")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn totp_hotp_and_backup_codes_log_in_once_each() {
+    let stack = stack_without_user_limit().await;
     let mut tenant = Tenant::create(&stack, "Acme").await.unwrap();
     tenant.add_user("alice", "+15550003001").await.unwrap();
     let Tenant {
@@ -144,5 +154,48 @@ async fn totp_hotp_and_backup_codes_log_in_once_each() {
     assert_eq!(
         login(&mut agent, Factor::BackupCode, &fresh.backup_codes[1].replace('-', "")).await,
         Reason::Approved
+    );
+}
+
+/// Many challenges answered at once with the same TOTP code: the code is
+/// accepted exactly once, whichever answer gets there first.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_totp_code_raced_on_many_challenges_approves_once() {
+    let stack = stack_without_user_limit().await;
+    let mut tenant = Tenant::create(&stack, "Acme").await.unwrap();
+    tenant.add_user("alice", "+15550003002").await.unwrap();
+    let totp = enroll(&mut tenant.admin, &tenant.provider_id, Factor::Totp).await;
+    let seed = OtpSecret::from_base32(&totp.secret_base32).unwrap();
+
+    let mut challenges = Vec::new();
+    for _ in 0..8 {
+        challenges.push(start(&mut tenant.agent, Factor::Totp).await);
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let code = Totp::default().generate(&seed, now);
+    let answers = challenges.into_iter().map(|challenge_id| {
+        let mut agent = tenant.agent.clone();
+        let passcode = code.as_str().to_owned();
+        tokio::spawn(async move {
+            agent
+                .verify_passcode(VerifyPasscodeRequest { challenge_id, passcode })
+                .await
+                .unwrap()
+                .into_inner()
+                .reason()
+        })
+    });
+    let mut reasons = Vec::new();
+    for answer in answers.collect::<Vec<_>>() {
+        reasons.push(answer.await.unwrap());
+    }
+    let approved = reasons.iter().filter(|r| **r == Reason::Approved).count();
+    assert_eq!(approved, 1, "{reasons:?}");
+    // A replayed code counts as a failure: the fifth locks the user out.
+    assert!(
+        reasons
+            .iter()
+            .all(|r| matches!(r, Reason::Approved | Reason::AlreadyUsed | Reason::LockedOut)),
+        "{reasons:?}"
     );
 }

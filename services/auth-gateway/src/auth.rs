@@ -171,30 +171,59 @@ pub async fn authenticate_agent(
     let agent_id = AgentId::parse(&presented.agent_id).map_err(|_| refused("malformed agent id"))?;
     let now = gateway.clock.now();
     let mut conn = gateway.pool.acquire().await?;
-    let agent = store::get_agent(&mut conn, agent_id.as_uuid())
+    let (agent, fresh_nonce) = store::get_agent_spending_nonce(&mut conn, agent_id.as_uuid(), &presented.nonce, now)
         .await?
         .ok_or_else(|| refused("unknown agent"))?;
     if !agent.enabled {
         return Err(refused("agent disabled"));
     }
-    let ciphertext = agent
-        .key_ciphertext
-        .as_deref()
-        .ok_or_else(|| refused("agent has no signing key"))?;
-    let key = gateway
-        .keyring
-        .decrypt(ciphertext, &agent_key_aad(agent_id))
-        .map_err(|e| GatewayError::Secret(e.to_string()))?;
-    match presented.verify(key.expose_secret(), method, body, now.timestamp()) {
-        Ok(()) => {}
-        Err(SignatureError::Skew) => return Err(refused("clock skew")),
-        Err(e) => return Err(refused(&e.to_string())),
+    // Only a correctly signed request keeps its nonce spent: one without the
+    // key holds a nonce only for the moment until its check fails, so it can
+    // burn none of the agent's (it would have to know them ahead anyway).
+    let checked = check_signature(gateway, &agent, agent_id, &presented, method, body, now.timestamp());
+    if let Err(why) = checked {
+        if fresh_nonce {
+            store::forget_nonce(&mut conn, agent.id, &presented.nonce).await?;
+        }
+        return Err(match why {
+            Refusal::Secret(e) => GatewayError::Secret(e),
+            Refusal::Refused(why) => refused(&why),
+        });
     }
-    // Only a correctly signed request spends a nonce, so nobody can burn an agent's nonces.
-    if !store::remember_nonce(&mut conn, agent.id, &presented.nonce, now).await? {
+    if !fresh_nonce {
         return Err(refused("nonce replayed"));
     }
     Ok(AgentIdentity::from_row(&agent))
+}
+
+enum Refusal {
+    /// The stored key could not be decrypted: a server fault, not the caller's.
+    Secret(String),
+    Refused(String),
+}
+
+fn check_signature(
+    gateway: &Gateway,
+    agent: &store::AgentRow,
+    agent_id: AgentId,
+    presented: &Presented,
+    method: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<(), Refusal> {
+    let ciphertext = agent
+        .key_ciphertext
+        .as_deref()
+        .ok_or_else(|| Refusal::Refused("agent has no signing key".into()))?;
+    let key = gateway
+        .keyring
+        .decrypt(ciphertext, &agent_key_aad(agent_id))
+        .map_err(|e| Refusal::Secret(e.to_string()))?;
+    match presented.verify(key.expose_secret(), method, body, now) {
+        Ok(()) => Ok(()),
+        Err(SignatureError::Skew) => Err(Refusal::Refused("clock skew".into())),
+        Err(e) => Err(Refusal::Refused(e.to_string())),
+    }
 }
 
 #[cfg(test)]

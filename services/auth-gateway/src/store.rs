@@ -201,6 +201,49 @@ pub async fn get_agent(conn: &mut PgConnection, id: Uuid) -> Result<Option<Agent
     .await
 }
 
+/// [`get_agent`] and, when the agent exists and is enabled, the nonce spent
+/// in the same statement: `(agent, true)` when the nonce was new. Two round
+/// trips on every agent call became one; a request whose signature then
+/// fails gives its nonce back ([`forget_nonce`]), so only a correctly signed
+/// request keeps one spent.
+pub async fn get_agent_spending_nonce(
+    conn: &mut PgConnection,
+    id: Uuid,
+    nonce: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<(AgentRow, bool)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        agent: AgentRow,
+        fresh_nonce: bool,
+    }
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "WITH spent AS (
+             INSERT INTO agent_nonces (agent_id, nonce, seen_at)
+             SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM agents WHERE id = $1 AND enabled)
+             ON CONFLICT DO NOTHING RETURNING 1)
+         SELECT {AGENT_COLUMNS}, EXISTS (SELECT 1 FROM spent) AS fresh_nonce
+         FROM agents a JOIN providers p ON p.id = a.provider_id WHERE a.id = $1"
+    ))
+    .bind(id)
+    .bind(nonce)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.agent, r.fresh_nonce)))
+}
+
+/// Gives back a nonce spent by a request that turned out not to be the agent's.
+pub async fn forget_nonce(conn: &mut PgConnection, agent_id: Uuid, nonce: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM agent_nonces WHERE agent_id = $1 AND nonce = $2")
+        .bind(agent_id)
+        .bind(nonce)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn list_agents(conn: &mut PgConnection, provider_id: Uuid) -> Result<Vec<AgentRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {AGENT_COLUMNS} FROM agents a JOIN providers p ON p.id = a.provider_id
@@ -239,24 +282,6 @@ pub async fn delete_agent(conn: &mut PgConnection, id: Uuid) -> Result<bool, sql
         .await?
         .rows_affected();
     Ok(deleted == 1)
-}
-
-/// Remembers a request nonce; `false` when the agent used it before (a replay).
-pub async fn remember_nonce(
-    conn: &mut PgConnection,
-    agent_id: Uuid,
-    nonce: &str,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let inserted =
-        sqlx::query("INSERT INTO agent_nonces (agent_id, nonce, seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(agent_id)
-            .bind(nonce)
-            .bind(now)
-            .execute(conn)
-            .await?
-            .rows_affected();
-    Ok(inserted == 1)
 }
 
 /// Forgets nonces older than the skew window: they can no longer verify.

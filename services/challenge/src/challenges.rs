@@ -52,10 +52,6 @@ impl Service {
             return Ok(deny(Reason::RateLimited, message));
         }
         let mut tx = self.pool.begin().await?;
-        // A retried request finds the challenge it created the first time.
-        if let Some(existing) = store::get_challenge(&mut tx, &provider, challenge_id.as_uuid(), false).await? {
-            return Ok(self.start_reply(&existing, "challenge already started".into()));
-        }
         let now = self.clock.now();
         let policy = req.policy.as_ref();
         // The user row is locked so that a bypass is used once.
@@ -184,7 +180,7 @@ impl Service {
             tx.commit().await?;
             return Ok(deny(Reason::DeliveryCapped, capped.message()));
         }
-        store::insert_challenge(
+        let inserted = store::insert_challenge(
             &mut tx,
             store::NewChallenge {
                 id: challenge_id.as_uuid(),
@@ -203,20 +199,26 @@ impl Service {
             },
         )
         .await?;
+        if !inserted {
+            // A retried request: the challenge it created the first time
+            // stands, and nothing of this attempt is kept. (Found here rather
+            // than looked up first: one statement fewer on every login.)
+            tx.rollback().await?;
+            let mut conn = self.pool.acquire().await?;
+            return match store::get_challenge(&mut conn, &provider, challenge_id.as_uuid(), false).await? {
+                Some(existing) => Ok(self.start_reply(&existing, "challenge already started".into())),
+                None => Ok(deny(Reason::ChallengeNotFound, "no such challenge".into())),
+            };
+        }
         let user_id = UserId::from_uuid(user.id).to_string();
-        self.outbox
-            .enqueue(
-                &mut tx,
-                &provider,
-                &ChallengeCreated {
-                    challenge_id: id_text.clone(),
-                    user_id: user_id.clone(),
-                    agent_id: req.agent_id.clone(),
-                    factor: factor_wire as i32,
-                    expires_at: Some(timestamp(expires_at)),
-                },
-            )
-            .await?;
+        let mut events = self.outbox.batch(&provider);
+        events.push(&ChallengeCreated {
+            challenge_id: id_text.clone(),
+            user_id: user_id.clone(),
+            agent_id: req.agent_id.clone(),
+            factor: factor_wire as i32,
+            expires_at: Some(timestamp(expires_at)),
+        })?;
         // What telephony delivers, if anything: every delivery names the
         // challenge and ends with it.
         let base = DeliveryRequested {
@@ -280,23 +282,18 @@ impl Service {
             None
         };
         if let Some(delivery) = &delivery {
-            self.outbox.enqueue(&mut tx, &provider, delivery).await?;
+            events.push(delivery)?;
         }
         // One billable authentication: a challenge issued to a user.
-        self.outbox
-            .enqueue(
-                &mut tx,
-                &provider,
-                &AuthenticationUsage {
-                    challenge_id: id_text.clone(),
-                    user_id,
-                    factor: factor_wire as i32,
-                    occurred_at: Some(timestamp(now)),
-                    kind: AuthenticationKind::Challenge as i32,
-                    billable: true,
-                },
-            )
-            .await?;
+        events.push(&AuthenticationUsage {
+            challenge_id: id_text.clone(),
+            user_id,
+            factor: factor_wire as i32,
+            occurred_at: Some(timestamp(now)),
+            kind: AuthenticationKind::Challenge as i32,
+            billable: true,
+        })?;
+        events.write(&mut tx).await?;
         login::record(
             &mut tx,
             &provider,
@@ -380,12 +377,12 @@ impl Service {
         // verifications run at once as it has connections.
         let peeked = {
             let mut conn = self.pool.acquire().await?;
-            store::get_challenge(&mut conn, &provider, challenge_id.as_uuid(), false).await?
+            store::peek_challenge(&mut conn, &provider, challenge_id.as_uuid()).await?
         };
-        let Some(peeked) = peeked else {
+        let Some((peeked, username)) = peeked else {
             return Ok(not_found);
         };
-        if let Some((message, remaining)) = self.verify_rate_limited(&req, &peeked).await? {
+        if let Some((message, remaining)) = self.verify_rate_limited(&req, &peeked, &username).await? {
             return Ok(reply(
                 Decision::Deny,
                 Reason::RateLimited,
@@ -395,7 +392,12 @@ impl Service {
             ));
         }
         let mut tx = self.pool.begin().await?;
-        let Some(row) = store::get_challenge(&mut tx, &provider, challenge_id.as_uuid(), true).await? else {
+        let Some(store::Verification {
+            challenge: row,
+            user,
+            token,
+        }) = store::lock_verification(&mut tx, &provider, challenge_id.as_uuid()).await?
+        else {
             return Ok(not_found);
         };
         let state = row.state();
@@ -426,7 +428,7 @@ impl Service {
         }
         let id_text = challenge_id.to_string();
         let check = if matches!(row.factor.as_str(), "totp" | "hotp" | "backup_code") {
-            self.check_otp(&mut tx, &provider, row.user_id, &row.factor, &req.passcode, now)
+            self.check_otp(&mut tx, &provider, row.user_id, &row.factor, &token, &req.passcode, now)
                 .await?
         } else if row
             .code_hash
@@ -438,11 +440,10 @@ impl Service {
             OtpCheck::Wrong
         };
         let matched = check == OtpCheck::Accepted;
-        let user = store::user_by_id(&mut tx, &provider, row.user_id, true).await?;
         let response = if matched {
             self.complete(&mut tx, &row, ChallengeState::Approved, Reason::Approved, now)
                 .await?;
-            self.approved(&mut tx, &row, now).await?;
+            self.approved(&mut tx, &row, Some(&user), now).await?;
             reply(
                 Decision::Allow,
                 Reason::Approved,
@@ -453,10 +454,7 @@ impl Service {
         } else {
             let attempts = store::count_attempt(&mut tx, row.id).await?;
             let remaining = row.max_attempts - attempts;
-            let locked = match &user {
-                Some(u) => self.failed(&mut tx, u, now).await?,
-                None => false,
-            };
+            let locked = self.failed(&mut tx, &user, now).await?;
             if locked {
                 self.complete(&mut tx, &row, ChallengeState::Denied, Reason::LockedOut, now)
                     .await?;
@@ -498,7 +496,7 @@ impl Service {
         login::record_answer(
             &mut tx,
             &row,
-            user.as_ref().map_or("", |u| u.username.as_str()),
+            &user.username,
             (
                 Decision::try_from(response.decision).unwrap_or_default(),
                 Reason::try_from(response.reason).unwrap_or_default(),
@@ -548,13 +546,20 @@ impl Service {
 
     /// After an approval: the failure count starts again, and the agent +
     /// user + address is remembered when the agent asks for it.
+    /// `user` is the user's row as locked by the caller, if it has it: a
+    /// user with no failures on record needs no write.
     pub async fn approved(
         &self,
         tx: &mut PgConnection,
         row: &ChallengeRow,
+        user: Option<&UserDetail>,
         now: DateTime<Utc>,
     ) -> Result<(), ServiceError> {
-        store::set_failures(tx, row.user_id, 0, None, None).await?;
+        let clean = user
+            .is_some_and(|u| u.failed_attempts == 0 && u.failure_window_start.is_none() && u.locked_until.is_none());
+        if !clean {
+            store::set_failures(tx, row.user_id, 0, None, None).await?;
+        }
         if row.remember_minutes > 0 && !row.client_ip.is_empty() {
             store::remember_approval(tx, &row.provider_id, &row.agent_id, row.user_id, &row.client_ip, now).await?;
         }

@@ -82,7 +82,7 @@ impl Handler for DeliveryAnsweredHandler {
             return Ok(());
         }
         match state {
-            ChallengeState::Approved => service.approved(tx, &row, now).await.map_err(retry)?,
+            ChallengeState::Approved => service.approved(tx, &row, None, now).await.map_err(retry)?,
             ChallengeState::Fraud => fraud(service, tx, &row).await.map_err(retry)?,
             _ => {}
         }

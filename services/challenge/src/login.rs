@@ -50,7 +50,8 @@ pub async fn gather(
     lock_user: bool,
 ) -> Result<Facts, ServiceError> {
     let login = login_facts(policy);
-    let Some(user) = store::user_by_name(conn, provider, username.as_str(), lock_user).await? else {
+    let Some((user, factors)) = store::user_and_factors_by_name(conn, provider, username.as_str(), lock_user).await?
+    else {
         return Ok(Facts {
             user: None,
             user_facts: None,
@@ -58,7 +59,6 @@ pub async fn gather(
             login,
         });
     };
-    let factors = store::user_factors(conn, user.id).await?;
     let last_approved = match policy {
         Some(p) if p.remember_minutes > 0 && !p.client_ip.is_empty() => {
             store::last_approval(conn, provider, &p.agent_id, user.id, &p.client_ip).await?

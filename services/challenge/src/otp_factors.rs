@@ -42,14 +42,7 @@ fn backup_hash(service: &Service, user_id: Uuid, code: &BackupCode) -> Vec<u8> {
     service.codes.hash(&format!("backup:{user_id}"), code.normalized())
 }
 
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    secret_ciphertext: Option<Vec<u8>>,
-    counter: Option<i64>,
-    last_step: Option<i64>,
-}
-
-async fn token(conn: &mut PgConnection, user_id: Uuid, kind: &str) -> Result<Option<TokenRow>, sqlx::Error> {
+async fn token(conn: &mut PgConnection, user_id: Uuid, kind: &str) -> Result<Option<store::OtpToken>, sqlx::Error> {
     sqlx::query_as(
         "SELECT secret_ciphertext, counter, last_step FROM factors WHERE user_id = $1 AND kind = $2 FOR UPDATE",
     )
@@ -65,7 +58,7 @@ impl Service {
         provider: &str,
         user_id: Uuid,
         kind: &str,
-        row: &TokenRow,
+        row: &store::OtpToken,
     ) -> Result<OtpSecret, ServiceError> {
         let ciphertext = row
             .secret_ciphertext
@@ -163,7 +156,8 @@ impl Service {
         let next = Hotp::default().resync(&secret, &first, &second, counter).map_err(|_| {
             ServiceError::InvalidArgument("the two codes are not consecutive codes of this token".into())
         })?;
-        set_counter(&mut tx, user.id, "hotp", next).await?;
+        // The row is locked: it cannot have moved since it was read.
+        set_counter(&mut tx, user.id, "hotp", row.counter, next).await?;
         let now = self.clock.now();
         store::audit_user(
             &mut tx,
@@ -181,12 +175,18 @@ impl Service {
 
     /// Checks `typed` against the user's `kind` token, moving its counter,
     /// step or backup code on in `tx` when it is accepted.
+    /// Checks `typed` against the user's `token` (read, with the user row
+    /// locked, by [`store::lock_verification`]) and moves the token forward.
+    /// The writes are compare-and-set as well, so a code is never accepted
+    /// twice even by a writer that did not hold the user's lock.
+    #[allow(clippy::too_many_arguments)]
     pub async fn check_otp(
         &self,
         tx: &mut PgConnection,
         provider: &str,
         user_id: Uuid,
         kind: &str,
+        token: &store::OtpToken,
         typed: &str,
         now: DateTime<Utc>,
     ) -> Result<OtpCheck, ServiceError> {
@@ -215,20 +215,20 @@ impl Service {
                 }
             });
         }
-        let Some(row) = token(tx, user_id, kind).await? else {
+        // No factor of that kind (removed since the challenge began).
+        if token.secret_ciphertext.is_none() {
             return Ok(OtpCheck::Wrong);
-        };
-        let secret = self.decrypt_seed(provider, user_id, kind, &row)?;
+        }
+        let row = token;
+        let secret = self.decrypt_seed(provider, user_id, kind, row)?;
         let Ok(code) = Code::parse(typed, Digits::Six) else {
             return Ok(OtpCheck::Wrong);
         };
         if kind == "hotp" {
             let counter = u64::try_from(row.counter.unwrap_or(0)).unwrap_or(0);
             return Ok(match Hotp::default().verify(&secret, &code, counter) {
-                Ok(next) => {
-                    set_counter(tx, user_id, kind, next).await?;
-                    OtpCheck::Accepted
-                }
+                Ok(next) if set_counter(tx, user_id, kind, row.counter, next).await? => OtpCheck::Accepted,
+                Ok(_) => OtpCheck::AlreadyUsed,
                 Err(_) => OtpCheck::Wrong,
             });
         }
@@ -236,13 +236,21 @@ impl Service {
         let last = row.last_step.and_then(|s| u64::try_from(s).ok());
         Ok(match Totp::default().verify(&secret, &code, now_secs, last) {
             Ok(m) => {
-                sqlx::query("UPDATE factors SET last_step = $3 WHERE user_id = $1 AND kind = $2")
-                    .bind(user_id)
-                    .bind(kind)
-                    .bind(i64::try_from(m.step).unwrap_or(i64::MAX))
-                    .execute(&mut *tx)
-                    .await?;
-                OtpCheck::Accepted
+                let moved = sqlx::query(
+                    "UPDATE factors SET last_step = $3
+                     WHERE user_id = $1 AND kind = $2 AND (last_step IS NULL OR last_step < $3)",
+                )
+                .bind(user_id)
+                .bind(kind)
+                .bind(i64::try_from(m.step).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved == 1 {
+                    OtpCheck::Accepted
+                } else {
+                    OtpCheck::AlreadyUsed
+                }
             }
             Err(VerifyError::Replayed) => OtpCheck::AlreadyUsed,
             Err(_) => OtpCheck::Wrong,
@@ -278,12 +286,23 @@ async fn replace_factor(
     Ok(())
 }
 
-async fn set_counter(conn: &mut PgConnection, user_id: Uuid, kind: &str, next: u64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE factors SET counter = $3 WHERE user_id = $1 AND kind = $2")
-        .bind(user_id)
-        .bind(kind)
-        .bind(i64::try_from(next).unwrap_or(i64::MAX))
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Moves an HOTP counter from `read` to `next`; `false` if it moved meanwhile.
+async fn set_counter(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    kind: &str,
+    read: Option<i64>,
+    next: u64,
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(
+        "UPDATE factors SET counter = $3 WHERE user_id = $1 AND kind = $2 AND counter IS NOT DISTINCT FROM $4",
+    )
+    .bind(user_id)
+    .bind(kind)
+    .bind(i64::try_from(next).unwrap_or(i64::MAX))
+    .bind(read)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
 }

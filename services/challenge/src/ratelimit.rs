@@ -251,11 +251,8 @@ impl Service {
         &self,
         req: &rpc::VerifyRequest,
         row: &crate::store::ChallengeRow,
+        username: &str,
     ) -> Result<Option<(String, i32)>, ServiceError> {
-        let username: Option<String> = sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
-            .bind(row.user_id)
-            .fetch_optional(&self.pool)
-            .await?;
         let context = rpc::PolicyContext {
             agent_id: req.agent_id.clone(),
             client_ip: row.client_ip.clone(),
@@ -264,7 +261,7 @@ impl Service {
         let Some(message) = self
             .rate_limited(Request {
                 provider: &row.provider_id,
-                username: username.as_deref().unwrap_or_default(),
+                username,
                 user_id: Some(row.user_id),
                 operation: "verify",
                 policy: Some(&context),

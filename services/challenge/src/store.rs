@@ -150,6 +150,106 @@ pub async fn get_challenge(
         .await
 }
 
+/// What verifying a passcode reads, locked: the challenge, its user and the
+/// user's token for the challenge's factor (absent for factors without one).
+/// One statement, taking the locks in one order (challenge, user, token).
+#[derive(Debug)]
+pub struct Verification {
+    pub challenge: ChallengeRow,
+    pub user: UserDetail,
+    pub token: OtpToken,
+}
+
+/// A user's OTP token: the encrypted seed and how far it has been used.
+#[derive(Debug, Default, sqlx::FromRow)]
+pub struct OtpToken {
+    pub secret_ciphertext: Option<Vec<u8>>,
+    pub counter: Option<i64>,
+    pub last_step: Option<i64>,
+}
+
+// By hand: the challenge and the user both have `id` and `provider_id`.
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Verification {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row as _;
+        Ok(Self {
+            challenge: ChallengeRow::from_row(row)?,
+            user: UserDetail {
+                id: row.try_get("u_id")?,
+                provider_id: row.try_get("u_provider_id")?,
+                username: row.try_get("username")?,
+                display_name: row.try_get("display_name")?,
+                status: row.try_get("status")?,
+                phone: row.try_get("phone")?,
+                email: row.try_get("email")?,
+                pin_hash: row.try_get("pin_hash")?,
+                default_factor: row.try_get("default_factor")?,
+                bypass_until: row.try_get("bypass_until")?,
+                bypass_remaining: row.try_get("bypass_remaining")?,
+                failed_attempts: row.try_get("failed_attempts")?,
+                failure_window_start: row.try_get("failure_window_start")?,
+                locked_until: row.try_get("locked_until")?,
+                created_at: row.try_get("created_at")?,
+            },
+            token: OtpToken::from_row(row)?,
+        })
+    }
+}
+
+pub async fn lock_verification(
+    conn: &mut PgConnection,
+    provider_id: &str,
+    id: Uuid,
+) -> Result<Option<Verification>, sqlx::Error> {
+    // Every challenge has its user (ON DELETE CASCADE), so the join is inner.
+    // The token is on the nullable side of an outer join and cannot be
+    // locked here; its writers guard themselves (see otp_factors).
+    sqlx::query_as(
+        "SELECT c.id, c.provider_id, c.user_id, c.state, c.reason, c.code_hash, c.max_attempts, c.expires_at,
+                c.agent_id, c.client_ip, c.remember_minutes, c.factor, c.block_user_on_fraud, c.match_number,
+                u.id AS u_id, u.provider_id AS u_provider_id, u.username, u.display_name, u.status, u.phone, u.email,
+                u.pin_hash, u.default_factor, u.bypass_until, u.bypass_remaining, u.failed_attempts,
+                u.failure_window_start, u.locked_until, u.created_at,
+                f.secret_ciphertext, f.counter, f.last_step
+         FROM challenges c
+         JOIN users u ON u.id = c.user_id
+         LEFT JOIN factors f ON f.user_id = c.user_id AND f.kind = c.factor
+         WHERE c.id = $1 AND c.provider_id = $2
+         FOR UPDATE OF c, u",
+    )
+    .bind(id)
+    .bind(provider_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// A challenge of `provider_id` and its user's name, unlocked: what the rate
+/// limits of a passcode check are keyed by.
+pub async fn peek_challenge(
+    conn: &mut PgConnection,
+    provider_id: &str,
+    id: Uuid,
+) -> Result<Option<(ChallengeRow, String)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        challenge: ChallengeRow,
+        username: String,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT c.id, c.provider_id, c.user_id, c.state, c.reason, c.code_hash, c.max_attempts, c.expires_at,
+                c.agent_id, c.client_ip, c.remember_minutes, c.factor, c.block_user_on_fraud, c.match_number,
+                u.username
+         FROM challenges c JOIN users u ON u.id = c.user_id
+         WHERE c.id = $1 AND c.provider_id = $2",
+    )
+    .bind(id)
+    .bind(provider_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.challenge, r.username)))
+}
+
 /// Moves an open challenge to `state`; `false` if it was no longer open.
 pub async fn transition(
     conn: &mut PgConnection,
@@ -245,6 +345,45 @@ pub async fn user_by_name(
         .bind(username)
         .fetch_optional(conn)
         .await
+}
+
+/// [`user_by_name`] and the user's factors (oldest first) in one statement:
+/// every login reads both.
+pub async fn user_and_factors_by_name(
+    conn: &mut PgConnection,
+    provider_id: &str,
+    username: &str,
+    lock: bool,
+) -> Result<Option<(UserDetail, Vec<FactorRow>)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        user: UserDetail,
+        factor_kinds: Vec<String>,
+        factor_destinations: Vec<String>,
+    }
+    // Both arrays in the same order (created_at, then id for ties).
+    let sql = format!(
+        "SELECT {USER_COLUMNS},
+             ARRAY(SELECT f.kind FROM factors f WHERE f.user_id = u.id ORDER BY f.created_at, f.id) AS factor_kinds,
+             ARRAY(SELECT f.destination FROM factors f WHERE f.user_id = u.id ORDER BY f.created_at, f.id) AS factor_destinations
+         FROM users u WHERE provider_id = $1 AND username = $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row: Option<Row> = sqlx::query_as(&sql)
+        .bind(provider_id)
+        .bind(username)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|row| {
+        let factors = row
+            .factor_kinds
+            .into_iter()
+            .zip(row.factor_destinations)
+            .map(|(kind, destination)| FactorRow { kind, destination })
+            .collect();
+        (row.user, factors)
+    }))
 }
 
 pub async fn user_by_id(
