@@ -202,6 +202,25 @@ async fn agent_requests_must_be_signed_fresh_and_from_an_enabled_agent() {
     };
     let forged = agent.raw.preauth(forged.sign(methods::PREAUTH, preauth())).await;
     assert_eq!(forged.unwrap_err().code(), Code::Unauthenticated);
+    // A forgery does not spend the nonce it carries: the agent's own request
+    // with that nonce still goes through.
+    let (forger, own_nonce) = (
+        AgentCredential {
+            agent_id: credential.agent_id.clone(),
+            key: "vak_forged".into(),
+        },
+        "nonce-a-forger-tried-first-0123",
+    );
+    let forged = agent
+        .raw
+        .preauth(forger.sign_at(methods::PREAUTH, preauth(), now, own_nonce))
+        .await;
+    assert_eq!(forged.unwrap_err().code(), Code::Unauthenticated);
+    agent
+        .raw
+        .preauth(credential.sign_at(methods::PREAUTH, preauth(), now, own_nonce))
+        .await
+        .expect("the nonce is still the agent's to use");
     let mut unsigned = agent.raw.clone();
     assert_eq!(
         unsigned.preauth(preauth()).await.unwrap_err().code(),
