@@ -1,15 +1,27 @@
-//! Idempotent durable consumers. Each event is handled in one database
+//! Idempotent durable consumers. Each event is handled in a database
 //! transaction that also records its envelope id; the message is acknowledged
 //! only after that commit. A redelivery (after a crash, a lost ack, a relay
 //! retry) finds the id already recorded and is acknowledged without effect.
+//!
+//! Under load, the events already delivered are applied in batches: one
+//! transaction, one commit, for up to [`ConsumerSpec::batch_size`] events.
+//! A batch never waits to fill, so a lone event goes through at once. If
+//! anything in a batch fails, the batch is rolled back and its events are
+//! handled one transaction each, so a failure stays the failing event's own.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 use vigil_proto::events::Envelope;
 
 use crate::{BusError, envelope, trace};
@@ -24,8 +36,15 @@ pub struct ConsumerSpec {
     /// After this many failed deliveries the event is dead-lettered.
     pub max_deliver: i64,
     pub ack_wait: Duration,
-    /// Events handled side by side; ordering is not relied upon.
+    /// Events (or batches) handled side by side; ordering is not relied upon.
     pub concurrency: usize,
+    /// Most events applied in one transaction: those already delivered when
+    /// a batch starts, never waited for. 1 turns batching off.
+    pub batch_size: usize,
+    /// A batch takes on no further event once its transaction is this old,
+    /// so a slow handler (one that calls out) holds neither locks nor the
+    /// other events' acknowledgements for long: the rest go in a new one.
+    pub batch_time: Duration,
 }
 
 impl ConsumerSpec {
@@ -37,6 +56,8 @@ impl ConsumerSpec {
             max_deliver: 20,
             ack_wait: Duration::from_secs(30),
             concurrency: 8,
+            batch_size: 64,
+            batch_time: Duration::from_millis(50),
         }
     }
 }
@@ -76,6 +97,9 @@ impl From<BusError> for HandlerError {
 
 pub trait Handler: Send + Sync + 'static {
     /// Applies the event inside `tx`; the caller commits and acknowledges.
+    /// `tx` may carry other events of the same batch, committed after the
+    /// last of them; if the batch fails it is rolled back and each event
+    /// handled again on its own, so work done outside `tx` must bear a repeat.
     fn handle(
         &self,
         tx: &mut PgConnection,
@@ -142,9 +166,12 @@ async fn consume<H: Handler>(
         .map(|m| m.map_err(|e| BusError::JetStream(e.to_string())))
         .take_while(|m| std::future::ready(m.is_ok()))
         .filter_map(|m| std::future::ready(m.ok()))
-        .for_each_concurrent(spec.concurrency, |message| {
+        // The next message, plus whatever else is already buffered: while
+        // every slot is busy, messages pile up and the next batch is bigger.
+        .ready_chunks(spec.batch_size.max(1))
+        .for_each_concurrent(spec.concurrency, |messages| {
             let handler = handler.clone();
-            async move { process(pool, spec, handler.as_ref(), message).await }
+            async move { process(pool, spec, handler.as_ref(), messages).await }
         });
     tokio::select! {
         () = stopped => {}
@@ -187,7 +214,67 @@ fn count_outcome(spec: &ConsumerSpec, outcome: &'static str) {
         .increment(1);
 }
 
-async fn process<H: Handler>(pool: &PgPool, spec: &ConsumerSpec, handler: &H, message: jetstream::Message) {
+/// A delivered, decoded event and the span its handling runs in.
+struct Event {
+    message: jetstream::Message,
+    envelope: Envelope,
+    id: Uuid,
+    delivered: i64,
+    span: tracing::Span,
+}
+
+impl Event {
+    fn received(&self) -> Received<'_> {
+        Received {
+            subject: self.message.subject.as_str(),
+            envelope: &self.envelope,
+            delivered: self.delivered,
+        }
+    }
+}
+
+/// Handles the messages that arrived together: as one batch if there are
+/// several, falling back to one transaction per event if the batch fails.
+async fn process<H: Handler>(pool: &PgPool, spec: &ConsumerSpec, handler: &H, messages: Vec<jetstream::Message>) {
+    let mut events = Vec::with_capacity(messages.len());
+    for message in messages {
+        if let Some(event) = receive(pool, spec, message).await {
+            events.push(event);
+        }
+    }
+    while events.len() > 1 {
+        match apply_batch(pool, spec, handler, &events).await {
+            Ok(first_times) => {
+                let applied: Vec<Event> = events.drain(..first_times.len()).collect();
+                futures::future::join_all(
+                    applied
+                        .iter()
+                        .zip(first_times)
+                        .map(|(event, first_time)| settle_applied(pool, spec, event, first_time)),
+                )
+                .await;
+            }
+            Err(error) => {
+                tracing::info!(consumer = %spec.durable, events = events.len(), error = %error, "batch rolled back; handling its events one by one");
+                metrics::counter!("vigil_consumer_batch_fallbacks_total", "consumer" => spec.durable.clone())
+                    .increment(1);
+                break;
+            }
+        }
+    }
+    for event in &events {
+        async {
+            let outcome = handle_once(pool, spec, handler, event).await;
+            settle(pool, spec, &event.message, outcome, event.delivered).await;
+        }
+        .instrument(event.span.clone())
+        .await;
+    }
+}
+
+/// Opens the message's span (continuing the producer's trace) and decodes
+/// it; a message that cannot be decoded is dead-lettered here.
+async fn receive(pool: &PgPool, spec: &ConsumerSpec, message: jetstream::Message) -> Option<Event> {
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
     if delivered > 1 {
         metrics::counter!("vigil_consumer_redeliveries_total", "consumer" => spec.durable.clone()).increment(1);
@@ -200,55 +287,154 @@ async fn process<H: Handler>(pool: &PgPool, spec: &ConsumerSpec, handler: &H, me
         messaging.message.id = tracing::field::Empty,
     );
     trace::continue_trace(&span, message.headers.as_ref());
-    async {
-        let outcome = match envelope::decode_envelope(&message.payload) {
-            Ok(envelope) => {
-                tracing::Span::current().record("messaging.message.id", envelope.id.as_str());
-                handle_once(pool, spec, handler, &message, &envelope, delivered).await
-            }
-            Err(error) => Err(HandlerError::Reject(error.to_string())),
-        };
-        settle(pool, spec, &message, outcome, delivered).await;
+    let decoded = envelope::decode_envelope(&message.payload)
+        .and_then(|envelope| Ok((envelope::envelope_id(&envelope)?, envelope)));
+    match decoded {
+        Ok((id, envelope)) => {
+            span.record("messaging.message.id", envelope.id.as_str());
+            Some(Event {
+                message,
+                envelope,
+                id,
+                delivered,
+                span,
+            })
+        }
+        Err(error) => {
+            settle(pool, spec, &message, Err(error.into()), delivered)
+                .instrument(span)
+                .await;
+            None
+        }
     }
-    .instrument(span)
+}
+
+/// Applies a prefix of `events` in one transaction and commits it: each
+/// event's id is recorded and its handler run, in order, unless the id was
+/// recorded before. Returns, for each event of the prefix, whether it was
+/// applied now (false: a duplicate). Any failure rolls everything back.
+async fn apply_batch<H: Handler>(
+    pool: &PgPool,
+    spec: &ConsumerSpec,
+    handler: &H,
+    events: &[Event],
+) -> Result<Vec<bool>, HandlerError> {
+    let started = Instant::now();
+    let mut tx = pool.begin().await?;
+    match apply_in(&mut tx, spec, handler, events, started).await {
+        Ok(first_times) => {
+            tx.commit().await?;
+            count_commit(spec);
+            Ok(first_times)
+        }
+        Err(error) => {
+            // At once, not when the pool gets round to it: the per-event
+            // retries wait on the ids this transaction holds.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::debug!(error = %rollback, "batch rollback failed; the connection is discarded");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn apply_in<H: Handler>(
+    tx: &mut PgConnection,
+    spec: &ConsumerSpec,
+    handler: &H,
+    events: &[Event],
+    started: Instant,
+) -> Result<Vec<bool>, HandlerError> {
+    // Sorted, so concurrent batches take the id locks in the same order.
+    let mut ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // One statement for every id; those it returns are new. An id twice in
+    // the batch comes back once, and only its first event is applied.
+    let mut new: HashSet<Uuid> = sqlx::query_scalar(
+        "INSERT INTO vigil_processed_events (consumer, event_id) SELECT $1, UNNEST($2::uuid[]) \
+         ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(&spec.durable)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let mut first_times = Vec::with_capacity(events.len());
+    for event in events {
+        if !first_times.is_empty() && started.elapsed() >= spec.batch_time {
+            break;
+        }
+        let first_time = new.remove(&event.id);
+        if first_time {
+            handler
+                .handle(tx, event.received())
+                .instrument(event.span.clone())
+                .await?;
+        }
+        first_times.push(first_time);
+    }
+    if !new.is_empty() {
+        // Events left for the next transaction: their ids must not commit
+        // with this one, or they would count as processed unhandled.
+        let unhandled: Vec<Uuid> = new.into_iter().collect();
+        sqlx::query("DELETE FROM vigil_processed_events WHERE consumer = $1 AND event_id = ANY($2)")
+            .bind(&spec.durable)
+            .bind(&unhandled)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(first_times)
+}
+
+/// Acknowledges an event whose batch committed.
+async fn settle_applied(pool: &PgPool, spec: &ConsumerSpec, event: &Event, first_time: bool) {
+    async {
+        if !first_time {
+            count_duplicate(spec);
+        }
+        settle(pool, spec, &event.message, Ok(()), event.delivered).await;
+    }
+    .instrument(event.span.clone())
     .await;
 }
 
-/// Runs the handler unless this envelope id was processed before.
+fn count_duplicate(spec: &ConsumerSpec) {
+    tracing::debug!("duplicate delivery; already processed");
+    metrics::counter!("vigil_consumer_duplicates_total", "consumer" => spec.durable.clone()).increment(1);
+}
+
+/// Counts committed transactions: with `vigil_consumer_events_total`, how
+/// many events a commit carries.
+fn count_commit(spec: &ConsumerSpec) {
+    metrics::counter!("vigil_consumer_commits_total", "consumer" => spec.durable.clone()).increment(1);
+}
+
+/// Runs the handler in a transaction of its own, unless this envelope id
+/// was processed before.
 async fn handle_once<H: Handler>(
     pool: &PgPool,
     spec: &ConsumerSpec,
     handler: &H,
-    message: &jetstream::Message,
-    envelope: &Envelope,
-    delivered: i64,
+    event: &Event,
 ) -> Result<(), HandlerError> {
-    let id = envelope::envelope_id(envelope)?;
     let mut tx = pool.begin().await?;
     let first_time =
         sqlx::query("INSERT INTO vigil_processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(&spec.durable)
-            .bind(id)
+            .bind(event.id)
             .execute(&mut *tx)
             .await?
             .rows_affected()
             == 1;
     if !first_time {
-        tracing::debug!("duplicate delivery; already processed");
-        metrics::counter!("vigil_consumer_duplicates_total", "consumer" => spec.durable.clone()).increment(1);
+        count_duplicate(spec);
         return Ok(());
     }
-    handler
-        .handle(
-            &mut tx,
-            Received {
-                subject: message.subject.as_str(),
-                envelope,
-                delivered,
-            },
-        )
-        .await?;
+    handler.handle(&mut tx, event.received()).await?;
     tx.commit().await?;
+    count_commit(spec);
     Ok(())
 }
 
