@@ -5,6 +5,7 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
+use tokio::sync::{SemaphorePermit, TryAcquireError};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use vigil_agent_auth::methods;
@@ -25,12 +26,46 @@ use crate::{
 pub struct AgentApi(pub Arc<Gateway>);
 
 const UNAVAILABLE: &str = "Vigil cannot decide right now; the login is denied";
+pub const OVERLOADED: &str = "the Vigil server is overloaded; the login is denied, try again shortly";
 
 /// A challenge-service reply that can stand for "no usable answer": a deny
 /// with reason `unavailable`.
 pub trait Reply: prost::Message + Default {
     fn rpc_error(&self) -> Option<&rpc::RpcError>;
-    fn unavailable() -> Self;
+    /// A deny with reason `unavailable` and `message`.
+    fn unavailable_because(message: &str) -> Self;
+
+    fn unavailable() -> Self {
+        Self::unavailable_because(UNAVAILABLE)
+    }
+
+    /// The answer to a login shed at the in-flight bound.
+    fn overloaded() -> Self {
+        Self::unavailable_because(OVERLOADED)
+    }
+}
+
+/// A permit to work on one login, or `None` when `VIGIL_MAX_IN_FLIGHT`
+/// logins are in flight already: the caller then denies at once with
+/// [`Reply::overloaded`]. Never waits: a login queued behind the ones in
+/// flight would only be denied later, at the RPC deadline, after costing
+/// the challenge service work. `api` labels the metric (`grpc`, `radius`).
+///
+/// Taken before the agent's signature is checked, since that check costs a
+/// database round trip and a write (the nonce). GetAuthStatus and WatchAuth
+/// take none: they follow a login already admitted (its challenge has been
+/// sent to the user), and shedding them would waste that work; their RPCs
+/// still carry deadlines the challenge service honours.
+pub fn admit<'a>(gateway: &'a Gateway, api: &'static str) -> Option<SemaphorePermit<'a>> {
+    match gateway.logins.try_acquire() {
+        Ok(permit) => Some(permit),
+        // Closed never happens (nobody closes it); it would be a deny all the same.
+        Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => {
+            crate::metrics::shed(api);
+            tracing::debug!(api, "logins in flight at VIGIL_MAX_IN_FLIGHT; login shed");
+            None
+        }
+    }
 }
 
 macro_rules! deniable_reply {
@@ -39,11 +74,11 @@ macro_rules! deniable_reply {
             fn rpc_error(&self) -> Option<&rpc::RpcError> {
                 self.error.as_ref()
             }
-            fn unavailable() -> Self {
+            fn unavailable_because(message: &str) -> Self {
                 Self {
                     decision: Decision::Deny as i32,
                     reason: Reason::Unavailable as i32,
-                    message: UNAVAILABLE.to_owned(),
+                    message: message.to_owned(),
                     ..Default::default()
                 }
             }
@@ -57,10 +92,10 @@ impl Reply for rpc::StatusReply {
     fn rpc_error(&self) -> Option<&rpc::RpcError> {
         self.error.as_ref()
     }
-    fn unavailable() -> Self {
+    fn unavailable_because(message: &str) -> Self {
         Self {
             reason: Reason::Unavailable as i32,
-            message: UNAVAILABLE.to_owned(),
+            message: message.to_owned(),
             ..Default::default()
         }
     }
@@ -177,11 +212,17 @@ fn require_username(username: &str) -> Result<(), Status> {
 impl AuthGateway for AgentApi {
     #[tracing::instrument(skip_all, fields(agent_id, provider_id, reason))]
     async fn preauth(&self, request: Request<api::PreauthRequest>) -> Result<Response<api::PreauthResponse>, Status> {
-        let agent = self.agent(&request, methods::PREAUTH).await?;
-        let req = request.into_inner();
-        require_username(&req.username)?;
-        let reply = preauth(&self.0, &agent, req.username, &req.client_ip).await;
-        record(&agent, reply.reason);
+        let reply = match admit(&self.0, "grpc") {
+            Some(_login) => {
+                let agent = self.agent(&request, methods::PREAUTH).await?;
+                let req = request.into_inner();
+                require_username(&req.username)?;
+                let reply = preauth(&self.0, &agent, req.username, &req.client_ip).await;
+                record(&agent, reply.reason);
+                reply
+            }
+            None => shed(),
+        };
         count(reply.decision, reply.reason);
         Ok(Response::new(api::PreauthResponse {
             decision: reply.decision,
@@ -196,12 +237,18 @@ impl AuthGateway for AgentApi {
         &self,
         request: Request<api::AuthenticateRequest>,
     ) -> Result<Response<api::AuthenticateResponse>, Status> {
-        let agent = self.agent(&request, methods::AUTHENTICATE).await?;
-        let req = request.into_inner();
-        require_username(&req.username)?;
-        let factor = Factor::try_from(req.factor).unwrap_or_default();
-        let reply = start(&self.0, &agent, req.username, factor, &req.client_ip, true).await;
-        record(&agent, reply.reason);
+        let reply = match admit(&self.0, "grpc") {
+            Some(_login) => {
+                let agent = self.agent(&request, methods::AUTHENTICATE).await?;
+                let req = request.into_inner();
+                require_username(&req.username)?;
+                let factor = Factor::try_from(req.factor).unwrap_or_default();
+                let reply = start(&self.0, &agent, req.username, factor, &req.client_ip, true).await;
+                record(&agent, reply.reason);
+                reply
+            }
+            None => shed(),
+        };
         count(reply.decision, reply.reason);
         Ok(Response::new(api::AuthenticateResponse {
             decision: reply.decision,
@@ -214,6 +261,7 @@ impl AuthGateway for AgentApi {
         }))
     }
 
+    // Exempt from the in-flight bound: see `admit`.
     #[tracing::instrument(skip_all, fields(agent_id, provider_id, reason))]
     async fn get_auth_status(
         &self,
@@ -234,6 +282,7 @@ impl AuthGateway for AgentApi {
 
     type WatchAuthStream = Pin<Box<dyn Stream<Item = Result<api::AuthStatus, Status>> + Send + 'static>>;
 
+    // Exempt from the in-flight bound: see `admit`.
     #[tracing::instrument(skip_all, fields(agent_id, provider_id, reason))]
     async fn watch_auth(
         &self,
@@ -266,13 +315,19 @@ impl AuthGateway for AgentApi {
         &self,
         request: Request<api::VerifyPasscodeRequest>,
     ) -> Result<Response<api::VerifyPasscodeResponse>, Status> {
-        let agent = self.agent(&request, methods::VERIFY_PASSCODE).await?;
-        let req = request.into_inner();
-        if req.passcode.len() > 64 {
-            return Err(Status::invalid_argument("passcode is too long"));
-        }
-        let reply = verify(&self.0, &agent, req.challenge_id, req.passcode).await;
-        record(&agent, reply.reason);
+        let reply = match admit(&self.0, "grpc") {
+            Some(_login) => {
+                let agent = self.agent(&request, methods::VERIFY_PASSCODE).await?;
+                let req = request.into_inner();
+                if req.passcode.len() > 64 {
+                    return Err(Status::invalid_argument("passcode is too long"));
+                }
+                let reply = verify(&self.0, &agent, req.challenge_id, req.passcode).await;
+                record(&agent, reply.reason);
+                reply
+            }
+            None => shed(),
+        };
         count(reply.decision, reply.reason);
         Ok(Response::new(api::VerifyPasscodeResponse {
             decision: reply.decision,
@@ -282,6 +337,13 @@ impl AuthGateway for AgentApi {
             attempts_remaining: reply.attempts_remaining,
         }))
     }
+}
+
+/// The answer to a gRPC login shed at the in-flight bound; the caller is not
+/// known (its signature was not checked), so only the reason goes on the span.
+fn shed<R: Reply>() -> R {
+    tracing::Span::current().record("reason", Reason::Unavailable.as_str_name());
+    R::overloaded()
 }
 
 /// Counts a decision the agent API gave (status polls decide nothing).

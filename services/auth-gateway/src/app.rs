@@ -32,6 +32,8 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     pub admin_token: SecretString,
     pub rpc_timeout: Duration,
+    /// One permit per login in flight (`VIGIL_MAX_IN_FLIGHT`); see `agent_api::admit`.
+    pub logins: tokio::sync::Semaphore,
     /// Encrypts agent keys at rest.
     pub keyring: vigil_secrets::Keyring,
     /// Keyed hash of admin tokens.
@@ -73,6 +75,7 @@ pub async fn run(
         clock: Arc::new(SystemClock),
         admin_token: config.admin_token.clone(),
         rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
+        logins: tokio::sync::Semaphore::new(config.max_in_flight),
         keyring: config.keyring()?,
         tokens: config.token_hasher()?,
         passwords: config.password_hasher()?,

@@ -23,6 +23,11 @@ pub struct Config {
     /// Deadline for the challenge service's answers (`VIGIL_RPC_TIMEOUT_MS`);
     /// past it, the login is denied with reason `unavailable`.
     pub rpc_timeout_ms: u64,
+    /// Logins (Preauth, Authenticate, VerifyPasscode, RADIUS requests) this
+    /// gateway works on at once (`VIGIL_MAX_IN_FLIGHT`). Past it a login is
+    /// denied at once with reason `unavailable` ("overloaded") instead of
+    /// queueing until `VIGIL_RPC_TIMEOUT_MS`; counted in `vigil_gateway_shed_total`.
+    pub max_in_flight: usize,
     /// Key-encryption keys for agent keys at rest (`VIGIL_KEYS`, `id:base64`
     /// comma-separated, the first active; `openssl rand -base64 32`); required.
     #[serde(serialize_with = "vigil_runtime::config::serialize_redacted")]
@@ -56,6 +61,7 @@ impl Default for Config {
             stream_replicas: 1,
             admin_token: SecretString::from(""),
             rpc_timeout_ms: 2000,
+            max_in_flight: 512,
             keys: SecretString::from(""),
             token_pepper: SecretString::from(""),
             password_hash_memory_kib: 19 * 1024,
@@ -77,6 +83,12 @@ impl Config {
         }
         if self.rpc_timeout_ms == 0 {
             return Err(ConfigError::new("VIGIL_RPC_TIMEOUT_MS must be positive"));
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(ConfigError::new(format!(
+                "VIGIL_MAX_IN_FLIGHT must be between 1 and {}",
+                tokio::sync::Semaphore::MAX_PERMITS
+            )));
         }
         if self.webhook_retry_base_ms == 0 || self.webhook_max_attempts == 0 || self.webhook_timeout_ms == 0 {
             return Err(ConfigError::new(

@@ -1,4 +1,5 @@
-//! The gateway's metrics: every answer an agent gets, by decision and reason.
+//! The gateway's metrics: every answer an agent gets, by decision and reason,
+//! and the logins shed because the gateway was at its in-flight bound.
 
 use vigil_proto::{
     enum_label,
@@ -14,4 +15,11 @@ pub fn decision(api: &'static str, decision: Decision, reason: Reason) {
         "reason" => enum_label(reason.as_str_name(), "REASON_"),
     )
     .increment(1);
+}
+
+/// Counts one login denied unheard because `VIGIL_MAX_IN_FLIGHT` logins were
+/// already in flight; `api` is `grpc` or `radius`. The answer itself is also
+/// counted by [`decision`], as a deny with reason `unavailable`.
+pub fn shed(api: &'static str) {
+    metrics::counter!("vigil_gateway_shed_total", "api" => api).increment(1);
 }

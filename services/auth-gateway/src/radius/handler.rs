@@ -5,6 +5,7 @@
 
 use std::{future::Future, net::IpAddr, sync::Arc};
 
+use tokio::sync::SemaphorePermit;
 use vigil_proto::{
     rpc::StartChallengeReply,
     v1::{ChallengeState, Decision, Factor, Reason},
@@ -17,7 +18,7 @@ use super::{
     state,
 };
 use crate::{
-    agent_api::{preauth, start, verify},
+    agent_api::{OVERLOADED, admit, preauth, start, verify},
     app::Gateway,
     audit, directory, watch,
 };
@@ -114,7 +115,12 @@ async fn answer(gateway: &Gateway, registry: &Registry, request: Request) -> Res
     let Some(client) = registry.entry(&request.client().id) else {
         return Answer::reject(Reason::Unavailable, "this RADIUS client is no longer registered").into_response();
     };
-    let answer = decide(gateway, &client, &request).await;
+    // Shed before any work, like the gRPC logins: the same Reject now,
+    // at no cost, rather than at the RPC deadline after queueing.
+    let answer = match admit(gateway, "radius") {
+        Some(login) => decide(gateway, &client, &request, login).await,
+        None => Answer::reject(Reason::Unavailable, OVERLOADED),
+    };
     crate::metrics::decision("radius", answer.decision(), answer.reason());
     let span = tracing::Span::current();
     span.record("agent_id", tracing::field::display(client.agent.agent_id));
@@ -123,7 +129,9 @@ async fn answer(gateway: &Gateway, registry: &Registry, request: Request) -> Res
     answer.into_response()
 }
 
-async fn decide(gateway: &Gateway, client: &ClientEntry, request: &Request) -> Answer {
+/// `login` is this login's in-flight permit, held until the answer is known
+/// (or, for second-factor logins, until only the user's answer is awaited).
+async fn decide(gateway: &Gateway, client: &ClientEntry, request: &Request, login: SemaphorePermit<'_>) -> Answer {
     let Some(username) = request.user_name().map(str::trim).filter(|u| !u.is_empty()) else {
         return Answer::reject(Reason::InvalidRequest, "the request has no User-Name");
     };
@@ -133,7 +141,7 @@ async fn decide(gateway: &Gateway, client: &ClientEntry, request: &Request) -> A
     let client_ip = end_user_ip(request);
     match client.mode {
         Mode::Challenge => challenge(gateway, client, username, &client_ip).await,
-        Mode::SecondFactor => second_factor(gateway, client, username, &client_ip).await,
+        Mode::SecondFactor => second_factor(gateway, client, username, &client_ip, login).await,
         Mode::PasswordCode => password_code(gateway, client, request, username, &client_ip).await,
     }
 }
@@ -216,11 +224,20 @@ async fn challenge_answered(
 /// voice, two-way SMS) and wait for the user's answer, at most the client's
 /// timeout. The NAS's retransmissions meanwhile are held by the duplicate
 /// cache and get this one answer.
-async fn second_factor(gateway: &Gateway, client: &ClientEntry, username: &str, client_ip: &str) -> Answer {
+async fn second_factor(
+    gateway: &Gateway,
+    client: &ClientEntry,
+    username: &str,
+    client_ip: &str,
+    login: SemaphorePermit<'_>,
+) -> Answer {
     let reply = start_default(gateway, client, username, client_ip).await;
     if reply.decision != Decision::Challenge as i32 || reply.challenge_id.is_empty() {
         return Answer::decided(reply.decision, reply.reason, reply.message);
     }
+    // Waiting for the user costs next to nothing, and may last the client's
+    // whole timeout: the bound is on work, so the permit goes back now.
+    drop(login);
     let done = watch::follow(gateway, &client.agent, &reply.challenge_id, client.timeout, |_| true).await;
     let reason = Reason::try_from(done.reason).unwrap_or_default();
     match ChallengeState::try_from(done.state).unwrap_or_default() {
