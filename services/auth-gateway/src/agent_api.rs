@@ -52,7 +52,7 @@ pub trait Reply: prost::Message + Default {
 /// the challenge service work. `api` labels the metric (`grpc`, `radius`).
 ///
 /// Taken before the agent's signature is checked, since that check costs a
-/// database round trip and a write (the nonce). GetAuthStatus and WatchAuth
+/// database write (the nonce spent) and a decryption. GetAuthStatus and WatchAuth
 /// take none: they follow a login already admitted (its challenge has been
 /// sent to the user), and shedding them would waste that work; their RPCs
 /// still carry deadlines the challenge service honours.
