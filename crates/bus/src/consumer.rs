@@ -105,6 +105,11 @@ pub trait Handler: Send + Sync + 'static {
         tx: &mut PgConnection,
         event: Received<'_>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Called after each commit of handled events: the place to wake an
+    /// outbox relay for what the handlers wrote (inside `handle` it would
+    /// wake before the rows are visible).
+    fn committed(&self) {}
 }
 
 /// Consumes until `shutdown`, reconnecting after bus failures.
@@ -325,6 +330,7 @@ async fn apply_batch<H: Handler>(
         Ok(first_times) => {
             tx.commit().await?;
             count_commit(spec);
+            handler.committed();
             Ok(first_times)
         }
         Err(error) => {
@@ -435,6 +441,7 @@ async fn handle_once<H: Handler>(
     handler.handle(&mut tx, event.received()).await?;
     tx.commit().await?;
     count_commit(spec);
+    handler.committed();
     Ok(())
 }
 

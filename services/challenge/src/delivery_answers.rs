@@ -99,8 +99,11 @@ impl Handler for DeliveryAnsweredHandler {
             .await
             .map_err(retry)?;
         tracing::info!(challenge_id = %answer.challenge_id, state = state.as_str(), "challenge answered on the phone");
-        service.outbox.notify();
         Ok(())
+    }
+
+    fn committed(&self) {
+        self.0.outbox.notify();
     }
 }
 

@@ -55,8 +55,11 @@ impl Handler for DeliveryStatusHandler {
             }
             DeliveryState::Queued | DeliveryState::Unspecified => {}
         }
-        // Wake the relay for any event written here; the consumer commits right after.
-        self.0.outbox.notify();
         Ok(())
+    }
+
+    fn committed(&self) {
+        // Wake the relay for the events written here.
+        self.0.outbox.notify();
     }
 }

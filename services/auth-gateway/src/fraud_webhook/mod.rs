@@ -136,9 +136,12 @@ impl Handler for FraudReportedHandler {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        // Committed by the consumer right after; the sender also polls.
-        self.wake.notify_one();
         Ok(())
+    }
+
+    fn committed(&self) {
+        // The sender also polls; this wakes it for what was just committed.
+        self.wake.notify_one();
     }
 }
 
