@@ -70,18 +70,22 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
     tasks.spawn(consumer::run(
         js.clone(),
         pool.clone(),
-        ConsumerSpec::new("challenge-delivery-status", "VIGIL_DELIVERY", subjects::DELIVERY_STATUS),
+        unbatched(ConsumerSpec::new(
+            "challenge-delivery-status",
+            "VIGIL_DELIVERY",
+            subjects::DELIVERY_STATUS,
+        )),
         DeliveryStatusHandler(service.clone()),
         shutdown.clone(),
     ));
     tasks.spawn(consumer::run(
         js.clone(),
         pool.clone(),
-        ConsumerSpec::new(
+        unbatched(ConsumerSpec::new(
             "challenge-delivery-answered",
             "VIGIL_DELIVERY",
             subjects::DELIVERY_ANSWERED,
-        ),
+        )),
         DeliveryAnsweredHandler(service.clone()),
         shutdown.clone(),
     ));
@@ -160,4 +164,12 @@ fn serve<Req, Rep, F, Fut>(
             tracing::error!(%error, subject, "request handler stopped");
         }
     });
+}
+
+/// These consumers lock the challenge rows a login's VerifyPasscode waits
+/// for (pg_stat_activity showed verifications waiting on them): one event per
+/// transaction keeps each lock for one event's time, not a whole batch's.
+fn unbatched(mut spec: ConsumerSpec) -> ConsumerSpec {
+    spec.batch_size = 1;
+    spec
 }

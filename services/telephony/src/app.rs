@@ -22,10 +22,6 @@ use crate::{
 /// Durable name of the delivery-request consumer.
 pub const DELIVERY_CONSUMER: &str = "telephony-delivery";
 
-/// Each delivery handler uses two connections (the consumer's transaction
-/// and its own short ones), beside the webhooks and the relay.
-const MAX_DB_CONNECTIONS: u32 = 32;
-
 /// Runs the service on `http_listener` (carrier webhooks, push answers and
 /// health) until `shutdown` is cancelled, then drains in-flight work.
 pub async fn run(config: Config, http_listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -40,8 +36,12 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let pool =
-        vigil_runtime::connect_postgres(&config.database_url, MAX_DB_CONNECTIONS, Duration::from_secs(30)).await?;
+    let pool = vigil_runtime::connect_postgres(
+        &config.database_url,
+        crate::config::MAX_DB_CONNECTIONS,
+        Duration::from_secs(30),
+    )
+    .await?;
     sqlx::migrate!().run(&pool).await.context("running migrations")?;
     vigil_bus::schema::install(&pool).await?;
     if vigil_runtime::migrate_only() {
@@ -94,7 +94,7 @@ pub async fn run_with_clock(
     let consumer = tokio::spawn(consumer::run(
         js,
         pool.clone(),
-        delivery_consumer_spec(&sender)?,
+        delivery_consumer_spec(&sender, config.delivery_concurrency)?,
         DeliveryHandler {
             sender,
             default_expiry: chrono::Duration::seconds(i64::from(config.default_expiry_seconds)),
@@ -130,7 +130,7 @@ pub async fn run_with_clock(
     served.context("HTTP server failed")
 }
 
-fn delivery_consumer_spec(sender: &Sender) -> anyhow::Result<ConsumerSpec> {
+fn delivery_consumer_spec(sender: &Sender, concurrency: usize) -> anyhow::Result<ConsumerSpec> {
     let stream = streams::stream_for(subjects::DELIVERY_REQUESTED)
         .with_context(|| format!("no stream captures {}", subjects::DELIVERY_REQUESTED))?;
     let mut spec = ConsumerSpec::new(DELIVERY_CONSUMER, stream, subjects::DELIVERY_REQUESTED);
@@ -140,5 +140,6 @@ fn delivery_consumer_spec(sender: &Sender) -> anyhow::Result<ConsumerSpec> {
     // Each delivery calls a carrier: one at a time per transaction, so that
     // sends run side by side (`concurrency`) rather than in line in a batch.
     spec.batch_size = 1;
+    spec.concurrency = concurrency;
     Ok(spec)
 }

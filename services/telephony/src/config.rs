@@ -66,7 +66,17 @@ pub struct Config {
     /// How long a device's enrolment waits for the challenge service
     /// (`VIGIL_RPC_TIMEOUT_MS`).
     pub rpc_timeout_ms: u64,
+    /// Deliveries sent side by side (`VIGIL_DELIVERY_CONCURRENCY`): each
+    /// waits on a carrier's HTTP API, so this, not CPU, bounds how many
+    /// SMS a second one replica sends. Each holds up to two database
+    /// connections meanwhile, so it is kept within the pool.
+    pub delivery_concurrency: usize,
 }
+
+/// The telephony service's database connections. Each delivery handler uses
+/// two (the consumer's transaction and its own short ones), beside the
+/// webhooks and the relay.
+pub const MAX_DB_CONNECTIONS: u32 = 48;
 
 /// One Twilio-style carrier account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -226,6 +236,7 @@ impl Default for Config {
             push_answer_max_skew_seconds: 300,
             default_expiry_seconds: 300,
             rpc_timeout_ms: 2000,
+            delivery_concurrency: 16,
         }
     }
 }
@@ -254,6 +265,13 @@ impl Config {
 
     /// Refuses settings the service could not work with, before it starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // Two connections per delivery in flight, and room for the rest.
+        let most = (MAX_DB_CONNECTIONS as usize - 8) / 2;
+        if !(1..=most).contains(&self.delivery_concurrency) {
+            return Err(ConfigError::new(format!(
+                "VIGIL_DELIVERY_CONCURRENCY must be between 1 and {most}"
+            )));
+        }
         http_url("VIGIL_PUBLIC_BASE_URL", &self.public_base_url)?;
         http_url("VIGIL_PUSH__BASE_URL", &self.push.base_url)?;
         let mut names = std::collections::HashSet::new();
@@ -421,6 +439,17 @@ mod tests {
             ..Config::default()
         };
         assert!(dup.validate().is_err(), "names must be unique");
+        Ok(())
+    }
+
+    #[test]
+    fn delivery_concurrency_stays_within_the_pool() -> Result<(), ConfigError> {
+        let with = |n: &str| Config::from_vars(vars(&[("VIGIL_DELIVERY_CONCURRENCY", n)]));
+        assert_eq!(with("16")?.delivery_concurrency, 16);
+        assert!(with("16")?.validate().is_ok());
+        assert!(with("0")?.validate().is_err(), "nothing would ever be sent");
+        let over = ((MAX_DB_CONNECTIONS as usize - 8) / 2 + 1).to_string();
+        assert!(with(&over)?.validate().is_err(), "the pool would run dry");
         Ok(())
     }
 
