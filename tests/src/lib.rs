@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod collector;
+pub mod radclient;
 mod stack;
 mod tenant;
 

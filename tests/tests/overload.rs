@@ -6,13 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    path::PathBuf,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use tokio::{io::AsyncWriteExt, process::Command};
 use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant};
 use vigil_proto::v1::{CreateRadiusClientRequest, Decision, PreauthRequest, PreauthResponse, RadiusMode, Reason};
 use vigil_testkit::wait_until;
@@ -65,42 +60,14 @@ async fn preauth(mut agent: AgentClient, username: &str) -> (Duration, PreauthRe
     (started.elapsed(), reply)
 }
 
-fn radclient_path() -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("radclient"))
-        .find(|p| p.is_file())
-        .expect("radclient not found: install Debian's freeradius-utils (apt-get install -y freeradius-utils)")
-}
-
 /// One Access-Request in challenge mode (`timeout` seconds per try, `tries`
 /// tries); what radclient printed.
 async fn radius_login(stack: &Stack, username: &str, timeout: &str, tries: u32) -> String {
-    let mut child = Command::new(radclient_path())
-        .args(["-x", "-t", timeout, "-r", &tries.to_string()])
-        .arg(&stack.radius_addr)
-        .args(["auth", SECRET])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("radclient starts");
-    let mut stdin = child.stdin.take().unwrap();
     let attributes = format!("User-Name = {username}, User-Password = \"pw\", Message-Authenticator = 0x00");
-    stdin.write_all(attributes.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    vigil_e2e::radclient::run(&stack.radius_addr, SECRET, &attributes, timeout, tries)
         .await
-        .expect("radclient finishes")
-        .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+        .unwrap()
+        .0
 }
 
 /// The value of the metric line that starts with `series` (name and labels).

@@ -8,14 +8,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    path::PathBuf,
-    process::Stdio,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use tokio::{io::AsyncWriteExt, process::Command};
 use tonic::Code;
 use vigil_e2e::{Admin, Stack, StackOptions, admin_client};
 use vigil_otp::{OtpSecret, Totp};
@@ -31,16 +26,6 @@ const SECRET: &str = "radius-shared-secret-0123";
 const PHONE: &str = "+15550006001";
 /// radclient must send Message-Authenticator (Blast-RADIUS): `0x00` asks it to compute one.
 const MA: &str = "Message-Authenticator = 0x00";
-
-fn radclient_path() -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("radclient"))
-        .find(|p| p.is_file())
-        .expect("radclient not found: install Debian's freeradius-utils (apt-get install -y freeradius-utils)")
-}
 
 /// What radclient printed (with `-x`) and whether it got an answer it accepted.
 struct Exchange {
@@ -75,30 +60,12 @@ impl Exchange {
 
 /// One radclient run: `attributes` on stdin, `timeout` seconds per try, `tries` tries.
 async fn radclient(stack: &Stack, secret: &str, attributes: &str, timeout: &str, tries: u32) -> Exchange {
-    let mut child = Command::new(radclient_path())
-        .args(["-x", "-t", timeout, "-r", &tries.to_string()])
-        .arg(&stack.radius_addr)
-        .args(["auth", secret])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("radclient starts");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(attributes.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let (output, status) = vigil_e2e::radclient::run(&stack.radius_addr, secret, attributes, timeout, tries)
         .await
-        .expect("radclient finishes")
         .unwrap();
     Exchange {
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        success: out.status.success(),
+        output,
+        success: status.success(),
     }
 }
 
