@@ -4,7 +4,6 @@
 
 pub mod clients;
 pub mod collector;
-pub mod radclient;
 mod stack;
 mod tenant;
 

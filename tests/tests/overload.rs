@@ -64,10 +64,16 @@ async fn preauth(mut agent: AgentClient, username: &str) -> (Duration, PreauthRe
 /// tries); what radclient printed.
 async fn radius_login(stack: &Stack, username: &str, timeout: &str, tries: u32) -> String {
     let attributes = format!("User-Name = {username}, User-Password = \"pw\", Message-Authenticator = 0x00");
-    vigil_e2e::radclient::run(&stack.radius_addr, SECRET, &attributes, timeout, tries)
-        .await
-        .unwrap()
-        .0
+    vigil_testkit::radclient::run(
+        &stack.radius_addr,
+        SECRET,
+        &attributes,
+        (timeout, tries),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .0
 }
 
 /// The value of the metric line that starts with `series` (name and labels).

@@ -60,9 +60,15 @@ impl Exchange {
 
 /// One radclient run: `attributes` on stdin, `timeout` seconds per try, `tries` tries.
 async fn radclient(stack: &Stack, secret: &str, attributes: &str, timeout: &str, tries: u32) -> Exchange {
-    let (output, status) = vigil_e2e::radclient::run(&stack.radius_addr, secret, attributes, timeout, tries)
-        .await
-        .unwrap();
+    let (output, status) = vigil_testkit::radclient::run(
+        &stack.radius_addr,
+        secret,
+        attributes,
+        (timeout, tries),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     Exchange {
         output,
         success: status.success(),

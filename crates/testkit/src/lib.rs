@@ -17,6 +17,7 @@ mod nats;
 mod ports;
 mod postgres;
 mod process;
+pub mod radclient;
 mod scratch;
 mod slapd;
 mod wait;

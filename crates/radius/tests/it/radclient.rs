@@ -4,24 +4,9 @@
 //! tests: a skipped interop test would prove nothing.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
-
 use crate::support::{CHALLENGE_PROMPT, Options, SECRET, start};
-
-fn radclient_path() -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("radclient"))
-        .find(|p| p.is_file());
-    found.expect("radclient not found: install Debian's freeradius-utils (apt-get install -y freeradius-utils)")
-}
 
 struct Outcome {
     success: bool,
@@ -46,30 +31,17 @@ impl Outcome {
 
 /// Runs radclient with the attributes on stdin; `-t 1` seconds per try, `retries` tries.
 async fn radclient(server: SocketAddr, secret: &str, attributes: &str, retries: u32) -> Outcome {
-    let mut child = Command::new(radclient_path())
-        .args(["-x", "-t", "1", "-r", &retries.to_string()])
-        .arg(server.to_string())
-        .args(["auth", secret])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("radclient starts");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(attributes.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, status) = vigil_testkit::radclient::run(
+        &server.to_string(),
+        secret,
+        attributes,
+        ("1", retries),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
     Outcome {
-        success: out.status.success(),
+        success: status.success(),
         stdout,
     }
 }

@@ -11,24 +11,19 @@ use anyhow::Context;
 use tokio::{io::AsyncWriteExt, process::Command};
 
 fn radclient_path() -> anyhow::Result<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("radclient"))
-        .find(|p| p.is_file())
+    crate::bins::find_program("radclient", &["/usr/bin"])
         .context("radclient not found: install Debian's freeradius-utils (apt-get install -y freeradius-utils)")
 }
 
 /// One `radclient auth` run against `radius_addr`: `attributes` on stdin,
-/// `timeout` seconds per try, `tries` tries. Returns what it printed
-/// (stdout, then stderr) and how it exited.
+/// `timeout` seconds per try, `tries` tries, the whole run given up after
+/// `patience`. Returns what it printed (stdout, then stderr) and how it exited.
 pub async fn run(
     radius_addr: &str,
     secret: &str,
     attributes: &str,
-    timeout: &str,
-    tries: u32,
+    (timeout, tries): (&str, u32),
+    patience: Duration,
 ) -> anyhow::Result<(String, ExitStatus)> {
     let mut child = Command::new(radclient_path()?)
         .args(["-x", "-t", timeout, "-r", &tries.to_string()])
@@ -43,9 +38,9 @@ pub async fn run(
     let mut stdin = child.stdin.take().context("radclient's stdin")?;
     stdin.write_all(attributes.as_bytes()).await?;
     drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let out = tokio::time::timeout(patience, child.wait_with_output())
         .await
-        .context("radclient did not finish within 60 s")??;
+        .with_context(|| format!("radclient did not finish within {patience:?}"))??;
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
