@@ -124,8 +124,17 @@ impl Stack {
 
     /// Waits until `durable` has settled everything up to `sequence`.
     async fn wait_settled(&self, durable: &str, sequence: u64) -> anyhow::Result<jetstream::consumer::Info> {
+        self.wait_settled_within(PATIENCE, durable, sequence).await
+    }
+
+    async fn wait_settled_within(
+        &self,
+        patience: Duration,
+        durable: &str,
+        sequence: u64,
+    ) -> anyhow::Result<jetstream::consumer::Info> {
         let stream = self.js.get_stream(STREAM).await?;
-        wait_until(PATIENCE, &format!("{durable} to settle up to {sequence}"), || {
+        wait_until(patience, &format!("{durable} to settle up to {sequence}"), || {
             let stream = stream.clone();
             async move {
                 let info = stream.consumer_info(durable).await?;
@@ -351,5 +360,45 @@ async fn a_slow_handler_does_not_hold_a_batch_open() -> anyhow::Result<()> {
         EVENTS as i64,
         "a batch past its time takes on no further event"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_consumer_hands_back_what_it_had_not_handled() -> anyhow::Result<()> {
+    const EVENTS: usize = 40;
+    let stack = Stack::start().await?;
+    let (events, last) = stack.publish_all(&[OK; EVENTS]).await?;
+
+    // One slow slot: JetStream has sent this consumer far more events than
+    // it has handled when it is told to stop.
+    let mut slow = spec("handback");
+    slow.concurrency = 1;
+    slow.batch_size = 1;
+    let running = stack.consume(
+        slow,
+        Recorder {
+            delay: Duration::from_millis(300),
+        },
+    );
+    wait_until(PATIENCE, "the first event to be applied", || async {
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied")
+            .fetch_one(&stack.pool)
+            .await?;
+        anyhow::Ok((applied > 0).then_some(()))
+    })
+    .await?;
+    running.stop().await?;
+
+    // A new process takes over at once, not after the 30 s acknowledgement
+    // wait: the events the old one held were handed back when it stopped.
+    let ack_wait = spec("handback").ack_wait;
+    let running = stack.consume(spec("handback"), recorder());
+    stack
+        .wait_settled_within(ack_wait / 3, "handback", last)
+        .await
+        .context("the unhandled events were left to the acknowledgement wait")?;
+    running.stop().await?;
+    assert_applied_once(&stack, &events).await?;
+    assert_eq!(stack.processed("handback").await?, EVENTS as i64);
     Ok(())
 }
