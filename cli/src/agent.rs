@@ -34,6 +34,10 @@ pub enum AgentCommand {
         factor: Option<FactorArg>,
         #[arg(long)]
         client_ip: Option<String>,
+        /// A TOTP, HOTP or backup code the user typed with the login: the
+        /// challenge is answered at once and the answer is final.
+        #[arg(long)]
+        passcode: Option<String>,
     },
     /// Show the state of a challenge.
     Status { challenge_id: String },
@@ -91,8 +95,15 @@ pub async fn run(global: &Global, command: AgentCommand) -> anyhow::Result<ExitC
             username,
             factor: f,
             client_ip,
+            passcode,
         } => {
-            let response = authenticate(&mut agent, username, factor(f), client_ip.unwrap_or_default()).await?;
+            let login = Login {
+                username,
+                factor: factor(f),
+                client_ip: client_ip.unwrap_or_default(),
+                passcode: passcode.unwrap_or_default(),
+            };
+            let response = authenticate(&mut agent, login).await?;
             emit(global, &authenticate_json(&response), || authenticate_text(&response));
         }
         AgentCommand::Status { challenge_id } => {
@@ -122,18 +133,35 @@ pub async fn preauth(agent: &mut Agent, username: String, client_ip: String) -> 
         .into_inner())
 }
 
-pub async fn authenticate(
-    agent: &mut Agent,
-    username: String,
-    factor: Factor,
-    client_ip: String,
-) -> anyhow::Result<AuthenticateResponse> {
+/// What an Authenticate asks for.
+pub struct Login {
+    pub username: String,
+    pub factor: Factor,
+    pub client_ip: String,
+    /// Empty unless the user typed the code with the login.
+    pub passcode: String,
+}
+
+impl Login {
+    /// A login to be challenged, from no particular address.
+    pub fn challenge(username: String, factor: Factor) -> Self {
+        Self {
+            username,
+            factor,
+            client_ip: String::new(),
+            passcode: String::new(),
+        }
+    }
+}
+
+pub async fn authenticate(agent: &mut Agent, login: Login) -> anyhow::Result<AuthenticateResponse> {
     let request = agent.request(
         methods::AUTHENTICATE,
         AuthenticateRequest {
-            username,
-            factor: factor as i32,
-            client_ip,
+            username: login.username,
+            factor: login.factor as i32,
+            client_ip: login.client_ip,
+            passcode: login.passcode,
         },
     )?;
     Ok(agent
@@ -178,7 +206,11 @@ async fn login(
     factor: Factor,
     client_ip: String,
 ) -> anyhow::Result<ExitCode> {
-    let started = authenticate(agent, username, factor, client_ip).await?;
+    let login = Login {
+        client_ip,
+        ..Login::challenge(username, factor)
+    };
+    let started = authenticate(agent, login).await?;
     if !global.json {
         print!("{}", authenticate_text(&started));
     }

@@ -133,7 +133,7 @@ async fn walk(global: &Global, args: &DemoArgs, progress: &mut Progress) -> anyh
         .collect();
 
     progress.step("the RDP agent asks Vigil to authenticate the user by SMS");
-    let started = agent::authenticate(&mut agent, username.clone(), Factor::Sms, String::new()).await?;
+    let started = agent::authenticate(&mut agent, agent::Login::challenge(username.clone(), Factor::Sms)).await?;
     progress.show(&agent::authenticate_text(&started));
     expect(
         started.decision == Decision::Challenge as i32
@@ -183,7 +183,11 @@ async fn walk(global: &Global, args: &DemoArgs, progress: &mut Progress) -> anyh
     )?;
 
     progress.step("a user Vigil does not know is refused");
-    let stranger = agent::authenticate(&mut agent, format!("{username}-nobody"), Factor::Sms, String::new()).await?;
+    let stranger = agent::authenticate(
+        &mut agent,
+        agent::Login::challenge(format!("{username}-nobody"), Factor::Sms),
+    )
+    .await?;
     progress.show(&agent::authenticate_text(&stranger));
     expect(
         stranger.decision == Decision::Deny as i32 && stranger.reason == Reason::UnknownUser as i32,

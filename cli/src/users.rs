@@ -18,7 +18,7 @@ use vigil_proto::v1::{
 
 use crate::{
     EXIT_DENIED, Global,
-    agent::{FactorArg, authenticate, authenticate_json, authenticate_text, status_json, status_text},
+    agent::{FactorArg, Login, authenticate, authenticate_json, authenticate_text, status_json, status_text},
     gateway::{Admin, Agent, rpc_error},
     manage::import_report,
     output::{self, emit, fields},
@@ -247,7 +247,7 @@ fn enrolled_text(e: &EnrollFactorResponse, qr: Option<&std::path::Path>) -> Stri
 /// The "test user" button: a real challenge, followed to its end.
 async fn test(global: &Global, user: String, factor: Factor) -> anyhow::Result<ExitCode> {
     let mut agent = Agent::connect(global).await?;
-    let started = authenticate(&mut agent, user, factor, String::new()).await?;
+    let started = authenticate(&mut agent, Login::challenge(user, factor)).await?;
     if !global.json {
         print!("{}", authenticate_text(&started));
         if started.match_number > 0 {

@@ -33,6 +33,7 @@ fn login(username: &str, client_ip: &str) -> AuthenticateRequest {
         username: username.into(),
         factor: Factor::Sms as i32,
         client_ip: client_ip.into(),
+        ..Default::default()
     }
 }
 

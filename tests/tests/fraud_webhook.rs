@@ -129,6 +129,7 @@ async fn report_fraud(stack: &Stack, tenant: &mut Tenant, username: &str, phone:
             username: username.into(),
             factor: Factor::Sms as i32,
             client_ip: "192.0.2.10".into(),
+            ..Default::default()
         })
         .await?
         .into_inner();

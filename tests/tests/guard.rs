@@ -41,6 +41,7 @@ async fn authenticate(
             username: username.into(),
             factor: factor as i32,
             client_ip: "192.0.2.10".into(),
+            ..Default::default()
         })
         .await?
         .into_inner())

@@ -42,6 +42,7 @@ async fn start(agent: &mut AgentClient, user: &str, factor: Factor) -> String {
             username: user.into(),
             factor: factor as i32,
             client_ip: "192.0.2.10".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -152,6 +153,20 @@ async fn full_run(stack: &Stack) -> anyhow::Result<Vec<(&'static str, String)>> 
     secrets.push(("TOTP seed", totp.secret_base32));
     secrets.push(("TOTP URI", totp.otpauth_uri));
     secrets.push(("TOTP code", code));
+    // And a code typed with the login (Authenticate carries it): one out of
+    // the window, so it is refused, and it must not show either.
+    let typed = Totp::default().generate(&seed, now + 300).as_str().to_owned();
+    let one_call = agent
+        .authenticate(AuthenticateRequest {
+            username: "alice".into(),
+            factor: Factor::Totp as i32,
+            client_ip: "192.0.2.10".into(),
+            passcode: typed.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(one_call.reason(), Reason::WrongCode, "{one_call:?}");
+    secrets.push(("TOTP code sent with Authenticate", typed));
 
     // Push: the one-time enrolment code and its QR payload, then an approved
     // push login with number matching.
@@ -171,6 +186,7 @@ async fn full_run(stack: &Stack) -> anyhow::Result<Vec<(&'static str, String)>> 
             username: "alice".into(),
             factor: Factor::Push as i32,
             client_ip: "192.0.2.10".into(),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -54,6 +54,7 @@ fn sms_login() -> AuthenticateRequest {
         username: "alice".into(),
         factor: Factor::Sms as i32,
         client_ip: "192.0.2.10".into(),
+        ..Default::default()
     }
 }
 

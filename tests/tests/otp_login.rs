@@ -3,14 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vigil_e2e::{Admin, AgentClient, Stack, StackOptions, Tenant};
 use vigil_otp::{Hotp, OtpSecret, Totp};
 use vigil_proto::v1::{
-    AuthenticateRequest, Decision, EnrollFactorRequest, EnrollFactorResponse, Factor, Reason, ResyncHotpRequest,
-    VerifyPasscodeRequest,
+    AuthenticateRequest, AuthenticateResponse, ChallengeState, Decision, EnrollFactorRequest, EnrollFactorResponse,
+    Factor, Reason, ResyncHotpRequest, VerifyPasscodeRequest,
 };
+use vigil_testkit::wait_until;
 
 async fn enroll(admin: &mut Admin, provider_id: &str, factor: Factor) -> EnrollFactorResponse {
     admin
@@ -31,6 +32,7 @@ async fn start(agent: &mut AgentClient, factor: Factor) -> String {
             username: "alice".into(),
             factor: factor as i32,
             client_ip: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -80,6 +82,7 @@ async fn totp_hotp_and_backup_codes_log_in_once_each() {
             username: "alice".into(),
             factor: Factor::Totp as i32,
             client_ip: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -198,4 +201,102 @@ async fn one_totp_code_raced_on_many_challenges_approves_once() {
             .all(|r| matches!(r, Reason::Approved | Reason::AlreadyUsed | Reason::LockedOut)),
         "{reasons:?}"
     );
+}
+
+/// Authenticate carrying the code the user typed: one call, one final answer.
+async fn login_in_one_call(agent: &mut AgentClient, factor: Factor, code: &str) -> AuthenticateResponse {
+    agent
+        .authenticate(AuthenticateRequest {
+            username: "alice".into(),
+            factor: factor as i32,
+            client_ip: String::new(),
+            passcode: code.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A code sent with Authenticate starts and answers the challenge at once:
+/// the answer is final, the code works once, a wrong one leaves the challenge
+/// open to VerifyPasscode, a factor that takes no typed code is refused
+/// without sending anything, and each login is billed once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
+    let stack = stack_without_user_limit().await;
+    let phone = "+15550003004";
+    let mut tenant = Tenant::create(&stack, "Acme").await.unwrap();
+    tenant.add_user("alice", phone).await.unwrap();
+
+    // Only SMS so far: a typed code has nothing to answer, and no SMS goes out.
+    let sms = login_in_one_call(&mut tenant.agent, Factor::Sms, "123456").await;
+    assert_eq!(
+        (sms.decision(), sms.reason()),
+        (Decision::Deny, Reason::InvalidRequest),
+        "{sms:?}"
+    );
+    let none = login_in_one_call(&mut tenant.agent, Factor::Default, "123456").await;
+    assert_eq!(
+        (none.decision(), none.reason()),
+        (Decision::Deny, Reason::NotEnrolled),
+        "{none:?}"
+    );
+
+    // With TOTP enrolled, the default (SMS) is passed over for the factor
+    // that takes the code.
+    let totp = enroll(&mut tenant.admin, &tenant.provider_id, Factor::Totp).await;
+    let seed = OtpSecret::from_base32(&totp.secret_base32).unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let code = Totp::default().generate(&seed, now);
+    let approved = login_in_one_call(&mut tenant.agent, Factor::Default, code.as_str()).await;
+    assert_eq!(
+        (approved.decision(), approved.reason(), approved.state()),
+        (Decision::Allow, Reason::Approved, ChallengeState::Approved),
+        "{approved:?}"
+    );
+    assert!(!approved.challenge_id.is_empty());
+    let replayed = login_in_one_call(&mut tenant.agent, Factor::Totp, code.as_str()).await;
+    assert_eq!(
+        (replayed.decision(), replayed.reason()),
+        (Decision::Deny, Reason::AlreadyUsed),
+        "{replayed:?}"
+    );
+
+    // A wrong code: denied, and the challenge stays open for another try.
+    let wrong = if code.as_str() == "000000" { "111111" } else { "000000" };
+    let first_try = login_in_one_call(&mut tenant.agent, Factor::Totp, wrong).await;
+    assert_eq!(
+        (first_try.decision(), first_try.reason(), first_try.state()),
+        (Decision::Deny, Reason::WrongCode, ChallengeState::Pending),
+        "{first_try:?}"
+    );
+    assert!(first_try.attempts_remaining > 0, "{first_try:?}");
+    let second_try = tenant
+        .agent
+        .verify_passcode(VerifyPasscodeRequest {
+            challenge_id: first_try.challenge_id.clone(),
+            passcode: wrong.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second_try.reason(), Reason::WrongCode, "{second_try:?}");
+    assert_eq!(second_try.attempts_remaining, first_try.attempts_remaining - 1);
+
+    // Three challenges were started (approved, replayed, wrong): three
+    // authentications, each counted once; nothing was sent by SMS.
+    wait_until(
+        Duration::from_secs(15),
+        "billing to count three authentications",
+        || async {
+            let (status, body) = stack.billing_usage(&tenant.provider_id).await?;
+            anyhow::Ok((status == 200 && body["authentications"] == 3).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, usage) = stack.billing_usage(&tenant.provider_id).await.unwrap();
+    assert_eq!(usage["authentications"], 3, "{usage}");
+    assert!(stack.sim_inbox(phone).await.unwrap().is_empty());
 }

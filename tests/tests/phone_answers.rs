@@ -34,6 +34,7 @@ async fn answered(agent: &mut AgentClient, factor: Factor) -> (ChallengeState, R
             username: "alice".into(),
             factor: factor as i32,
             client_ip: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

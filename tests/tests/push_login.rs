@@ -57,6 +57,7 @@ async fn login(stack: &Stack, agent: &mut AgentClient) -> AuthenticateResponse {
             username: "alice".into(),
             factor: Factor::Default as i32,
             client_ip: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -161,6 +162,7 @@ async fn push_login_refused(agent: &mut AgentClient) -> (Decision, Reason) {
             username: "alice".into(),
             factor: Factor::Push as i32,
             client_ip: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -379,6 +381,7 @@ async fn an_expired_enrolment_code_is_refused_and_watches_end_on_unknown_challen
             username: "alice".into(),
             factor: Factor::Sms as i32,
             client_ip: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

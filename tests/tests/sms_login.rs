@@ -16,6 +16,7 @@ fn sms(username: &str) -> AuthenticateRequest {
         username: username.into(),
         factor: Factor::Sms as i32,
         client_ip: "192.0.2.10".into(),
+        ..Default::default()
     }
 }
 

@@ -12,7 +12,8 @@ const MAX_AGENTS: usize = 400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum ScenarioName {
-    /// Authenticate(totp) + VerifyPasscode with a fresh code, many users.
+    /// Authenticate(totp) + VerifyPasscode with a fresh code, many users
+    /// (with --one-call, the code goes with Authenticate).
     Totp,
     /// Authenticate(sms) → the simulator's inbox → VerifyPasscode.
     Sms,
@@ -136,6 +137,10 @@ pub struct Args {
     /// so the last one locks the user out).
     #[arg(long, default_value_t = 5)]
     pub deny_per_user: u32,
+    /// `totp` and `deny` send the code with Authenticate, one call per
+    /// login, instead of answering the challenge with VerifyPasscode.
+    #[arg(long)]
+    pub one_call: bool,
     /// The simulator's delay before a device answers a push
     /// (VIGIL_SIM_STATUS_DELAY_MS); `push` leaves it out of "vigil adds".
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]

@@ -150,7 +150,11 @@ async fn run_scenario(
     let label = name.as_str();
     let report = match name {
         ScenarioName::Totp => {
-            let s = Totp::new(Arc::clone(tenant), totp_users(tenant, "totp", users).await?);
+            let s = Totp::new(
+                Arc::clone(tenant),
+                totp_users(tenant, "totp", users).await?,
+                args.one_call,
+            );
             measure(label, s, |s| &s.pool, monitor, load, bounds, setup).await
         }
         ScenarioName::Deny => {
@@ -158,6 +162,7 @@ async fn run_scenario(
                 Arc::clone(tenant),
                 totp_users(tenant, "deny", users).await?,
                 args.deny_per_user,
+                args.one_call,
             );
             measure(label, s, |s| &s.pool, monitor, load, bounds, setup).await
         }

@@ -130,14 +130,28 @@ pub async fn preauth(gateway: &Gateway, agent: &AgentIdentity, username: String,
 
 /// Policy, then (when it says so) a challenge on `factor`. An agent that
 /// cannot show the login screen a number passes `number_matching: false`.
+/// How a login is started: the factor, whether a push may ask for number
+/// matching (an agent with a screen), and a code the user typed already.
+pub struct Start<'a> {
+    pub factor: Factor,
+    pub client_ip: &'a str,
+    pub number_matching: bool,
+    /// Answers the challenge in the same step (TOTP, HOTP, backup code).
+    pub passcode: String,
+}
+
 pub async fn start(
     gateway: &Gateway,
     agent: &AgentIdentity,
     username: String,
-    factor: Factor,
-    client_ip: &str,
-    number_matching: bool,
+    how: Start<'_>,
 ) -> rpc::StartChallengeReply {
+    let Start {
+        factor,
+        client_ip,
+        number_matching,
+        passcode,
+    } = how;
     // The id is chosen here so that a retried start is idempotent.
     let ask_for = rpc::StartChallengeRequest {
         provider_id: agent.provider_id.to_string(),
@@ -148,6 +162,7 @@ pub async fn start(
         policy: Some(policy_context(agent, client_ip)),
         client_ip: client_ip.to_owned(),
         no_number_matching: !number_matching,
+        passcode,
     };
     ask(gateway, subjects::RPC_CHALLENGE_START, &ask_for).await
 }
@@ -243,7 +258,13 @@ impl AuthGateway for AgentApi {
                 let req = request.into_inner();
                 require_username(&req.username)?;
                 let factor = Factor::try_from(req.factor).unwrap_or_default();
-                let reply = start(&self.0, &agent, req.username, factor, &req.client_ip, true).await;
+                let how = Start {
+                    factor,
+                    client_ip: &req.client_ip,
+                    number_matching: true,
+                    passcode: req.passcode,
+                };
+                let reply = start(&self.0, &agent, req.username, how).await;
                 record(&agent, reply.reason);
                 reply
             }
@@ -258,6 +279,7 @@ impl AuthGateway for AgentApi {
             state: reply.state,
             expires_at: reply.expires_at,
             match_number: reply.match_number,
+            attempts_remaining: reply.attempts_remaining,
         }))
     }
 

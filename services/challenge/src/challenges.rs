@@ -107,13 +107,17 @@ impl Service {
         };
         let factors = facts.factors;
         let wanted = Factor::try_from(req.factor).unwrap_or(Factor::Unspecified);
-        // No factor asked for: the user's default, else the first enrolled.
+        // A code typed with the login answers the challenge at once.
+        let one_shot = !req.passcode.is_empty();
+        // No factor asked for: the user's default, else the first enrolled;
+        // with a code, the first that takes typed codes.
+        let usable = |kind: &str| !one_shot || is_typed(kind);
         let chosen = match factor_kind(wanted) {
             Some(kind) => factors.iter().find(|f| f.kind == kind),
             None => factors
                 .iter()
-                .find(|f| f.kind == user.default_factor)
-                .or_else(|| factors.first()),
+                .find(|f| f.kind == user.default_factor && usable(&f.kind))
+                .or_else(|| factors.iter().find(|f| usable(&f.kind))),
         };
         let Some(factor) = chosen else {
             return Ok(deny(
@@ -122,7 +126,16 @@ impl Service {
             ));
         };
         // Codes from an app or a backup list: nothing to deliver.
-        let typed_by_user = matches!(factor.kind.as_str(), "totp" | "hotp" | "backup_code");
+        let typed_by_user = is_typed(&factor.kind);
+        if one_shot && !typed_by_user {
+            return Ok(deny(
+                Reason::InvalidRequest,
+                format!(
+                    "a passcode answers a totp, hotp or backup code factor, not {}",
+                    factor.kind
+                ),
+            ));
+        }
         let is_push = factor.kind == "push";
         if !typed_by_user && !is_push && !matches!(factor.kind.as_str(), "sms" | "voice") {
             return Ok(deny(
@@ -306,6 +319,43 @@ impl Service {
             now,
         )
         .await?;
+        if one_shot {
+            // The challenge just written, as the lock of a verification would read it.
+            let row = ChallengeRow {
+                id: challenge_id.as_uuid(),
+                provider_id: provider.clone(),
+                user_id: user.id,
+                state: ChallengeState::Pending.as_str().to_owned(),
+                reason: reason_str(Reason::Enrolled).to_owned(),
+                code_hash: None,
+                max_attempts: self.max_attempts,
+                expires_at,
+                agent_id: req.agent_id.clone(),
+                client_ip: req.client_ip.clone(),
+                remember_minutes: i32::try_from(facts.login.remember_minutes).unwrap_or(0),
+                factor: factor.kind.clone(),
+                block_user_on_fraud: policy.is_none_or(|p| p.block_user_on_fraud),
+                match_number: None,
+            };
+            let token = store::otp_token(&mut tx, user.id, &factor.kind).await?;
+            let answer = self
+                .answer(&mut tx, &provider, &row, &user, &token, &req.passcode, now)
+                .await?;
+            tx.commit().await?;
+            self.outbox.notify();
+            tracing::info!(challenge_id = %id_text, factor = %factor.kind, reason = reason_str(Reason::try_from(answer.reason).unwrap_or_default()), "challenge started and answered");
+            return Ok(rpc::StartChallengeReply {
+                decision: answer.decision,
+                reason: answer.reason,
+                message: answer.message,
+                challenge_id: id_text,
+                state: answer.state,
+                expires_at: Some(timestamp(expires_at)),
+                match_number: 0,
+                attempts_remaining: answer.attempts_remaining,
+                error: None,
+            });
+        }
         tx.commit().await?;
         self.outbox.notify();
         let match_number = matching.as_ref().map_or(0, |(right, _)| *right);
@@ -328,6 +378,7 @@ impl Service {
             state: ChallengeState::Pending.to_proto() as i32,
             expires_at: Some(timestamp(expires_at)),
             match_number,
+            attempts_remaining: 0,
             error: None,
         })
     }
@@ -335,10 +386,11 @@ impl Service {
     fn start_reply(&self, row: &ChallengeRow, message: String) -> rpc::StartChallengeReply {
         let state = row.state();
         rpc::StartChallengeReply {
-            decision: if state.is_terminal() && state != ChallengeState::Approved {
-                Decision::Deny
-            } else {
-                Decision::Challenge
+            // A retried login in one call gets the answer its first try got.
+            decision: match state {
+                ChallengeState::Approved => Decision::Allow,
+                s if s.is_terminal() => Decision::Deny,
+                _ => Decision::Challenge,
             } as i32,
             reason: parse_reason(&row.reason) as i32,
             message,
@@ -346,22 +398,14 @@ impl Service {
             state: state.to_proto() as i32,
             expires_at: Some(timestamp(row.expires_at)),
             match_number: row.match_number.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            attempts_remaining: 0,
             error: None,
         }
     }
 
     pub async fn verify(&self, req: rpc::VerifyRequest) -> Result<rpc::VerifyReply, ServiceError> {
         let provider = parse_provider(&req.provider_id)?.to_string();
-        let reply = |decision: Decision, reason: Reason, state: ChallengeState, message: &str, remaining: i32| {
-            rpc::VerifyReply {
-                decision: decision as i32,
-                reason: reason as i32,
-                message: message.to_owned(),
-                state: state.to_proto() as i32,
-                attempts_remaining: remaining.max(0) as u32,
-                error: None,
-            }
-        };
+        let reply = verify_reply;
         let not_found = rpc::VerifyReply {
             decision: Decision::Deny as i32,
             reason: Reason::ChallengeNotFound as i32,
@@ -426,14 +470,39 @@ impl Service {
                 0,
             ));
         }
-        let id_text = challenge_id.to_string();
-        let check = if matches!(row.factor.as_str(), "totp" | "hotp" | "backup_code") {
-            self.check_otp(&mut tx, &provider, row.user_id, &row.factor, &token, &req.passcode, now)
+        let response = self
+            .answer(&mut tx, &provider, &row, &user, &token, &req.passcode, now)
+            .await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(challenge_id = %challenge_id, reason = reason_str(Reason::try_from(response.reason).unwrap_or_default()), "passcode verified");
+        Ok(response)
+    }
+
+    /// Checks `passcode` against `row`, an open challenge locked in `tx`
+    /// with its user, and writes what follows: approval, or a failed
+    /// attempt (which may end the challenge or lock the user out).
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        &self,
+        tx: &mut PgConnection,
+        provider: &str,
+        row: &ChallengeRow,
+        user: &UserDetail,
+        token: &store::OtpToken,
+        passcode: &str,
+        now: DateTime<Utc>,
+    ) -> Result<rpc::VerifyReply, ServiceError> {
+        let reply = verify_reply;
+        let state = row.state();
+        let id_text = ChallengeId::from_uuid(row.id).to_string();
+        let check = if is_typed(&row.factor) {
+            self.check_otp(tx, provider, row.user_id, &row.factor, token, passcode, now)
                 .await?
         } else if row
             .code_hash
             .as_deref()
-            .is_some_and(|stored| self.codes.matches(&id_text, &req.passcode, stored))
+            .is_some_and(|stored| self.codes.matches(&id_text, passcode, stored))
         {
             OtpCheck::Accepted
         } else {
@@ -441,9 +510,9 @@ impl Service {
         };
         let matched = check == OtpCheck::Accepted;
         let response = if matched {
-            self.complete(&mut tx, &row, ChallengeState::Approved, Reason::Approved, now)
+            self.complete(tx, row, ChallengeState::Approved, Reason::Approved, now)
                 .await?;
-            self.approved(&mut tx, &row, Some(&user), now).await?;
+            self.approved(tx, row, Some(user), now).await?;
             reply(
                 Decision::Allow,
                 Reason::Approved,
@@ -452,11 +521,11 @@ impl Service {
                 0,
             )
         } else {
-            let attempts = store::count_attempt(&mut tx, row.id).await?;
+            let attempts = store::count_attempt(tx, row.id).await?;
             let remaining = row.max_attempts - attempts;
-            let locked = self.failed(&mut tx, &user, now).await?;
+            let locked = self.failed(tx, user, now).await?;
             if locked {
-                self.complete(&mut tx, &row, ChallengeState::Denied, Reason::LockedOut, now)
+                self.complete(tx, row, ChallengeState::Denied, Reason::LockedOut, now)
                     .await?;
                 reply(
                     Decision::Deny,
@@ -466,7 +535,7 @@ impl Service {
                     0,
                 )
             } else if remaining <= 0 {
-                self.complete(&mut tx, &row, ChallengeState::Denied, Reason::TooManyAttempts, now)
+                self.complete(tx, row, ChallengeState::Denied, Reason::TooManyAttempts, now)
                     .await?;
                 reply(
                     Decision::Deny,
@@ -494,8 +563,8 @@ impl Service {
             }
         };
         login::record_answer(
-            &mut tx,
-            &row,
+            tx,
+            row,
             &user.username,
             (
                 Decision::try_from(response.decision).unwrap_or_default(),
@@ -504,9 +573,6 @@ impl Service {
             now,
         )
         .await?;
-        tx.commit().await?;
-        self.outbox.notify();
-        tracing::info!(challenge_id = %id_text, reason = reason_str(Reason::try_from(response.reason).unwrap_or_default()), "passcode verified");
         Ok(response)
     }
 
@@ -634,6 +700,28 @@ fn count_outcome(row: &ChallengeRow, state: ChallengeState, reason: Reason, now:
         let took = (now - started).to_std().unwrap_or_default();
         metrics::histogram!("vigil_challenge_duration_seconds", "factor" => factor, "state" => state.as_str())
             .record(took.as_secs_f64());
+    }
+}
+
+/// Factors answered with a code the user types: nothing is delivered.
+fn is_typed(kind: &str) -> bool {
+    matches!(kind, "totp" | "hotp" | "backup_code")
+}
+
+fn verify_reply(
+    decision: Decision,
+    reason: Reason,
+    state: ChallengeState,
+    message: &str,
+    remaining: i32,
+) -> rpc::VerifyReply {
+    rpc::VerifyReply {
+        decision: decision as i32,
+        reason: reason as i32,
+        message: message.to_owned(),
+        state: state.to_proto() as i32,
+        attempts_remaining: remaining.max(0) as u32,
+        error: None,
     }
 }
 

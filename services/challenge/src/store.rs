@@ -223,6 +223,17 @@ pub async fn lock_verification(
     .await
 }
 
+/// The user's token of `kind` (empty if the factor has none).
+pub async fn otp_token(conn: &mut PgConnection, user_id: Uuid, kind: &str) -> Result<OtpToken, sqlx::Error> {
+    let token =
+        sqlx::query_as("SELECT secret_ciphertext, counter, last_step FROM factors WHERE user_id = $1 AND kind = $2")
+            .bind(user_id)
+            .bind(kind)
+            .fetch_optional(conn)
+            .await?;
+    Ok(token.unwrap_or_default())
+}
+
 /// A challenge of `provider_id` and its user's name, unlocked: what the rate
 /// limits of a passcode check are keyed by.
 pub async fn peek_challenge(

@@ -18,15 +18,18 @@ pub struct Deny {
     pub pool: Pool<TotpUser>,
     per_user: u32,
     sent: AtomicU64,
+    /// The code goes with Authenticate (`--one-call`).
+    one_call: bool,
 }
 
 impl Deny {
-    pub fn new(tenant: Arc<Tenant>, users: Vec<TotpUser>, per_user: u32) -> Self {
+    pub fn new(tenant: Arc<Tenant>, users: Vec<TotpUser>, per_user: u32, one_call: bool) -> Self {
         Self {
             tenant,
             pool: Pool::new(users),
             per_user: per_user.max(1),
             sent: AtomicU64::new(0),
+            one_call,
         }
     }
 }
@@ -45,7 +48,7 @@ impl Scenario for Deny {
 
     async fn run(&self, (user, code): Self::Job) -> Result<Outcome, Failure> {
         let mut agent = self.tenant.agent(self.sent.fetch_add(1, Ordering::Relaxed));
-        let answer = login_with_code(&mut agent, &user.username, Factor::Totp, &code).await;
+        let answer = login_with_code(&mut agent, &user.username, Factor::Totp, &code, self.one_call).await;
         if user.uses < self.per_user {
             self.pool.put_back(user);
         }

@@ -25,14 +25,20 @@ pub fn unexpected(decision: Decision, reason: Reason) -> Failure {
     Failure::new(format!("{d}:{}", reason_name(reason)))
 }
 
-/// Authenticate on `factor`, then answer the challenge with `code`; the
-/// final decision and reason (the first, when no challenge was started).
+/// Authenticate on `factor`, then answer the challenge with `code` (or, with
+/// `one_call`, send the code with Authenticate); the final decision and
+/// reason (the first, when no challenge was started).
 pub async fn login_with_code(
     agent: &mut AgentClient,
     username: &str,
     factor: Factor,
     code: &str,
+    one_call: bool,
 ) -> Result<(Decision, Reason), Failure> {
+    if one_call {
+        let answered = authenticate(agent, username, factor, code).await?;
+        return Ok((answered.decision(), answered.reason()));
+    }
     let started = start(agent, username, factor).await?;
     if started.decision() != Decision::Challenge {
         return Ok((started.decision(), started.reason()));
@@ -45,11 +51,22 @@ pub async fn start(
     username: &str,
     factor: Factor,
 ) -> Result<vigil_proto::v1::AuthenticateResponse, Failure> {
+    authenticate(agent, username, factor, "").await
+}
+
+/// Authenticate, with the code when the user typed it with the login.
+async fn authenticate(
+    agent: &mut AgentClient,
+    username: &str,
+    factor: Factor,
+    passcode: &str,
+) -> Result<vigil_proto::v1::AuthenticateResponse, Failure> {
     agent
         .authenticate(AuthenticateRequest {
             username: username.to_owned(),
             factor: factor as i32,
             client_ip: String::new(),
+            passcode: passcode.to_owned(),
         })
         .await
         .map(tonic::Response::into_inner)

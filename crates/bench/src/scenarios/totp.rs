@@ -16,14 +16,17 @@ pub struct Totp {
     tenant: Arc<Tenant>,
     pub pool: Pool<TotpUser>,
     sent: AtomicU64,
+    /// The code goes with Authenticate (`--one-call`).
+    one_call: bool,
 }
 
 impl Totp {
-    pub fn new(tenant: Arc<Tenant>, users: Vec<TotpUser>) -> Self {
+    pub fn new(tenant: Arc<Tenant>, users: Vec<TotpUser>, one_call: bool) -> Self {
         Self {
             tenant,
             pool: Pool::new(users),
             sent: AtomicU64::new(0),
+            one_call,
         }
     }
 }
@@ -37,7 +40,7 @@ impl Scenario for Totp {
 
     async fn run(&self, (user, code): Self::Job) -> Result<Outcome, Failure> {
         let mut agent = self.tenant.agent(self.sent.fetch_add(1, Ordering::Relaxed));
-        let answer = login_with_code(&mut agent, &user.username, Factor::Totp, &code).await;
+        let answer = login_with_code(&mut agent, &user.username, Factor::Totp, &code, self.one_call).await;
         self.pool.put_back(user);
         match answer? {
             (Decision::Allow, Reason::Approved) => Ok(Outcome::default()),

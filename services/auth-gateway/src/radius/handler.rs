@@ -18,7 +18,7 @@ use super::{
     state,
 };
 use crate::{
-    agent_api::{OVERLOADED, admit, preauth, start, verify},
+    agent_api::{OVERLOADED, Start, admit, preauth, start, verify},
     app::Gateway,
     audit, directory, watch,
 };
@@ -180,15 +180,13 @@ async fn start_default(
     username: &str,
     client_ip: &str,
 ) -> StartChallengeReply {
-    start(
-        gateway,
-        &client.agent,
-        username.to_owned(),
-        Factor::Default,
+    let how = Start {
+        factor: Factor::Default,
         client_ip,
-        false,
-    )
-    .await
+        number_matching: false,
+        passcode: String::new(),
+    };
+    start(gateway, &client.agent, username.to_owned(), how).await
 }
 
 /// (b) Start a challenge on the user's default factor; the code comes back with the State.
@@ -340,20 +338,16 @@ async fn password_code(
         record_refusal(gateway, client, username, client_ip, refused.reason()).await;
         return refused;
     }
-    let reply = start(
-        gateway,
-        &client.agent,
-        username.to_owned(),
-        Factor::Totp,
+    // Started and answered in one step: the reply is the final answer (a
+    // CHALLENGE here would be a bug, and rejects like any non-ALLOW).
+    let how = Start {
+        factor: Factor::Totp,
         client_ip,
-        false,
-    )
-    .await;
-    if reply.decision != Decision::Challenge as i32 || reply.challenge_id.is_empty() {
-        return Answer::decided(reply.decision, reply.reason, reply.message);
-    }
-    let verified = verify(gateway, &client.agent, reply.challenge_id, code.to_owned()).await;
-    Answer::decided(verified.decision, verified.reason, verified.message)
+        number_matching: false,
+        passcode: code.to_owned(),
+    };
+    let reply = start(gateway, &client.agent, username.to_owned(), how).await;
+    Answer::decided(reply.decision, reply.reason, reply.message)
 }
 
 #[cfg(test)]
