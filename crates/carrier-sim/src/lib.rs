@@ -20,7 +20,8 @@
 //!   Ed25519 key in [`DEVICE_SIGNATURE_HEADER`] (base64, over the body).
 //!
 //! Control side (tests, the CLI), JSON:
-//! - `GET|DELETE /sim/inbox/{number}`; `POST /sim/phones/{number}/reply`
+//! - `GET|DELETE /sim/inbox/{number}`; a GET with `?wait_ms=N&after=SID`
+//!   waits up to N ms for a message newer than SID; `POST /sim/phones/{number}/reply`
 //! - `PUT /sim/phones/{number}/voice` `{"action": "answer"|"no_answer"|"busy"|
 //!   "hang_up"|"fail", "digits": "1234#", "duration_seconds": 12}` (default:
 //!   answer and press `#`); `GET` reads it back

@@ -33,6 +33,8 @@ struct Inner {
     cfg: SimConfig,
     http: reqwest::Client,
     store: Mutex<Store>,
+    /// Woken whenever a message lands in an inbox, for inbox reads that wait.
+    arrivals: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -116,6 +118,7 @@ impl SimState {
                 cfg,
                 http,
                 store: Mutex::default(),
+                arrivals: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -177,6 +180,29 @@ impl SimState {
                 break;
             };
             store.forget(&oldest);
+        }
+        drop(store);
+        self.inner.arrivals.notify_waiters();
+    }
+
+    /// The inbox of `number` once its newest message is not `after` (once it
+    /// holds any, without `after`), or as it is when `wait` has passed: a
+    /// reader waiting for an SMS needs one request, not one per poll.
+    pub(crate) async fn inbox_after(&self, number: &str, after: Option<&str>, wait: Duration) -> Vec<InboxEntry> {
+        let give_up = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the look, so an arrival in between still wakes it.
+            let arrival = self.inner.arrivals.notified();
+            tokio::pin!(arrival);
+            arrival.as_mut().enable();
+            let inbox = self.inbox(number);
+            let newest = inbox.last().map(|m| m.sid.as_str());
+            if newest.is_some() && newest != after {
+                return inbox;
+            }
+            if tokio::time::timeout_at(give_up, arrival).await.is_err() {
+                return inbox;
+            }
         }
     }
 

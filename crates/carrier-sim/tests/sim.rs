@@ -181,6 +181,44 @@ async fn next_hook(rx: &mut mpsc::UnboundedReceiver<Hook>) -> Hook {
         .expect("receiver closed")
 }
 
+/// A waiting inbox read returns when a newer message lands, not before, and
+/// returns what is there when its wait runs out.
+#[tokio::test]
+async fn an_inbox_read_can_wait_for_the_next_message() {
+    let sim = Sim::start(None).await;
+    let client = sim.client();
+    let first = client.send_sms(&sms("Your Vigil code is 111111", None)).await.unwrap();
+
+    let read = |after: Option<String>, wait_ms: u64| {
+        let request = sim.http.get(sim.url(&format!("/sim/inbox/{PHONE}")));
+        let mut query = vec![("wait_ms", wait_ms.to_string())];
+        query.extend(after.map(|sid| ("after", sid)));
+        async move {
+            let resp = request.query(&query).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.json::<Vec<InboxEntry>>().await.unwrap()
+        }
+    };
+    // Already newer than nothing: at once.
+    let now = tokio::time::timeout(Duration::from_secs(1), read(None, 10_000))
+        .await
+        .unwrap();
+    assert_eq!(now.len(), 1);
+    // Nothing newer than the first: the read waits, and ends with the second.
+    let waiting = tokio::spawn(read(Some(first.sid.clone()), 10_000));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "returned before a newer message arrived");
+    let second = client.send_sms(&sms("Your Vigil code is 222222", None)).await.unwrap();
+    let inbox = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    assert_eq!(inbox.last().unwrap().sid, second.sid);
+    // Nothing arrives: the inbox as it is, once the wait is over.
+    let started = std::time::Instant::now();
+    let unchanged = read(Some(second.sid.clone()), 300).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(unchanged.len(), 2);
+    sim.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn sent_sms_lands_in_the_inbox_and_gets_delivered() {
     let sim = Sim::start(None).await;

@@ -56,10 +56,17 @@ impl Sms {
         }
     }
 
-    async fn inbox(&self, phone: &str) -> Result<Vec<InboxEntry>, Failure> {
+    /// The phone's inbox once it holds a message newer than `after`, or
+    /// after `wait` (the simulator holds the request; zero: at once).
+    async fn inbox(&self, phone: &str, after: Option<&str>, wait: Duration) -> Result<Vec<InboxEntry>, Failure> {
+        let mut query = vec![("wait_ms", wait.as_millis().to_string())];
+        if let Some(sid) = after {
+            query.push(("after", sid.to_owned()));
+        }
         let response = self
             .http
             .get(format!("{}/sim/inbox/{phone}", self.sim))
+            .query(&query)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
@@ -67,11 +74,17 @@ impl Sms {
         response.json().await.map_err(|_| Failure::new("sim_bad_inbox"))
     }
 
-    /// Waits for a message newer than `last_sid`.
+    /// Waits for a message newer than `last_sid`: held by the simulator
+    /// until it arrives, or polled every `--sms-poll` if that is set.
     async fn next_sms(&self, phone: &str, last_sid: Option<&str>) -> Result<InboxEntry, Failure> {
         let give_up = Instant::now() + SMS_WAIT;
         loop {
-            if let Some(newest) = self.inbox(phone).await?.pop()
+            let wait = if self.poll.is_zero() {
+                give_up.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Some(newest) = self.inbox(phone, last_sid, wait).await?.pop()
                 && Some(newest.sid.as_str()) != last_sid
             {
                 return Ok(newest);

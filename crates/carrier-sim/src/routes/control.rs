@@ -2,8 +2,10 @@
 //! simulator is meant to listen on localhost only.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use vigil_twilio::{API_VERSION, InboundSms};
 
 use crate::control::{ClearedInbox, Faults, InboxEntry, ReplyRequest, ReplyResponse, Stats};
@@ -25,12 +27,31 @@ pub(super) fn json<T>(extracted: std::result::Result<Json<T>, JsonRejection>) ->
         .map_err(|rej| ControlError::Rejected(rej.status(), rej.body_text()))
 }
 
+/// Longest an inbox read may wait for a message.
+const MAX_INBOX_WAIT_MS: u64 = 30_000;
+
+/// `?wait_ms=N&after=SID` on an inbox read: wait up to N ms for a message
+/// newer than SID (for any message, without `after`).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct InboxWait {
+    #[serde(default)]
+    wait_ms: u64,
+    after: Option<String>,
+}
+
 /// `GET /sim/inbox/{number}`: messages sent to `number`, oldest first.
 pub async fn inbox(
     State(state): State<SimState>,
     number: std::result::Result<Path<String>, PathRejection>,
+    wait: std::result::Result<Query<InboxWait>, QueryRejection>,
 ) -> Result<Json<Vec<InboxEntry>>> {
-    Ok(Json(state.inbox(&path(number)?)))
+    let number = path(number)?;
+    let Query(wait) = wait.map_err(|rej| ControlError::Rejected(rej.status(), rej.body_text()))?;
+    if wait.wait_ms == 0 {
+        return Ok(Json(state.inbox(&number)));
+    }
+    let patience = Duration::from_millis(wait.wait_ms.min(MAX_INBOX_WAIT_MS));
+    Ok(Json(state.inbox_after(&number, wait.after.as_deref(), patience).await))
 }
 
 /// `DELETE /sim/inbox/{number}`
