@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
+use vigil_bus::subjects;
+use vigil_core::ChallengeId;
 use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant, agent_client};
+use vigil_proto::rpc;
 use vigil_proto::v1::{
     AgentKind, AuthenticateRequest, CreateAgentRequest, Decision, ExplainLoginRequest, Factor, PreauthRequest, Reason,
     UpdateProviderRequest, VerifyPasscodeRequest,
@@ -427,4 +430,72 @@ async fn templates(stack: &Stack) -> anyhow::Result<()> {
     .await?;
     assert_eq!(heard[0], "Acme security check for alice.", "{heard:?}");
     Ok(())
+}
+
+/// The gateway retries a start that timed out with the same challenge id. A
+/// retry arriving after its first try took the last SMS of the hour gets
+/// that challenge back, not a `delivery_capped` refusal, and no second SMS.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_start_at_the_cap_gets_its_first_challenge() {
+    let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    let mut acme = Tenant::create(&stack, "Acme").await.unwrap();
+    let phone = "+15550300021";
+    acme.add_user("alice", phone).await.unwrap();
+    let nats = async_nats::connect(stack.nats.url()).await.unwrap();
+    let start = |challenge_id: String| rpc::StartChallengeRequest {
+        provider_id: acme.provider_id.clone(),
+        agent_id: "agt_0192f0c5a0b07c3e8d9a1b2c3d4e5f60".into(),
+        challenge_id,
+        username: "alice".into(),
+        factor: Factor::Sms as i32,
+        client_ip: "192.0.2.10".into(),
+        policy: Some(rpc::PolicyContext {
+            require_user_match: true,
+            block_user_on_fraud: true,
+            delivery_caps: Some(rpc::DeliveryCaps {
+                sms_per_hour: 1,
+                voice_per_hour: 1,
+                prefix_digits: 4,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ask = |request: rpc::StartChallengeRequest| {
+        let nats = nats.clone();
+        async move {
+            vigil_bus::rpc::call::<_, rpc::StartChallengeReply>(
+                &nats,
+                subjects::RPC_CHALLENGE_START,
+                &request,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap()
+        }
+    };
+
+    let id = ChallengeId::new().to_string();
+    let first = ask(start(id.clone())).await;
+    assert_eq!(first.decision(), Decision::Challenge, "{first:?}");
+    let retried = ask(start(id.clone())).await;
+    assert_eq!(
+        (retried.decision(), retried.challenge_id.as_str()),
+        (Decision::Challenge, id.as_str()),
+        "{retried:?}"
+    );
+    // The cap itself holds for a new login.
+    let another = ask(start(ChallengeId::new().to_string())).await;
+    assert_eq!(
+        (another.decision(), another.reason()),
+        (Decision::Deny, Reason::DeliveryCapped),
+        "{another:?}"
+    );
+    wait_until(Duration::from_secs(15), "the SMS to arrive", || async {
+        anyhow::Ok((!stack.sim_inbox(phone).await?.is_empty()).then_some(()))
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stack.sim_inbox(phone).await.unwrap().len(), 1, "one SMS, not two");
 }

@@ -178,6 +178,12 @@ impl Service {
             )
             .await?
         {
+            // A retried request whose first try took the last delivery of
+            // the hour: its challenge stands, and that is the answer.
+            if let Some(existing) = store::get_challenge(&mut tx, &provider, challenge_id.as_uuid(), false).await? {
+                tx.rollback().await?;
+                return Ok(self.start_reply(&existing, "challenge already started".into()));
+            }
             login::record(
                 &mut tx,
                 &provider,
