@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant};
+use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant, agent_client};
 use vigil_proto::v1::{CreateRadiusClientRequest, Decision, PreauthRequest, PreauthResponse, RadiusMode, Reason};
 use vigil_testkit::wait_until;
 
@@ -140,6 +140,20 @@ async fn overload(stack: &Stack) -> anyhow::Result<()> {
         anyhow::ensure!(reply.message.contains(OVERLOADED), "{reply:?}");
         anyhow::ensure!(took < PROMPTLY, "shed after {took:?}");
     }
+    // A request whose credentials are malformed takes no slot: refused as
+    // unauthenticated, at once, and not counted as shed.
+    let mut forged = agent_client(&stack.grpc_url, "agt_not-an-agent", "vak_forged").await?;
+    let asked = Instant::now();
+    let refused = forged
+        .preauth(PreauthRequest {
+            username: "alice".into(),
+            client_ip: "192.0.2.10".into(),
+        })
+        .await
+        .expect_err("a request with malformed credentials is refused");
+    anyhow::ensure!(refused.code() == tonic::Code::Unauthenticated, "{refused:?}");
+    anyhow::ensure!(asked.elapsed() < PROMPTLY, "refused after {:?}", asked.elapsed());
+
     // The bound is shared with RADIUS: rejected at once too.
     let asked = Instant::now();
     let out = radius_login(stack, "alice", "3", 1).await;

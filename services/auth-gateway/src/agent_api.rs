@@ -18,7 +18,7 @@ use vigil_proto::{
 
 use crate::{
     app::Gateway,
-    auth::{AgentIdentity, authenticate_agent},
+    auth::{self, AgentIdentity, Credentials, authenticate_agent},
     error::GatewayError,
     watch,
 };
@@ -52,10 +52,12 @@ pub trait Reply: prost::Message + Default {
 /// the challenge service work. `api` labels the metric (`grpc`, `radius`).
 ///
 /// Taken before the agent's signature is checked, since that check costs a
-/// database write (the nonce spent) and a decryption. GetAuthStatus and WatchAuth
-/// take none: they follow a login already admitted (its challenge has been
-/// sent to the user), and shedding them would waste that work; their RPCs
-/// still carry deadlines the challenge service honours.
+/// database write (the nonce spent) and a decryption; after the checks that
+/// cost nothing (headers, agent id, clock), so requests failing those never
+/// hold a slot. GetAuthStatus and WatchAuth take none: they follow a login
+/// already admitted (its challenge has been sent to the user), and shedding
+/// them would waste that work; their RPCs still carry deadlines the
+/// challenge service honours.
 pub fn admit<'a>(gateway: &'a Gateway, api: &'static str) -> Option<SemaphorePermit<'a>> {
     match gateway.logins.try_acquire() {
         Ok(permit) => Some(permit),
@@ -190,16 +192,31 @@ pub async fn status(gateway: &Gateway, agent: &AgentIdentity, challenge_id: Stri
     ask(gateway, subjects::RPC_CHALLENGE_STATUS, &ask_for).await
 }
 
+fn agent_status(error: GatewayError) -> Status {
+    match error {
+        GatewayError::Unauthenticated => Status::unauthenticated("missing or invalid agent credentials"),
+        // Fail closed: when the gateway cannot check the agent, the agent gets no answer but "unavailable".
+        other => Status::from(other),
+    }
+}
+
 impl AgentApi {
-    async fn agent<T: prost::Message>(&self, request: &Request<T>, method: &str) -> Result<AgentIdentity, Status> {
+    /// The checks that cost nothing (see [`auth::credentials`]): made before
+    /// a login is admitted, so malformed or stale requests take no slot.
+    fn credentials<T>(&self, request: &Request<T>, method: &str) -> Result<Credentials, Status> {
+        auth::credentials(request.metadata(), method, self.0.clock.now().timestamp()).map_err(agent_status)
+    }
+
+    async fn agent<T: prost::Message>(
+        &self,
+        request: &Request<T>,
+        credentials: Credentials,
+        method: &str,
+    ) -> Result<AgentIdentity, Status> {
         let body = request.get_ref().encode_to_vec();
-        authenticate_agent(request.metadata(), method, &body, &self.0)
+        authenticate_agent(credentials, method, &body, &self.0)
             .await
-            .map_err(|e| match e {
-                GatewayError::Unauthenticated => Status::unauthenticated("missing or invalid agent credentials"),
-                // Fail closed: when the gateway cannot check the agent, the agent gets no answer but "unavailable".
-                other => Status::from(other),
-            })
+            .map_err(agent_status)
     }
 }
 
@@ -227,9 +244,10 @@ fn require_username(username: &str) -> Result<(), Status> {
 impl AuthGateway for AgentApi {
     #[tracing::instrument(skip_all, fields(agent_id, provider_id, reason))]
     async fn preauth(&self, request: Request<api::PreauthRequest>) -> Result<Response<api::PreauthResponse>, Status> {
+        let credentials = self.credentials(&request, methods::PREAUTH)?;
         let reply = match admit(&self.0, "grpc") {
             Some(_login) => {
-                let agent = self.agent(&request, methods::PREAUTH).await?;
+                let agent = self.agent(&request, credentials, methods::PREAUTH).await?;
                 let req = request.into_inner();
                 require_username(&req.username)?;
                 let reply = preauth(&self.0, &agent, req.username, &req.client_ip).await;
@@ -252,9 +270,10 @@ impl AuthGateway for AgentApi {
         &self,
         request: Request<api::AuthenticateRequest>,
     ) -> Result<Response<api::AuthenticateResponse>, Status> {
+        let credentials = self.credentials(&request, methods::AUTHENTICATE)?;
         let reply = match admit(&self.0, "grpc") {
             Some(_login) => {
-                let agent = self.agent(&request, methods::AUTHENTICATE).await?;
+                let agent = self.agent(&request, credentials, methods::AUTHENTICATE).await?;
                 let req = request.into_inner();
                 require_username(&req.username)?;
                 let factor = Factor::try_from(req.factor).unwrap_or_default();
@@ -289,7 +308,8 @@ impl AuthGateway for AgentApi {
         &self,
         request: Request<api::GetAuthStatusRequest>,
     ) -> Result<Response<api::AuthStatus>, Status> {
-        let agent = self.agent(&request, methods::GET_AUTH_STATUS).await?;
+        let credentials = self.credentials(&request, methods::GET_AUTH_STATUS)?;
+        let agent = self.agent(&request, credentials, methods::GET_AUTH_STATUS).await?;
         let req = request.into_inner();
         let reply = status(&self.0, &agent, req.challenge_id.clone()).await;
         record(&agent, reply.reason);
@@ -310,7 +330,8 @@ impl AuthGateway for AgentApi {
         &self,
         request: Request<api::WatchAuthRequest>,
     ) -> Result<Response<Self::WatchAuthStream>, Status> {
-        let agent = self.agent(&request, methods::WATCH_AUTH).await?;
+        let credentials = self.credentials(&request, methods::WATCH_AUTH)?;
+        let agent = self.agent(&request, credentials, methods::WATCH_AUTH).await?;
         let challenge_id = request.into_inner().challenge_id;
         if challenge_id.trim().is_empty() {
             return Err(Status::invalid_argument("challenge_id must not be empty"));
@@ -337,9 +358,10 @@ impl AuthGateway for AgentApi {
         &self,
         request: Request<api::VerifyPasscodeRequest>,
     ) -> Result<Response<api::VerifyPasscodeResponse>, Status> {
+        let credentials = self.credentials(&request, methods::VERIFY_PASSCODE)?;
         let reply = match admit(&self.0, "grpc") {
             Some(_login) => {
-                let agent = self.agent(&request, methods::VERIFY_PASSCODE).await?;
+                let agent = self.agent(&request, credentials, methods::VERIFY_PASSCODE).await?;
                 let req = request.into_inner();
                 if req.passcode.len() > 64 {
                     return Err(Status::invalid_argument("passcode is too long"));

@@ -155,20 +155,41 @@ fn agent_key_aad(agent_id: AgentId) -> Aad {
     Aad::new("agent_key").with("agent", agent_id.to_string())
 }
 
-/// Checks a signed agent request: headers, clock skew, the agent (enabled),
-/// the signature over `method` and `body`, and that the nonce is new.
+/// An agent's credentials as presented, checked for all that needs neither
+/// its key nor the database: well-formed headers, an agent id, a clock within
+/// the allowed skew. A request refused here costs nothing more: it takes no
+/// admission slot and reaches no database, so a flood of unsigned or replayed-
+/// late requests cannot crowd out signed logins.
+pub struct Credentials {
+    presented: Presented,
+    agent_id: AgentId,
+}
+
+fn refused(method: &str, why: &str) -> GatewayError {
+    tracing::warn!(why, method, "agent request refused");
+    GatewayError::Unauthenticated
+}
+
+pub fn credentials(metadata: &MetadataMap, method: &str, now_secs: i64) -> Result<Credentials, GatewayError> {
+    let presented = Presented::from_metadata(metadata).map_err(|e| refused(method, &e.to_string()))?;
+    let agent_id = AgentId::parse(&presented.agent_id).map_err(|_| refused(method, "malformed agent id"))?;
+    presented
+        .check_clock(now_secs)
+        .map_err(|_| refused(method, "clock skew"))?;
+    Ok(Credentials { presented, agent_id })
+}
+
+/// Checks a signed agent request, its credentials already read
+/// ([`credentials`]): the agent (enabled), the signature over `method` and
+/// `body`, and that the nonce is new.
 pub async fn authenticate_agent(
-    metadata: &MetadataMap,
+    credentials: Credentials,
     method: &str,
     body: &[u8],
     gateway: &Gateway,
 ) -> Result<AgentIdentity, GatewayError> {
-    let refused = |why: &str| {
-        tracing::warn!(why, method, "agent request refused");
-        GatewayError::Unauthenticated
-    };
-    let presented = Presented::from_metadata(metadata).map_err(|e| refused(&e.to_string()))?;
-    let agent_id = AgentId::parse(&presented.agent_id).map_err(|_| refused("malformed agent id"))?;
+    let refused = |why: &str| refused(method, why);
+    let Credentials { presented, agent_id } = credentials;
     let now = gateway.clock.now();
     let mut conn = gateway.pool.acquire().await?;
     let (agent, fresh_nonce) = store::get_agent_spending_nonce(&mut conn, agent_id.as_uuid(), &presented.nonce, now)
