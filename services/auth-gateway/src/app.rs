@@ -75,7 +75,7 @@ pub async fn run(
         clock: Arc::new(SystemClock),
         admin_token: config.admin_token.clone(),
         rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
-        logins: tokio::sync::Semaphore::new(config.max_in_flight),
+        logins: tokio::sync::Semaphore::new(config.in_flight_bound()),
         keyring: config.keyring()?,
         tokens: config.token_hasher()?,
         passwords: config.password_hasher()?,
@@ -131,7 +131,7 @@ pub async fn run(
         .build_v1()
         .context("gRPC reflection")?;
 
-    tracing::info!(addr = %grpc.local_addr()?, "auth gateway ready");
+    tracing::info!(addr = %grpc.local_addr()?, max_in_flight = gateway.logins.available_permits(), "auth gateway ready");
     let incoming = tonic::transport::server::TcpIncoming::from(grpc);
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
