@@ -312,6 +312,7 @@ pub fn authenticate_json(r: &AuthenticateResponse) -> Value {
         "state": output::state(r.state),
         "expires_at": output::time(r.expires_at.as_ref()),
         "match_number": r.match_number,
+        "attempts_remaining": r.attempts_remaining,
     })
 }
 
@@ -335,6 +336,14 @@ pub fn authenticate_text(r: &AuthenticateResponse) -> String {
                 "match number",
                 if r.match_number > 0 {
                     r.match_number.to_string()
+                } else {
+                    String::new()
+                }
+            ),
+            (
+                "attempts remaining",
+                if r.attempts_remaining > 0 {
+                    r.attempts_remaining.to_string()
                 } else {
                     String::new()
                 }

@@ -299,4 +299,38 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
     let (_, usage) = stack.billing_usage(&tenant.provider_id).await.unwrap();
     assert_eq!(usage["authentications"], 3, "{usage}");
     assert!(stack.sim_inbox(phone).await.unwrap().is_empty());
+
+    // The operator's "test user" with the code the user reads out: one
+    // call, exit 0 when it approves, 3 when it does not.
+    let next = Totp::default().generate(&seed, now + 30);
+    let (code, said) = cli_test_with_code(&stack, &tenant.agent, next.as_str()).await;
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("test passed"), "{said}");
+    let (code, said) = cli_test_with_code(&stack, &tenant.agent, wrong).await;
+    assert_eq!(code, Some(3), "{said}");
+    assert!(said.contains("wrong_code") || said.contains("WRONG_CODE"), "{said}");
+}
+
+/// `vigil users test alice --passcode CODE` as an operator runs it: its exit
+/// code and what it printed.
+async fn cli_test_with_code(stack: &Stack, agent: &AgentClient, code: &str) -> (Option<i32>, String) {
+    let output = tokio::process::Command::new(vigil_testkit::workspace_bin("vigil").unwrap())
+        .args([
+            "--gateway",
+            &stack.grpc_url,
+            "users",
+            "test",
+            "alice",
+            "--passcode",
+            code,
+        ])
+        .env("VIGIL_AGENT_ID", &agent.credential.agent_id)
+        .env("VIGIL_AGENT_KEY", &agent.credential.key)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
 }
