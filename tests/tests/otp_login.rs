@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vigil_e2e::{Admin, AgentClient, Stack, StackOptions, Tenant};
 use vigil_otp::{Hotp, OtpSecret, Totp};
 use vigil_proto::v1::{
-    AuthenticateRequest, AuthenticateResponse, ChallengeState, Decision, EnrollFactorRequest, EnrollFactorResponse,
-    Factor, Reason, ResyncHotpRequest, VerifyPasscodeRequest,
+    AuditEntry, AuditKind, AuthenticateRequest, AuthenticateResponse, ChallengeState, Decision, EnrollFactorRequest,
+    EnrollFactorResponse, Factor, ListAuditRequest, Reason, ResyncHotpRequest, VerifyPasscodeRequest,
 };
 use vigil_testkit::wait_until;
 
@@ -255,6 +255,28 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
         "{approved:?}"
     );
     assert!(!approved.challenge_id.is_empty());
+    // One call, one audit record: the answer, under `authenticate`.
+    let audited: Vec<AuditEntry> = tenant
+        .admin
+        .list_audit(ListAuditRequest {
+            provider_id: tenant.provider_id.clone(),
+            kind: AuditKind::Authentication as i32,
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .filter(|e| e.target == approved.challenge_id)
+        .collect();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(
+        (audited[0].action.as_str(), audited[0].decision(), audited[0].reason()),
+        ("authenticate", Decision::Allow, Reason::Approved),
+        "{audited:?}"
+    );
     let replayed = login_in_one_call(&mut tenant.agent, Factor::Totp, code.as_str()).await;
     assert_eq!(
         (replayed.decision(), replayed.reason()),

@@ -313,19 +313,8 @@ impl Service {
             billable: true,
         })?;
         events.write(&mut tx).await?;
-        login::record(
-            &mut tx,
-            &provider,
-            username.as_str(),
-            Some(user.id),
-            "authenticate",
-            policy,
-            (Decision::Challenge, Reason::Enrolled),
-            Some(challenge_id.as_uuid()),
-            now,
-        )
-        .await?;
         if one_shot {
+            // One call, one audit record: the answer's, written with it.
             // The challenge just written, as the lock of a verification would read it.
             let row = ChallengeRow {
                 id: challenge_id.as_uuid(),
@@ -345,7 +334,14 @@ impl Service {
             };
             let token = store::otp_token(&mut tx, user.id, &factor.kind).await?;
             let answer = self
-                .answer(&mut tx, &provider, &row, &user, &token, &req.passcode, now)
+                .answer(
+                    &mut tx,
+                    &provider,
+                    (&row, &user, &token),
+                    &req.passcode,
+                    "authenticate",
+                    now,
+                )
                 .await?;
             tx.commit().await?;
             self.outbox.notify();
@@ -362,6 +358,18 @@ impl Service {
                 error: None,
             });
         }
+        login::record(
+            &mut tx,
+            &provider,
+            username.as_str(),
+            Some(user.id),
+            "authenticate",
+            policy,
+            (Decision::Challenge, Reason::Enrolled),
+            Some(challenge_id.as_uuid()),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.outbox.notify();
         let match_number = matching.as_ref().map_or(0, |(right, _)| *right);
@@ -477,7 +485,7 @@ impl Service {
             ));
         }
         let response = self
-            .answer(&mut tx, &provider, &row, &user, &token, &req.passcode, now)
+            .answer(&mut tx, &provider, (&row, &user, &token), &req.passcode, "verify", now)
             .await?;
         tx.commit().await?;
         self.outbox.notify();
@@ -487,16 +495,16 @@ impl Service {
 
     /// Checks `passcode` against `row`, an open challenge locked in `tx`
     /// with its user, and writes what follows: approval, or a failed
-    /// attempt (which may end the challenge or lock the user out).
+    /// attempt (which may end the challenge or lock the user out); audited
+    /// as `operation`.
     #[allow(clippy::too_many_arguments)]
     async fn answer(
         &self,
         tx: &mut PgConnection,
         provider: &str,
-        row: &ChallengeRow,
-        user: &UserDetail,
-        token: &store::OtpToken,
+        (row, user, token): (&ChallengeRow, &UserDetail, &store::OtpToken),
         passcode: &str,
+        operation: &str,
         now: DateTime<Utc>,
     ) -> Result<rpc::VerifyReply, ServiceError> {
         let reply = verify_reply;
@@ -572,6 +580,7 @@ impl Service {
             tx,
             row,
             &user.username,
+            operation,
             (
                 Decision::try_from(response.decision).unwrap_or_default(),
                 Reason::try_from(response.reason).unwrap_or_default(),

@@ -95,7 +95,7 @@ impl Handler for DeliveryAnsweredHandler {
         } else {
             vigil_proto::v1::Decision::Deny
         };
-        login::record_answer(tx, &row, &username, (decision, reason), now)
+        login::record_answer(tx, &row, &username, "verify", (decision, reason), now)
             .await
             .map_err(retry)?;
         tracing::info!(challenge_id = %answer.challenge_id, state = state.as_str(), "challenge answered on the phone");

@@ -126,11 +126,13 @@ pub async fn record(
 }
 
 /// Records the answer to a challenge (a typed code or one given on the
-/// phone) under the agent and address that started it.
+/// phone) under the agent and address that started it: as `verify`, or as
+/// `authenticate` when the code came with the login (one call, one record).
 pub async fn record_answer(
     conn: &mut PgConnection,
     row: &store::ChallengeRow,
     username: &str,
+    operation: &str,
     verdict: (Decision, Reason),
     at: DateTime<Utc>,
 ) -> Result<(), ServiceError> {
@@ -144,7 +146,7 @@ pub async fn record_answer(
         &row.provider_id,
         username,
         Some(row.user_id),
-        "verify",
+        operation,
         Some(&context),
         verdict,
         Some(row.id),
