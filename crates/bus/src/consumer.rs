@@ -214,7 +214,7 @@ const HAND_BACK_WINDOW: Duration = Duration::from_millis(500);
 const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
 
 /// On shutdown: messages JetStream has already sent this consumer but no
-/// handler has touched are naked, so that the next process (or another
+/// handler has touched are nak'd, so that the next process (or another
 /// replica) gets them in a second rather than after `ack_wait`. Without it
 /// a restart delays every buffered event (an SMS, a usage count) by 30 s.
 async fn hand_back(js: &jetstream::Context, messages: &mut pull::Stream, spec: &ConsumerSpec) {
