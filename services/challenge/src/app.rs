@@ -89,9 +89,12 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         DeliveryAnsweredHandler(service.clone()),
         shutdown.clone(),
     ));
+    let options = rpc::ServeOptions {
+        max_in_flight: config.rpc_max_in_flight,
+    };
     macro_rules! serve_all {
         ($($subject:ident => $method:ident),* $(,)?) => {$(
-            serve(&tasks, &nats, subjects::$subject, &service, &shutdown, |s, r| async move { s.$method(r).await });
+            serve(&tasks, &nats, (subjects::$subject, options), &service, &shutdown, |s, r| async move { s.$method(r).await });
         )*};
     }
     serve_all!(
@@ -128,7 +131,7 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
 fn serve<Req, Rep, F, Fut>(
     tasks: &TaskTracker,
     nats: &async_nats::Client,
-    subject: &'static str,
+    (subject, options): (&'static str, rpc::ServeOptions),
     service: &Arc<Service>,
     shutdown: &CancellationToken,
     handler: F,
@@ -139,10 +142,11 @@ fn serve<Req, Rep, F, Fut>(
     Fut: Future<Output = Result<Rep, ServiceError>> + Send,
 {
     let service = service.clone();
-    let serve = rpc::serve(
+    let serve = rpc::serve_with(
         nats.clone(),
         subject,
         QUEUE,
+        options,
         move |request: Req| {
             let service = service.clone();
             let handler = handler.clone();

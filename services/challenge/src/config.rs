@@ -52,6 +52,10 @@ pub struct Config {
     /// How long a push enrolment code works, in seconds
     /// (`VIGIL_PUSH_ENROLLMENT_TTL_SECS`, default 600).
     pub push_enrollment_ttl_secs: u32,
+    /// Requests of one kind (preauth, start, verify, ...) handled at once
+    /// (`VIGIL_RPC_MAX_IN_FLIGHT`); more wait in arrival order and are
+    /// dropped unanswered once their caller's deadline has passed.
+    pub rpc_max_in_flight: usize,
 }
 
 impl Default for Config {
@@ -77,6 +81,7 @@ impl Default for Config {
             rate_limit_agent_window_secs: 60,
             push_enroll_url: "http://127.0.0.1:8083/v1/push/enroll".into(),
             push_enrollment_ttl_secs: 600,
+            rpc_max_in_flight: vigil_bus::rpc::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -107,6 +112,12 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.keyring()?;
+        if self.rpc_max_in_flight == 0 || self.rpc_max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(ConfigError::new(format!(
+                "VIGIL_RPC_MAX_IN_FLIGHT must be between 1 and {}",
+                tokio::sync::Semaphore::MAX_PERMITS
+            )));
+        }
         if self.code_key.expose_secret().len() < 16 {
             return Err(ConfigError::new("VIGIL_CODE_KEY must be set to at least 16 characters"));
         }
@@ -133,5 +144,32 @@ impl Config {
             return Err(ConfigError::new("sms_template must contain {code}"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            code_key: SecretString::from("a-code-key-of-16-or-more"),
+            // A 32-byte key, base64: what `openssl rand -base64 32` prints.
+            keys: SecretString::from("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn the_rpc_bound_defaults_to_the_bus_default_and_must_be_positive() {
+        assert!(valid().validate().is_ok());
+        assert_eq!(valid().rpc_max_in_flight, vigil_bus::rpc::DEFAULT_MAX_IN_FLIGHT);
+        let zero = Config {
+            rpc_max_in_flight: 0,
+            ..valid()
+        };
+        let refused = zero.validate().expect_err("0 handlers would answer nothing");
+        assert!(refused.to_string().contains("VIGIL_RPC_MAX_IN_FLIGHT"), "{refused}");
     }
 }
