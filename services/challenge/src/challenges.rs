@@ -218,7 +218,7 @@ impl Service {
             },
         )
         .await?;
-        if !inserted {
+        let Some(row) = inserted else {
             // A retried request: the challenge it created the first time
             // stands, and nothing of this attempt is kept. (Found here rather
             // than looked up first: one statement fewer on every login.)
@@ -228,7 +228,7 @@ impl Service {
                 Some(existing) => Ok(self.start_reply(&existing, "challenge already started".into())),
                 None => Ok(deny(Reason::ChallengeNotFound, "no such challenge".into())),
             };
-        }
+        };
         let user_id = UserId::from_uuid(user.id).to_string();
         let mut events = self.outbox.batch(&provider);
         events.push(&ChallengeCreated {
@@ -315,23 +315,6 @@ impl Service {
         events.write(&mut tx).await?;
         if one_shot {
             // One call, one audit record: the answer's, written with it.
-            // The challenge just written, as the lock of a verification would read it.
-            let row = ChallengeRow {
-                id: challenge_id.as_uuid(),
-                provider_id: provider.clone(),
-                user_id: user.id,
-                state: ChallengeState::Pending.as_str().to_owned(),
-                reason: reason_str(Reason::Enrolled).to_owned(),
-                code_hash: None,
-                max_attempts: self.max_attempts,
-                expires_at,
-                agent_id: req.agent_id.clone(),
-                client_ip: req.client_ip.clone(),
-                remember_minutes: i32::try_from(facts.login.remember_minutes).unwrap_or(0),
-                factor: factor.kind.clone(),
-                block_user_on_fraud: policy.is_none_or(|p| p.block_user_on_fraud),
-                match_number: None,
-            };
             let token = store::otp_token(&mut tx, user.id, &factor.kind).await?;
             let answer = self
                 .answer(

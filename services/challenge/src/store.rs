@@ -105,29 +105,33 @@ pub struct NewChallenge<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Inserts a pending challenge; `false` if that id exists already (a retried request).
-pub async fn insert_challenge(conn: &mut PgConnection, c: NewChallenge<'_>) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+/// Inserts a pending challenge and returns it as written; `None` if that id
+/// exists already (a retried request).
+pub async fn insert_challenge(
+    conn: &mut PgConnection,
+    c: NewChallenge<'_>,
+) -> Result<Option<ChallengeRow>, sqlx::Error> {
+    let sql = format!(
         "INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, max_attempts, client_ip, created_at, expires_at, remember_minutes, block_user_on_fraud, match_number)
-         VALUES ($1, $2, $3, $4, $5, 'pending', 'ENROLLED', $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(c.id)
-    .bind(c.provider_id)
-    .bind(c.user_id)
-    .bind(c.agent_id)
-    .bind(c.factor)
-    .bind(c.code_hash)
-    .bind(c.max_attempts)
-    .bind(c.client_ip)
-    .bind(c.now)
-    .bind(c.expires_at)
-    .bind(c.remember_minutes)
-    .bind(c.block_user_on_fraud)
-    .bind(c.match_number)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+         VALUES ($1, $2, $3, $4, $5, 'pending', 'ENROLLED', $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING
+         RETURNING {CHALLENGE_COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(c.id)
+        .bind(c.provider_id)
+        .bind(c.user_id)
+        .bind(c.agent_id)
+        .bind(c.factor)
+        .bind(c.code_hash)
+        .bind(c.max_attempts)
+        .bind(c.client_ip)
+        .bind(c.now)
+        .bind(c.expires_at)
+        .bind(c.remember_minutes)
+        .bind(c.block_user_on_fraud)
+        .bind(c.match_number)
+        .fetch_optional(conn)
+        .await
 }
 
 const CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, state, reason, code_hash, max_attempts, expires_at, agent_id, client_ip, remember_minutes, factor, block_user_on_fraud, match_number";
