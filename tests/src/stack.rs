@@ -342,6 +342,28 @@ impl Stack {
     }
 
     /// GET billing's usage for a provider: (HTTP status, JSON body).
+    /// Waits until billing counts `expected` authentications for
+    /// `provider_id`, then gives a duplicate or late event half a second to
+    /// show and checks the count still holds; returns the usage.
+    pub async fn authentications_counted(&self, provider_id: &str, expected: u64) -> anyhow::Result<serde_json::Value> {
+        vigil_testkit::wait_until(
+            Duration::from_secs(15),
+            &format!("billing to count {expected} authentications"),
+            || async {
+                let (status, body) = self.billing_usage(provider_id).await?;
+                anyhow::Ok((status == 200 && body["authentications"] == expected).then_some(()))
+            },
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, usage) = self.billing_usage(provider_id).await?;
+        anyhow::ensure!(
+            usage["authentications"] == expected,
+            "billing counted {expected} authentications, then {usage}"
+        );
+        Ok(usage)
+    }
+
     pub async fn billing_usage(&self, provider_id: &str) -> anyhow::Result<(u16, serde_json::Value)> {
         let response = reqwest::Client::new()
             .get(format!("{}/v1/providers/{}/usage", self.billing_url, provider_id))

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use vigil_e2e::{Admin, AgentClient, Stack, StackOptions, Tenant};
 use vigil_otp::{Hotp, OtpSecret, Totp};
@@ -11,7 +11,6 @@ use vigil_proto::v1::{
     AuditEntry, AuditKind, AuthenticateRequest, AuthenticateResponse, ChallengeState, Decision, EnrollFactorRequest,
     EnrollFactorResponse, Factor, ListAuditRequest, Reason, ResyncHotpRequest, VerifyPasscodeRequest,
 };
-use vigil_testkit::wait_until;
 
 async fn enroll(admin: &mut Admin, provider_id: &str, factor: Factor) -> EnrollFactorResponse {
     admin
@@ -307,19 +306,7 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
 
     // Three challenges were started (approved, replayed, wrong): three
     // authentications, each counted once; nothing was sent by SMS.
-    wait_until(
-        Duration::from_secs(15),
-        "billing to count three authentications",
-        || async {
-            let (status, body) = stack.billing_usage(&tenant.provider_id).await?;
-            anyhow::Ok((status == 200 && body["authentications"] == 3).then_some(()))
-        },
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, usage) = stack.billing_usage(&tenant.provider_id).await.unwrap();
-    assert_eq!(usage["authentications"], 3, "{usage}");
+    stack.authentications_counted(&tenant.provider_id, 3).await.unwrap();
     assert!(stack.sim_inbox(phone).await.unwrap().is_empty());
 
     // The operator's "test user" with the code the user reads out: one

@@ -111,19 +111,8 @@ async fn sms_login(stack: &mut Stack) -> anyhow::Result<()> {
     assert!(unknown.challenge_id.is_empty());
 
     // Billing counts exactly one authentication for Acme and none for Other.
-    let usage = wait_until(
-        Duration::from_secs(15),
-        "billing to count the authentication",
-        || async {
-            let (status, body) = stack.billing_usage(&acme.provider_id).await?;
-            anyhow::Ok((status == 200 && body["authentications"] == 1).then_some(body))
-        },
-    )
-    .await?;
+    let usage = stack.authentications_counted(&acme.provider_id, 1).await?;
     assert_eq!(usage["usage_model"], "per_authentication");
-    // Give a duplicate or late event the chance to show up before the final count.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(stack.billing_usage(&acme.provider_id).await?.1["authentications"], 1);
     let (status, body) = stack.billing_usage(&other.provider_id).await?;
     assert_eq!(
         (status, &body["authentications"]),
