@@ -342,6 +342,23 @@ impl Stack {
     }
 
     /// GET billing's usage for a provider: (HTTP status, JSON body).
+    /// Sends `request` straight to the challenge service, as the gateway
+    /// does; a resend keeps its challenge id.
+    pub async fn start_challenge(
+        &self,
+        request: &vigil_proto::rpc::StartChallengeRequest,
+    ) -> anyhow::Result<vigil_proto::rpc::StartChallengeReply> {
+        let nats = async_nats::connect(self.nats.url()).await?;
+        let reply = vigil_bus::rpc::call(
+            &nats,
+            vigil_bus::subjects::RPC_CHALLENGE_START,
+            request,
+            Duration::from_secs(5),
+        )
+        .await?;
+        Ok(reply)
+    }
+
     /// Waits until billing counts `expected` authentications for
     /// `provider_id`, then gives a duplicate or late event half a second to
     /// show and checks the count still holds; returns the usage.

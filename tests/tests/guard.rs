@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use vigil_bus::subjects;
 use vigil_core::ChallengeId;
 use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant, agent_client};
 use vigil_proto::rpc;
@@ -441,7 +440,6 @@ async fn a_retried_start_at_the_cap_gets_its_first_challenge() {
     let mut acme = Tenant::create(&stack, "Acme").await.unwrap();
     let phone = "+15550300021";
     acme.add_user("alice", phone).await.unwrap();
-    let nats = async_nats::connect(stack.nats.url()).await.unwrap();
     let start = |challenge_id: String| rpc::StartChallengeRequest {
         provider_id: acme.provider_id.clone(),
         agent_id: "agt_0192f0c5a0b07c3e8d9a1b2c3d4e5f60".into(),
@@ -462,17 +460,8 @@ async fn a_retried_start_at_the_cap_gets_its_first_challenge() {
         ..Default::default()
     };
     let ask = |request: rpc::StartChallengeRequest| {
-        let nats = nats.clone();
-        async move {
-            vigil_bus::rpc::call::<_, rpc::StartChallengeReply>(
-                &nats,
-                subjects::RPC_CHALLENGE_START,
-                &request,
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap()
-        }
+        let stack = &stack;
+        async move { stack.start_challenge(&request).await.unwrap() }
     };
 
     let id = ChallengeId::new().to_string();

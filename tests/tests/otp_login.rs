@@ -5,8 +5,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use vigil_core::ChallengeId;
 use vigil_e2e::{Admin, AgentClient, Stack, StackOptions, Tenant};
 use vigil_otp::{Hotp, OtpSecret, Totp};
+use vigil_proto::rpc;
 use vigil_proto::v1::{
     AuditEntry, AuditKind, AuthenticateRequest, AuthenticateResponse, ChallengeState, Decision, EnrollFactorRequest,
     EnrollFactorResponse, Factor, ListAuditRequest, Reason, ResyncHotpRequest, VerifyPasscodeRequest,
@@ -318,6 +320,82 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
     let (code, said) = cli_test_with_code(&stack, &tenant.agent, wrong).await;
     assert_eq!(code, Some(3), "{said}");
     assert!(said.contains("wrong_code") || said.contains("WRONG_CODE"), "{said}");
+}
+
+/// The gateway resends a start that timed out with the same challenge id. A
+/// login in one call is answered on its first try: the resend gets that
+/// answer, and its own check of the code is not kept (no second attempt
+/// counted, no code spent).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_login_in_one_call_gets_its_first_answer() {
+    let stack = stack_without_user_limit().await;
+    let mut tenant = Tenant::create(&stack, "Acme").await.unwrap();
+    tenant.add_user("alice", "+15550003005").await.unwrap();
+    let totp = enroll(&mut tenant.admin, &tenant.provider_id, Factor::Totp).await;
+    let seed = OtpSecret::from_base32(&totp.secret_base32).unwrap();
+    let start = |challenge_id: &str, passcode: &str| {
+        let request = rpc::StartChallengeRequest {
+            provider_id: tenant.provider_id.clone(),
+            agent_id: tenant.agent.credential.agent_id.clone(),
+            challenge_id: challenge_id.into(),
+            username: "alice".into(),
+            factor: Factor::Totp as i32,
+            passcode: passcode.into(),
+            ..Default::default()
+        };
+        let stack = &stack;
+        async move { stack.start_challenge(&request).await.unwrap() }
+    };
+    let answer = |r: &rpc::StartChallengeReply| (r.decision(), r.reason(), r.state(), r.attempts_remaining);
+
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let code = Totp::default().generate(&seed, now);
+    let id = ChallengeId::new().to_string();
+    let first = start(&id, code.as_str()).await;
+    assert_eq!(
+        answer(&first),
+        (Decision::Allow, Reason::Approved, ChallengeState::Approved, 0),
+        "{first:?}"
+    );
+    let resent = start(&id, code.as_str()).await;
+    assert_eq!(answer(&resent), answer(&first), "{resent:?}");
+    assert_eq!(resent.challenge_id, id);
+
+    let wrong = if code.as_str() == "000000" { "111111" } else { "000000" };
+    let id = ChallengeId::new().to_string();
+    let first = start(&id, wrong).await;
+    assert_eq!(
+        (first.decision(), first.reason(), first.state()),
+        (Decision::Deny, Reason::WrongCode, ChallengeState::Pending),
+        "{first:?}"
+    );
+    assert!(first.attempts_remaining > 1, "{first:?}");
+    let resent = start(&id, wrong).await;
+    assert_eq!(answer(&resent), answer(&first), "{resent:?}");
+    // The resend counted no attempt of its own: the next wrong code takes one.
+    let next = tenant
+        .agent
+        .verify_passcode(VerifyPasscodeRequest {
+            challenge_id: id.clone(),
+            passcode: wrong.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.attempts_remaining, first.attempts_remaining - 1, "{next:?}");
+
+    // And the challenge is still open to the right code.
+    let right = Totp::default().generate(&seed, now + 30);
+    let approved = tenant
+        .agent
+        .verify_passcode(VerifyPasscodeRequest {
+            challenge_id: id,
+            passcode: right.as_str().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(approved.decision(), Decision::Allow, "{approved:?}");
 }
 
 /// `vigil users test alice --passcode CODE` as an operator runs it: its exit

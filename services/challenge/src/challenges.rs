@@ -199,26 +199,50 @@ impl Service {
             tx.commit().await?;
             return Ok(deny(Reason::DeliveryCapped, capped.message()));
         }
-        let inserted = store::insert_challenge(
-            &mut tx,
-            store::NewChallenge {
-                id: challenge_id.as_uuid(),
-                provider_id: &provider,
-                user_id: user.id,
-                agent_id: &req.agent_id,
-                factor: &factor.kind,
-                code_hash: code.as_ref().map(|c| self.codes.hash(&id_text, c)),
-                max_attempts: self.max_attempts,
-                client_ip: &req.client_ip,
-                remember_minutes: i32::try_from(facts.login.remember_minutes).unwrap_or(0),
-                block_user_on_fraud: policy.is_none_or(|p| p.block_user_on_fraud),
-                match_number: matching.as_ref().and_then(|(right, _)| i16::try_from(*right).ok()),
-                now,
-                expires_at,
-            },
-        )
-        .await?;
-        let Some(row) = inserted else {
+        let mut row = ChallengeRow {
+            id: challenge_id.as_uuid(),
+            provider_id: provider.clone(),
+            user_id: user.id,
+            state: ChallengeState::Pending.as_str().to_owned(),
+            reason: reason_str(Reason::Enrolled).to_owned(),
+            code_hash: code.as_ref().map(|c| self.codes.hash(&id_text, c)),
+            max_attempts: self.max_attempts,
+            expires_at,
+            agent_id: req.agent_id.clone(),
+            client_ip: req.client_ip.clone(),
+            remember_minutes: i32::try_from(facts.login.remember_minutes).unwrap_or(0),
+            factor: factor.kind.clone(),
+            block_user_on_fraud: policy.is_none_or(|p| p.block_user_on_fraud),
+            match_number: matching.as_ref().and_then(|(right, _)| i16::try_from(*right).ok()),
+            attempts: 0,
+        };
+        // A code typed with the login is checked first, so that the challenge
+        // is written once, in the state its answer leaves it. One audit
+        // record, the answer's.
+        let answered = if one_shot {
+            let answered = self
+                .answer(
+                    &mut tx,
+                    &provider,
+                    (&row, &user, &factor.token),
+                    &req.passcode,
+                    "authenticate",
+                    now,
+                )
+                .await?;
+            row.attempts += i32::from(answered.wrong);
+            // Left open after a wrong code, the reason still says why: a
+            // retried request gets the answer its first try got.
+            let (state, reason) = answered
+                .end
+                .unwrap_or((row.state(), Reason::try_from(answered.reply.reason).unwrap_or_default()));
+            row.state = state.as_str().to_owned();
+            row.reason = reason_str(reason).to_owned();
+            Some(answered)
+        } else {
+            None
+        };
+        if !store::insert_challenge(&mut tx, &row, now).await? {
             // A retried request: the challenge it created the first time
             // stands, and nothing of this attempt is kept. (Found here rather
             // than looked up first: one statement fewer on every login.)
@@ -228,7 +252,7 @@ impl Service {
                 Some(existing) => Ok(self.start_reply(&existing, "challenge already started".into())),
                 None => Ok(deny(Reason::ChallengeNotFound, "no such challenge".into())),
             };
-        };
+        }
         let user_id = UserId::from_uuid(user.id).to_string();
         let mut events = self.outbox.batch(&provider);
         events.push(&ChallengeCreated {
@@ -312,32 +336,28 @@ impl Service {
             kind: AuthenticationKind::Challenge as i32,
             billable: true,
         })?;
+        let end = answered.as_ref().and_then(|a| a.end);
+        if let Some((state, reason)) = end {
+            events.push(&completed_event(&row, state, reason))?;
+        }
         events.write(&mut tx).await?;
-        if one_shot {
-            // One call, one audit record: the answer's, written with it.
-            let token = store::otp_token(&mut tx, user.id, &factor.kind).await?;
-            let answer = self
-                .answer(
-                    &mut tx,
-                    &provider,
-                    (&row, &user, &token),
-                    &req.passcode,
-                    "authenticate",
-                    now,
-                )
-                .await?;
+        if let Some(answered) = answered {
             tx.commit().await?;
             self.outbox.notify();
-            tracing::info!(challenge_id = %id_text, factor = %factor.kind, reason = reason_str(Reason::try_from(answer.reason).unwrap_or_default()), "challenge started and answered");
+            if let Some((state, reason)) = end {
+                count_outcome(&row, state, reason, now);
+            }
+            let reply = answered.reply;
+            tracing::info!(challenge_id = %id_text, factor = %factor.kind, reason = reason_str(Reason::try_from(reply.reason).unwrap_or_default()), "challenge started and answered");
             return Ok(rpc::StartChallengeReply {
-                decision: answer.decision,
-                reason: answer.reason,
-                message: answer.message,
+                decision: reply.decision,
+                reason: reply.reason,
+                message: reply.message,
                 challenge_id: id_text,
-                state: answer.state,
+                state: reply.state,
                 expires_at: Some(timestamp(expires_at)),
                 match_number: 0,
-                attempts_remaining: answer.attempts_remaining,
+                attempts_remaining: reply.attempts_remaining,
                 error: None,
             });
         }
@@ -382,20 +402,31 @@ impl Service {
 
     fn start_reply(&self, row: &ChallengeRow, message: String) -> rpc::StartChallengeReply {
         let state = row.state();
+        let reason = parse_reason(&row.reason);
+        // A retried login in one call gets the answer its first try got: a
+        // wrong code leaves the challenge open, with the reason on it.
+        let wrong = !state.is_terminal() && matches!(reason, Reason::WrongCode | Reason::AlreadyUsed);
         rpc::StartChallengeReply {
-            // A retried login in one call gets the answer its first try got.
             decision: match state {
                 ChallengeState::Approved => Decision::Allow,
-                s if s.is_terminal() => Decision::Deny,
+                s if s.is_terminal() || wrong => Decision::Deny,
                 _ => Decision::Challenge,
             } as i32,
-            reason: parse_reason(&row.reason) as i32,
-            message,
+            reason: reason as i32,
+            message: if wrong {
+                "the code given with this login was not accepted; the challenge is still open".into()
+            } else {
+                message
+            },
             challenge_id: ChallengeId::from_uuid(row.id).to_string(),
             state: state.to_proto() as i32,
             expires_at: Some(timestamp(row.expires_at)),
             match_number: row.match_number.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
-            attempts_remaining: 0,
+            attempts_remaining: if wrong {
+                u32::try_from(row.max_attempts - row.attempts).unwrap_or(0)
+            } else {
+                0
+            },
             error: None,
         }
     }
@@ -467,20 +498,27 @@ impl Service {
                 0,
             ));
         }
-        let response = self
+        let answered = self
             .answer(&mut tx, &provider, (&row, &user, &token), &req.passcode, "verify", now)
             .await?;
+        if answered.wrong {
+            store::count_attempt(&mut tx, row.id).await?;
+        }
+        if let Some((state, reason)) = answered.end {
+            self.complete(&mut tx, &row, state, reason, now).await?;
+        }
+        let response = answered.reply;
         tx.commit().await?;
         self.outbox.notify();
         tracing::info!(challenge_id = %challenge_id, reason = reason_str(Reason::try_from(response.reason).unwrap_or_default()), "passcode verified");
         Ok(response)
     }
 
-    /// Checks `passcode` against `row`, an open challenge locked in `tx`
-    /// with its user, and writes what follows: approval, or a failed
-    /// attempt (which may end the challenge or lock the user out); audited
-    /// as `operation`.
-    #[allow(clippy::too_many_arguments)]
+    /// Checks `passcode` against `row`, an open challenge (locked in `tx`,
+    /// or about to be written by it) with its user, and writes what follows
+    /// for the user and the token: approval, or a failed attempt (which may
+    /// lock the user out); audited as `operation`. The challenge's own row is
+    /// the caller's to write, as [`Answered`] says.
     async fn answer(
         &self,
         tx: &mut PgConnection,
@@ -489,7 +527,7 @@ impl Service {
         passcode: &str,
         operation: &str,
         now: DateTime<Utc>,
-    ) -> Result<rpc::VerifyReply, ServiceError> {
+    ) -> Result<Answered, ServiceError> {
         let reply = verify_reply;
         let state = row.state();
         let id_text = ChallengeId::from_uuid(row.id).to_string();
@@ -505,58 +543,47 @@ impl Service {
         } else {
             OtpCheck::Wrong
         };
-        let matched = check == OtpCheck::Accepted;
-        let response = if matched {
-            self.complete(tx, row, ChallengeState::Approved, Reason::Approved, now)
-                .await?;
+        let answered = if check == OtpCheck::Accepted {
             self.approved(tx, row, Some(user), now).await?;
-            reply(
-                Decision::Allow,
-                Reason::Approved,
-                ChallengeState::Approved,
-                "approved",
-                0,
-            )
+            Answered {
+                reply: reply(
+                    Decision::Allow,
+                    Reason::Approved,
+                    ChallengeState::Approved,
+                    "approved",
+                    0,
+                ),
+                wrong: false,
+                end: Some((ChallengeState::Approved, Reason::Approved)),
+            }
         } else {
-            let attempts = store::count_attempt(tx, row.id).await?;
-            let remaining = row.max_attempts - attempts;
+            let remaining = row.max_attempts - (row.attempts + 1);
             let locked = self.failed(tx, user, now).await?;
-            if locked {
-                self.complete(tx, row, ChallengeState::Denied, Reason::LockedOut, now)
-                    .await?;
-                reply(
-                    Decision::Deny,
-                    Reason::LockedOut,
-                    ChallengeState::Denied,
-                    "too many failed attempts; the user is locked out for now",
-                    0,
-                )
+            let (end, reply) = if locked {
+                let end = (ChallengeState::Denied, Reason::LockedOut);
+                let message = "too many failed attempts; the user is locked out for now";
+                (Some(end), reply(Decision::Deny, end.1, end.0, message, 0))
             } else if remaining <= 0 {
-                self.complete(tx, row, ChallengeState::Denied, Reason::TooManyAttempts, now)
-                    .await?;
-                reply(
-                    Decision::Deny,
-                    Reason::TooManyAttempts,
-                    ChallengeState::Denied,
-                    "too many wrong codes; the challenge is denied",
-                    0,
-                )
+                let end = (ChallengeState::Denied, Reason::TooManyAttempts);
+                let message = "too many wrong codes; the challenge is denied";
+                (Some(end), reply(Decision::Deny, end.1, end.0, message, 0))
             } else if check == OtpCheck::AlreadyUsed {
-                reply(
-                    Decision::Deny,
-                    Reason::AlreadyUsed,
-                    state,
-                    "that code was already used; wait for the next one",
-                    remaining,
+                let message = "that code was already used; wait for the next one";
+                (
+                    None,
+                    reply(Decision::Deny, Reason::AlreadyUsed, state, message, remaining),
                 )
             } else {
-                reply(
-                    Decision::Deny,
-                    Reason::WrongCode,
-                    state,
-                    "the code is not correct",
-                    remaining,
+                let message = "the code is not correct";
+                (
+                    None,
+                    reply(Decision::Deny, Reason::WrongCode, state, message, remaining),
                 )
+            };
+            Answered {
+                reply,
+                wrong: true,
+                end,
             }
         };
         login::record_answer(
@@ -565,13 +592,13 @@ impl Service {
             &user.username,
             operation,
             (
-                Decision::try_from(response.decision).unwrap_or_default(),
-                Reason::try_from(response.reason).unwrap_or_default(),
+                Decision::try_from(answered.reply.decision).unwrap_or_default(),
+                Reason::try_from(answered.reply.reason).unwrap_or_default(),
             ),
             now,
         )
         .await?;
-        Ok(response)
+        Ok(answered)
     }
 
     pub async fn status(&self, req: rpc::StatusRequest) -> Result<rpc::StatusReply, ServiceError> {
@@ -666,15 +693,31 @@ impl Service {
         if !store::transition(tx, row.id, state, reason_str(reason), now).await? {
             return Ok(false);
         }
-        let event = ChallengeCompleted {
-            challenge_id: ChallengeId::from_uuid(row.id).to_string(),
-            user_id: UserId::from_uuid(row.user_id).to_string(),
-            state: state.to_proto() as i32,
-            reason: reason as i32,
-        };
-        self.outbox.enqueue(tx, &row.provider_id, &event).await?;
+        self.outbox
+            .enqueue(tx, &row.provider_id, &completed_event(row, state, reason))
+            .await?;
         count_outcome(row, state, reason, now);
         Ok(true)
+    }
+}
+
+/// What answering a challenge decided for the challenge itself.
+struct Answered {
+    reply: rpc::VerifyReply,
+    /// A wrong code: one more attempt on the challenge.
+    wrong: bool,
+    /// The state and reason the answer ends the challenge in, if it does.
+    end: Option<(ChallengeState, Reason)>,
+}
+
+/// The event of a challenge's end: it goes out in the transaction that
+/// writes that end.
+fn completed_event(row: &ChallengeRow, state: ChallengeState, reason: Reason) -> ChallengeCompleted {
+    ChallengeCompleted {
+        challenge_id: ChallengeId::from_uuid(row.id).to_string(),
+        user_id: UserId::from_uuid(row.user_id).to_string(),
+        state: state.to_proto() as i32,
+        reason: reason as i32,
     }
 }
 

@@ -11,6 +11,10 @@ use crate::state::ChallengeState;
 pub struct FactorRow {
     pub kind: String,
     pub destination: String,
+    /// Read with the factor so that a code typed with the login needs no
+    /// second query; empty for factors without a seed.
+    #[sqlx(flatten)]
+    pub token: OtpToken,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -30,6 +34,8 @@ pub struct ChallengeRow {
     pub block_user_on_fraud: bool,
     /// Push number matching: the number the login screen shows.
     pub match_number: Option<i16>,
+    /// Wrong codes so far.
+    pub attempts: i32,
 }
 
 impl ChallengeRow {
@@ -83,58 +89,51 @@ pub async fn insert_factor(
 }
 
 pub async fn user_factors(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<FactorRow>, sqlx::Error> {
-    sqlx::query_as("SELECT kind, destination FROM factors WHERE user_id = $1 ORDER BY created_at")
+    sqlx::query_as(
+        "SELECT kind, destination, secret_ciphertext, counter, last_step FROM factors WHERE user_id = $1 ORDER BY created_at",
+    )
         .bind(user_id)
         .fetch_all(conn)
         .await
 }
 
-pub struct NewChallenge<'a> {
-    pub id: Uuid,
-    pub provider_id: &'a str,
-    pub user_id: Uuid,
-    pub agent_id: &'a str,
-    pub factor: &'a str,
-    pub code_hash: Option<Vec<u8>>,
-    pub max_attempts: i32,
-    pub client_ip: &'a str,
-    pub remember_minutes: i32,
-    pub block_user_on_fraud: bool,
-    pub match_number: Option<i16>,
-    pub now: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// Inserts a pending challenge and returns it as written; `None` if that id
-/// exists already (a retried request).
+/// Writes a new challenge as `row` says, in whatever state it starts: a
+/// login answered in the same call is written final, never pending and then
+/// updated. `false` if that id exists already (a retried request).
 pub async fn insert_challenge(
     conn: &mut PgConnection,
-    c: NewChallenge<'_>,
-) -> Result<Option<ChallengeRow>, sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, max_attempts, client_ip, created_at, expires_at, remember_minutes, block_user_on_fraud, match_number)
-         VALUES ($1, $2, $3, $4, $5, 'pending', 'ENROLLED', $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING
-         RETURNING {CHALLENGE_COLUMNS}"
-    );
-    sqlx::query_as(&sql)
-        .bind(c.id)
-        .bind(c.provider_id)
-        .bind(c.user_id)
-        .bind(c.agent_id)
-        .bind(c.factor)
-        .bind(c.code_hash)
-        .bind(c.max_attempts)
-        .bind(c.client_ip)
-        .bind(c.now)
-        .bind(c.expires_at)
-        .bind(c.remember_minutes)
-        .bind(c.block_user_on_fraud)
-        .bind(c.match_number)
-        .fetch_optional(conn)
-        .await
+    row: &ChallengeRow,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let completed_at = row.state().is_terminal().then_some(now);
+    let inserted = sqlx::query(
+        "INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, attempts, max_attempts, client_ip, created_at, expires_at, completed_at, remember_minutes, block_user_on_fraud, match_number)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(row.id)
+    .bind(&row.provider_id)
+    .bind(row.user_id)
+    .bind(&row.agent_id)
+    .bind(&row.factor)
+    .bind(&row.state)
+    .bind(&row.reason)
+    .bind(&row.code_hash)
+    .bind(row.attempts)
+    .bind(row.max_attempts)
+    .bind(&row.client_ip)
+    .bind(now)
+    .bind(row.expires_at)
+    .bind(completed_at)
+    .bind(row.remember_minutes)
+    .bind(row.block_user_on_fraud)
+    .bind(row.match_number)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
-const CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, state, reason, code_hash, max_attempts, expires_at, agent_id, client_ip, remember_minutes, factor, block_user_on_fraud, match_number";
+const CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, state, reason, code_hash, max_attempts, expires_at, agent_id, client_ip, remember_minutes, factor, block_user_on_fraud, match_number, attempts";
 
 /// Reads a challenge of `provider_id`; another provider's challenge is "not found".
 pub async fn get_challenge(
@@ -210,7 +209,7 @@ pub async fn lock_verification(
     // locked here; its writers guard themselves (see otp_factors).
     sqlx::query_as(
         "SELECT c.id, c.provider_id, c.user_id, c.state, c.reason, c.code_hash, c.max_attempts, c.expires_at,
-                c.agent_id, c.client_ip, c.remember_minutes, c.factor, c.block_user_on_fraud, c.match_number,
+                c.agent_id, c.client_ip, c.remember_minutes, c.factor, c.block_user_on_fraud, c.match_number, c.attempts,
                 u.id AS u_id, u.provider_id AS u_provider_id, u.username, u.display_name, u.status, u.phone, u.email,
                 u.pin_hash, u.default_factor, u.bypass_until, u.bypass_remaining, u.failed_attempts,
                 u.failure_window_start, u.locked_until, u.created_at,
@@ -225,17 +224,6 @@ pub async fn lock_verification(
     .bind(provider_id)
     .fetch_optional(conn)
     .await
-}
-
-/// The user's token of `kind` (empty if the factor has none).
-pub async fn otp_token(conn: &mut PgConnection, user_id: Uuid, kind: &str) -> Result<OtpToken, sqlx::Error> {
-    let token =
-        sqlx::query_as("SELECT secret_ciphertext, counter, last_step FROM factors WHERE user_id = $1 AND kind = $2")
-            .bind(user_id)
-            .bind(kind)
-            .fetch_optional(conn)
-            .await?;
-    Ok(token.unwrap_or_default())
 }
 
 /// A challenge of `provider_id` and its user's name, unlocked: what the rate
@@ -253,7 +241,7 @@ pub async fn peek_challenge(
     }
     let row: Option<Row> = sqlx::query_as(
         "SELECT c.id, c.provider_id, c.user_id, c.state, c.reason, c.code_hash, c.max_attempts, c.expires_at,
-                c.agent_id, c.client_ip, c.remember_minutes, c.factor, c.block_user_on_fraud, c.match_number,
+                c.agent_id, c.client_ip, c.remember_minutes, c.factor, c.block_user_on_fraud, c.match_number, c.attempts,
                 u.username
          FROM challenges c JOIN users u ON u.id = c.user_id
          WHERE c.id = $1 AND c.provider_id = $2",
@@ -288,12 +276,13 @@ pub async fn transition(
     Ok(updated == 1)
 }
 
-/// Counts a wrong code; returns the attempts so far.
-pub async fn count_attempt(conn: &mut PgConnection, id: Uuid) -> Result<i32, sqlx::Error> {
-    sqlx::query_scalar("UPDATE challenges SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts")
+/// Counts a wrong code.
+pub async fn count_attempt(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE challenges SET attempts = attempts + 1 WHERE id = $1")
         .bind(id)
-        .fetch_one(conn)
-        .await
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -374,31 +363,46 @@ pub async fn user_and_factors_by_name(
     struct Row {
         #[sqlx(flatten)]
         user: UserDetail,
-        factor_kinds: Vec<String>,
-        factor_destinations: Vec<String>,
+        kind: Option<String>,
+        destination: Option<String>,
+        #[sqlx(flatten)]
+        token: OtpToken,
     }
-    // Both arrays in the same order (created_at, then id for ties).
-    let sql = format!(
-        "SELECT {USER_COLUMNS},
-             ARRAY(SELECT f.kind FROM factors f WHERE f.user_id = u.id ORDER BY f.created_at, f.id) AS factor_kinds,
-             ARRAY(SELECT f.destination FROM factors f WHERE f.user_id = u.id ORDER BY f.created_at, f.id) AS factor_destinations
-         FROM users u WHERE provider_id = $1 AND username = $2{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    let row: Option<Row> = sqlx::query_as(&sql)
+    // One row per factor (one with NULLs if none), the user repeated: a join
+    // reads each table once, where subqueries per column read factors again
+    // for each.
+    static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        let user_columns = USER_COLUMNS
+            .split(',')
+            .map(|c| format!("u.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {user_columns}, f.kind, f.destination, f.secret_ciphertext, f.counter, f.last_step
+             FROM users u LEFT JOIN factors f ON f.user_id = u.id
+             WHERE u.provider_id = $1 AND u.username = $2
+             ORDER BY f.created_at, f.id"
+        );
+        [format!("{sql} FOR UPDATE OF u"), sql]
+    });
+    let rows: Vec<Row> = sqlx::query_as(&SQL[usize::from(!lock)])
         .bind(provider_id)
         .bind(username)
-        .fetch_optional(conn)
+        .fetch_all(conn)
         .await?;
-    Ok(row.map(|row| {
-        let factors = row
-            .factor_kinds
-            .into_iter()
-            .zip(row.factor_destinations)
-            .map(|(kind, destination)| FactorRow { kind, destination })
-            .collect();
-        (row.user, factors)
-    }))
+    let mut user = None;
+    let factors = rows
+        .into_iter()
+        .filter_map(|row| {
+            user.get_or_insert(row.user);
+            Some(FactorRow {
+                kind: row.kind?,
+                destination: row.destination?,
+                token: row.token,
+            })
+        })
+        .collect();
+    Ok(user.map(|user| (user, factors)))
 }
 
 pub async fn user_by_id(
