@@ -325,7 +325,7 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
 /// The gateway resends a start that timed out with the same challenge id. A
 /// login in one call is answered on its first try: the resend gets that
 /// answer, and its own check of the code is not kept (no second attempt
-/// counted, no code spent).
+/// counted).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_login_in_one_call_gets_its_first_answer() {
     let stack = stack_without_user_limit().await;

@@ -271,11 +271,8 @@ impl Service {
         else {
             return Ok(None);
         };
-        let remaining: i32 = sqlx::query_scalar("SELECT max_attempts - attempts FROM challenges WHERE id = $1")
-            .bind(row.id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Some((message, remaining)))
+        // The peeked row carries its attempts: no second read.
+        Ok(Some((message, row.max_attempts - row.attempts)))
     }
 }
 
