@@ -760,6 +760,27 @@ async fn password_code_mode_checks_the_password_in_the_directory_and_the_totp_co
     let replayed = login(&stack, "alice", &format!("hunter2{}", code.as_str())).await;
     assert_rejected(&stack, &replayed, "already_used");
 
+    // The gateway keeps directories in memory with their connections open;
+    // a change through the admin API holds from the next login on.
+    admin
+        .set_directory(SetDirectoryRequest {
+            url: format!("ldap://127.0.0.1:{}", vigil_testkit::free_port()),
+            ..people_directory(&acme, &slapd)
+        })
+        .await
+        .unwrap();
+    let moved = login(&stack, "alice", "hunter2123456").await;
+    assert_rejected(&stack, &moved, "unavailable");
+    admin
+        .set_directory(SetDirectoryRequest {
+            provider_id: acme.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let removed = login(&stack, "alice", "hunter2123456").await;
+    assert_rejected(&stack, &removed, "no_directory");
+
     // Fail closed: with the challenge service gone, the answer is a reject with a reason.
     stack.challenge.kill();
     stack.challenge.wait_exit(Duration::from_secs(10)).await.unwrap();

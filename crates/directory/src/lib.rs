@@ -15,7 +15,7 @@ mod search;
 use std::time::Duration;
 
 pub use error::DirectoryError;
-pub use password::{PasswordCheck, USERNAME, UserBind, bind_dn, check_password};
+pub use password::{Directory, PasswordCheck, USERNAME, UserBind, bind_dn};
 pub use search::{AD_USER_FILTER, Entry, MAX_ENTRIES, Mapping, PAGE_SIZE, SearchQuery, search_users};
 
 /// Where a directory is, and how long to wait for any one answer from it.

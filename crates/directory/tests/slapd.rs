@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use vigil_directory::{
-    DirectoryError, Entry, Mapping, PasswordCheck, SearchQuery, Server, UserBind, check_password, search_users,
+    Directory, DirectoryError, Entry, Mapping, PasswordCheck, SearchQuery, Server, UserBind, search_users,
 };
 use vigil_testkit::{SlapdOptions, SlapdServer};
 
@@ -128,9 +128,12 @@ async fn passwords_are_checked_by_binding_as_the_user() {
         // slapd's copy of the AD schema gives sAMAccountName no equality rule; uid has one.
         username_attribute: "uid".into(),
     };
+    // A new directory (and so new connections) per check here; the next
+    // test checks what a kept connection remembers.
     let check = |how: &UserBind, user: &str, password: &str| {
-        let (server, how, user, password) = (server.clone(), how.clone(), user.to_owned(), password.to_owned());
-        async move { check_password(&server, &how, &user, &password.into()).await }
+        let directory = Directory::new(server.clone(), how.clone());
+        let (user, password) = (user.to_owned(), password.to_owned());
+        async move { directory.check_password(&user, &password.into()).await }
     };
     assert_eq!(
         check(&template, "Ann.Example", "ann-directory-password").await.unwrap(),
@@ -165,4 +168,57 @@ async fn passwords_are_checked_by_binding_as_the_user() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), "ldap_bind_failed", "{refused}");
+}
+
+/// Checks share kept-open connections: a connection that just bound as one
+/// user must not let the next check pass on that identity, whatever it binds.
+#[tokio::test]
+async fn a_kept_connection_never_vouches_for_the_next_login() {
+    let person = |uid: &str, password: &str| {
+        format!(
+            "dn: uid={uid},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nobjectClass: extensibleObject\n\
+             uid: {uid}\ncn: {uid}\nsn: {uid}\nuserPassword: {password}\n\n"
+        )
+    };
+    let ldif = format!("{}{}{}", directory(0), person("ann", "ann-pw"), person("bob", "bob-pw"));
+    let slapd = SlapdServer::start(&ldif).await.unwrap();
+    for how in [
+        UserBind::Template("uid={username},ou=people,dc=example,dc=org".into()),
+        UserBind::Search {
+            bind_dn: READER.into(),
+            bind_password: "reader-password".to_owned().into(),
+            base_dn: "ou=people,dc=example,dc=org".into(),
+            username_attribute: "uid".into(),
+        },
+    ] {
+        let directory = Directory::new(server(&slapd), how);
+        let directory = &directory;
+        let check = |user: &'static str, password: &'static str| async move {
+            directory.check_password(user, &password.to_owned().into()).await
+        };
+        // One at a time, so each check takes the connection the last one left.
+        assert_eq!(check("ann", "ann-pw").await.unwrap(), PasswordCheck::Accepted);
+        assert_eq!(check("bob", "ann-pw").await.unwrap(), PasswordCheck::Refused);
+        assert_eq!(check("ann", "wrong").await.unwrap(), PasswordCheck::Refused);
+        assert_eq!(check("bob", "bob-pw").await.unwrap(), PasswordCheck::Accepted);
+        assert_eq!(check("nobody", "bob-pw").await.unwrap(), PasswordCheck::Refused);
+        // At once, on as many connections as it takes: each gets its own answer.
+        let verdicts = futures::future::join_all((0..16).map(|i| {
+            let (user, password) = if i % 2 == 0 {
+                ("ann", "ann-pw")
+            } else {
+                ("bob", "ann-pw")
+            };
+            check(user, password)
+        }))
+        .await;
+        for (i, verdict) in verdicts.into_iter().enumerate() {
+            let expected = if i % 2 == 0 {
+                PasswordCheck::Accepted
+            } else {
+                PasswordCheck::Refused
+            };
+            assert_eq!(verdict.unwrap(), expected, "check {i}");
+        }
+    }
 }

@@ -1,14 +1,18 @@
 //! A provider's directory (LDAP / Active Directory), where the passwords of
 //! RADIUS password-and-code logins are checked by binding as the user.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use sqlx::PgConnection;
 use uuid::Uuid;
-use vigil_directory::{PasswordCheck, Server, UserBind};
+use vigil_directory::{Directory, PasswordCheck, Server, UserBind};
 use vigil_secrets::Aad;
 
 use crate::{app::Gateway, error::GatewayError};
@@ -83,31 +87,108 @@ pub enum Verdict {
     Unavailable(String),
 }
 
-/// Checks `username`'s `password` against the provider's directory.
-pub async fn check(gateway: &Gateway, provider_id: Uuid, username: &str, password: SecretString) -> Verdict {
+/// How long a provider's directory settings are used before they are read
+/// again. The admin API forgets them at once on the replica that changed
+/// them; other replicas see the change within this.
+const SETTINGS_FRESH_FOR: Duration = Duration::from_secs(5);
+
+/// The providers' directories as last read, each with its open connections:
+/// a password check reads no settings from the database and opens no
+/// connection while they are fresh.
+#[derive(Debug, Default)]
+pub struct Directories(Mutex<HashMap<Uuid, Known>>);
+
+#[derive(Debug, Clone)]
+struct Known {
+    read_at: Instant,
+    /// `None`: the provider has no directory.
+    settings: Option<Arc<Configured>>,
+}
+
+#[derive(Debug)]
+struct Configured {
+    updated_at: DateTime<Utc>,
+    directory: Directory,
+}
+
+impl Directories {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Known>> {
+        // Entries are replaced whole; a panic elsewhere cannot leave one half-written.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn fresh(&self, provider_id: Uuid) -> Option<Option<Arc<Configured>>> {
+        self.entries()
+            .get(&provider_id)
+            .filter(|known| known.read_at.elapsed() < SETTINGS_FRESH_FOR)
+            .map(|known| known.settings.clone())
+    }
+
+    /// The directory read before, if its settings are still `updated_at`'s:
+    /// reused with its connections.
+    fn unchanged(&self, provider_id: Uuid, updated_at: DateTime<Utc>) -> Option<Arc<Configured>> {
+        self.entries()
+            .get(&provider_id)
+            .and_then(|known| known.settings.clone())
+            .filter(|configured| configured.updated_at == updated_at)
+    }
+
+    fn remember(&self, provider_id: Uuid, settings: Option<Arc<Configured>>) {
+        let known = Known {
+            read_at: Instant::now(),
+            settings,
+        };
+        self.entries().insert(provider_id, known);
+    }
+
+    /// Drops what is known of a provider's directory (and closes its kept
+    /// connections once no check holds them): its settings just changed.
+    pub fn forget(&self, provider_id: Uuid) {
+        self.entries().remove(&provider_id);
+    }
+}
+
+/// The provider's directory: from memory while fresh, else read (and
+/// remembered); `Err` is the verdict when it cannot be known.
+async fn directory_of(gateway: &Gateway, provider_id: Uuid) -> Result<Option<Arc<Configured>>, Verdict> {
+    if let Some(known) = gateway.directories.fresh(provider_id) {
+        return Ok(known);
+    }
     let row = match gateway.pool.acquire().await {
         Ok(mut conn) => get(&mut conn, provider_id).await,
         Err(e) => Err(e),
     };
-    let row = match row {
-        Ok(Some(row)) => row,
-        Ok(None) => return Verdict::NotConfigured,
+    let settings = match row {
+        Ok(None) => None,
+        Ok(Some(row)) => match gateway.directories.unchanged(provider_id, row.updated_at) {
+            Some(same) => Some(same),
+            None => Some(Arc::new(configure(gateway, row)?)),
+        },
         Err(e) => {
             tracing::error!(error = %e, "reading the provider's directory failed");
-            return Verdict::Unavailable("Vigil could not read the directory settings".into());
+            return Err(Verdict::Unavailable(
+                "Vigil could not read the directory settings".into(),
+            ));
         }
     };
+    gateway.directories.remember(provider_id, settings.clone());
+    Ok(settings)
+}
+
+fn configure(gateway: &Gateway, row: DirectoryRow) -> Result<Configured, Verdict> {
     let how = if row.bind_dn_template.is_empty() {
         let secret = match row.search_password_ciphertext.as_deref().map(|c| {
             gateway
                 .keyring
-                .decrypt(c, &password_aad(provider_id))
+                .decrypt(c, &password_aad(row.provider_id))
                 .map_err(|e| GatewayError::Secret(e.to_string()))
         }) {
             Some(Ok(secret)) => String::from_utf8_lossy(secret.expose_secret()).into_owned(),
             Some(Err(e)) => {
                 tracing::error!(error = %e, "decrypting the directory password failed");
-                return Verdict::Unavailable("Vigil could not use the directory settings".into());
+                return Err(Verdict::Unavailable(
+                    "Vigil could not use the directory settings".into(),
+                ));
             }
             None => String::new(),
         };
@@ -120,8 +201,20 @@ pub async fn check(gateway: &Gateway, provider_id: Uuid, username: &str, passwor
     } else {
         UserBind::Template(row.bind_dn_template)
     };
-    let server = Server::new(row.url, TIMEOUT);
-    match vigil_directory::check_password(&server, &how, username, &password).await {
+    Ok(Configured {
+        updated_at: row.updated_at,
+        directory: Directory::new(Server::new(row.url, TIMEOUT), how),
+    })
+}
+
+/// Checks `username`'s `password` against the provider's directory.
+pub async fn check(gateway: &Gateway, provider_id: Uuid, username: &str, password: SecretString) -> Verdict {
+    let configured = match directory_of(gateway, provider_id).await {
+        Ok(Some(configured)) => configured,
+        Ok(None) => return Verdict::NotConfigured,
+        Err(verdict) => return verdict,
+    };
+    match configured.directory.check_password(username, &password).await {
         Ok(PasswordCheck::Accepted) => Verdict::Accepted,
         Ok(PasswordCheck::Refused) => Verdict::Refused,
         Err(e) => {

@@ -66,6 +66,7 @@ pub async fn set(
         let event = audit::Event::ok(provider.id, "directory_removed", &actor, &target);
         audit::record(&mut tx, event, now).await?;
         tx.commit().await?;
+        gateway.directories.forget(provider.id);
         return Ok(to_api(provider.id, None));
     }
     if !(url.starts_with("ldap://") || url.starts_with("ldaps://")) {
@@ -131,5 +132,6 @@ pub async fn set(
     let event = audit::Event::ok(provider.id, "directory_updated", &actor, &target).detail(&detail);
     audit::record(&mut tx, event, now).await?;
     tx.commit().await?;
+    gateway.directories.forget(provider.id);
     Ok(to_api(provider.id, Some(&row)))
 }
