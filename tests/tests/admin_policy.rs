@@ -241,6 +241,23 @@ async fn agent_requests_must_be_signed_fresh_and_from_an_enabled_agent() {
     );
     admin.update_agent(set_enabled(true)).await.unwrap();
     agent.preauth(preauth()).await.unwrap();
+    // Disabled through another gateway replica, as if: this gateway holds
+    // the agent in memory, and refuses it at once all the same.
+    let gateway_db = sqlx::PgPool::connect(&stack.pg.url_for("vigil_gateway")).await.unwrap();
+    let agent_uuid = vigil_core::AgentId::parse(&credential.agent_id).unwrap().as_uuid();
+    let set_in_db = |enabled: bool| {
+        sqlx::query("UPDATE agents SET enabled = $2 WHERE id = $1")
+            .bind(agent_uuid)
+            .bind(enabled)
+            .execute(&gateway_db)
+    };
+    set_in_db(false).await.unwrap();
+    assert_eq!(
+        agent.preauth(preauth()).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    set_in_db(true).await.unwrap();
+    agent.preauth(preauth()).await.unwrap();
     admin
         .delete_agent(api::DeleteAgentRequest {
             agent_id: credential.agent_id.clone(),

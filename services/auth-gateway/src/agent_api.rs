@@ -51,8 +51,8 @@ pub trait Reply: prost::Message + Default {
 /// flight would only be denied later, at the RPC deadline, after costing
 /// the challenge service work. `api` labels the metric (`grpc`, `radius`).
 ///
-/// Taken before the agent's signature is checked, since that check costs a
-/// database write (the nonce spent) and a decryption; after the checks that
+/// Taken before the agent's signature is checked, since that check may read
+/// the agent and costs a decryption and a database write (the nonce spent); after the checks that
 /// cost nothing (headers, agent id, clock), so requests failing those never
 /// hold a slot. GetAuthStatus and WatchAuth take none: they follow a login
 /// already admitted (its challenge has been sent to the user), and shedding

@@ -45,6 +45,8 @@ pub struct Gateway {
     pub radius_changed: tokio::sync::Notify,
     /// Agents and RADIUS logins waiting for a challenge to move.
     pub watchers: Arc<Watchers>,
+    /// Agents lately read, for the signature check of their requests.
+    pub agents: crate::known_agents::KnownAgents,
     /// The providers' directories (password checks), with open connections.
     pub directories: crate::directory::Directories,
     /// Ends every wait when the gateway stops (as `unavailable`).
@@ -84,6 +86,7 @@ pub async fn run(
         activation_ttl: chrono::Duration::seconds(i64::from(config.activation_ttl_secs)),
         radius_changed: tokio::sync::Notify::new(),
         watchers: Arc::new(Watchers::default()),
+        agents: Default::default(),
         directories: Default::default(),
         shutdown: shutdown.clone(),
     });

@@ -181,7 +181,9 @@ pub fn credentials(metadata: &MetadataMap, method: &str, now_secs: i64) -> Resul
 
 /// Checks a signed agent request, its credentials already read
 /// ([`credentials`]): the agent (enabled), the signature over `method` and
-/// `body`, and that the nonce is new.
+/// `body`, and that the nonce is new. The signature is checked before
+/// anything is written: with the agent known in memory, a request without
+/// its key costs no database work at all.
 pub async fn authenticate_agent(
     credentials: Credentials,
     method: &str,
@@ -191,30 +193,35 @@ pub async fn authenticate_agent(
     let refused = |why: &str| refused(method, why);
     let Credentials { presented, agent_id } = credentials;
     let now = gateway.clock.now();
-    let mut conn = gateway.pool.acquire().await?;
-    let (agent, fresh_nonce) = store::get_agent_spending_nonce(&mut conn, agent_id.as_uuid(), &presented.nonce, now)
-        .await?
-        .ok_or_else(|| refused("unknown agent"))?;
-    if !agent.enabled {
+    let agent = match gateway.agents.fresh(agent_id.as_uuid()) {
+        Some(known) => known,
+        None => {
+            let mut conn = gateway.pool.acquire().await?;
+            let row = store::get_agent(&mut conn, agent_id.as_uuid())
+                .await?
+                .ok_or_else(|| refused("unknown agent"))?;
+            gateway.agents.remember(row)
+        }
+    };
+    if !agent.row.enabled {
         return Err(refused("agent disabled"));
     }
-    // Only a correctly signed request keeps its nonce spent: one without the
-    // key holds a nonce only for the moment until its check fails, so it can
-    // burn none of the agent's (it would have to know them ahead anyway).
-    let checked = check_signature(gateway, &agent, agent_id, &presented, method, body, now.timestamp());
-    if let Err(why) = checked {
-        if fresh_nonce {
-            store::forget_nonce(&mut conn, agent.id, &presented.nonce).await?;
-        }
-        return Err(match why {
+    check_signature(gateway, &agent.row, agent_id, &presented, method, body, now.timestamp()).map_err(
+        |why| match why {
             Refusal::Secret(e) => GatewayError::Secret(e),
             Refusal::Refused(why) => refused(&why),
-        });
+        },
+    )?;
+    let mut conn = gateway.pool.acquire().await?;
+    match store::spend_nonce(&mut conn, agent.row.id, &presented.nonce, now).await? {
+        store::NonceSpent::Fresh => Ok(agent.identity.clone()),
+        store::NonceSpent::Replayed => Err(refused("nonce replayed")),
+        store::NonceSpent::AgentGone => {
+            // Disabled or deleted since it was read (on another replica, say).
+            gateway.agents.forget(agent.row.id);
+            Err(refused("agent disabled"))
+        }
     }
-    if !fresh_nonce {
-        return Err(refused("nonce replayed"));
-    }
-    Ok(AgentIdentity::from_row(&agent))
 }
 
 enum Refusal {

@@ -12,6 +12,7 @@ mod config;
 mod directory;
 mod error;
 mod fraud_webhook;
+mod known_agents;
 mod metrics;
 mod radius;
 mod registration;

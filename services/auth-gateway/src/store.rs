@@ -201,47 +201,41 @@ pub async fn get_agent(conn: &mut PgConnection, id: Uuid) -> Result<Option<Agent
     .await
 }
 
-/// [`get_agent`] and, when the agent exists and is enabled, the nonce spent
-/// in the same statement: `(agent, true)` when the nonce was new. Two round
-/// trips on every agent call became one; a request whose signature then
-/// fails gives its nonce back ([`forget_nonce`]), so only a correctly signed
-/// request keeps one spent.
-pub async fn get_agent_spending_nonce(
+/// What spending a request's nonce found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceSpent {
+    Fresh,
+    Replayed,
+    /// The agent is disabled or deleted: nothing was spent.
+    AgentGone,
+}
+
+/// Spends a signed request's nonce, if its agent still exists and is
+/// enabled: one statement, the only one an agent request whose agent is
+/// known in memory costs before the login itself.
+pub async fn spend_nonce(
     conn: &mut PgConnection,
-    id: Uuid,
+    agent_id: Uuid,
     nonce: &str,
     now: DateTime<Utc>,
-) -> Result<Option<(AgentRow, bool)>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        agent: AgentRow,
-        fresh_nonce: bool,
-    }
-    let row: Option<Row> = sqlx::query_as(&format!(
+) -> Result<NonceSpent, sqlx::Error> {
+    let (fresh, enabled): (bool, bool) = sqlx::query_as(
         "WITH spent AS (
              INSERT INTO agent_nonces (agent_id, nonce, seen_at)
              SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM agents WHERE id = $1 AND enabled)
              ON CONFLICT DO NOTHING RETURNING 1)
-         SELECT {AGENT_COLUMNS}, EXISTS (SELECT 1 FROM spent) AS fresh_nonce
-         FROM agents a JOIN providers p ON p.id = a.provider_id WHERE a.id = $1"
-    ))
-    .bind(id)
+         SELECT EXISTS (SELECT 1 FROM spent), EXISTS (SELECT 1 FROM agents WHERE id = $1 AND enabled)",
+    )
+    .bind(agent_id)
     .bind(nonce)
     .bind(now)
-    .fetch_optional(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(row.map(|r| (r.agent, r.fresh_nonce)))
-}
-
-/// Gives back a nonce spent by a request that turned out not to be the agent's.
-pub async fn forget_nonce(conn: &mut PgConnection, agent_id: Uuid, nonce: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM agent_nonces WHERE agent_id = $1 AND nonce = $2")
-        .bind(agent_id)
-        .bind(nonce)
-        .execute(conn)
-        .await?;
-    Ok(())
+    Ok(match (fresh, enabled) {
+        (true, _) => NonceSpent::Fresh,
+        (false, true) => NonceSpent::Replayed,
+        (false, false) => NonceSpent::AgentGone,
+    })
 }
 
 pub async fn list_agents(conn: &mut PgConnection, provider_id: Uuid) -> Result<Vec<AgentRow>, sqlx::Error> {

@@ -126,6 +126,7 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
+    gateway.agents.forget(row.id);
     Ok(convert::agent(&updated))
 }
 
@@ -146,5 +147,6 @@ pub async fn delete(
     )
     .await?;
     tx.commit().await?;
+    gateway.agents.forget(row.id);
     Ok(api::DeleteAgentResponse {})
 }

@@ -269,6 +269,8 @@ pub async fn update(
     gateway.outbox.enqueue(&mut tx, &target, &event).await?;
     tx.commit().await?;
     gateway.outbox.notify();
+    // Every agent carries its provider's trusted networks and caps.
+    gateway.agents.forget_all();
     Ok(convert::provider(&row))
 }
 
