@@ -63,6 +63,7 @@ impl ConsumerSpec {
 }
 
 /// One event as a handler sees it.
+#[derive(Clone, Copy)]
 pub struct Received<'a> {
     pub subject: &'a str,
     pub envelope: &'a Envelope,
@@ -105,6 +106,27 @@ pub trait Handler: Send + Sync + 'static {
         tx: &mut PgConnection,
         event: Received<'_>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Whether [`Handler::handle_batch`] writes a batch's events in fewer
+    /// statements than one [`Handler::handle`] each: the consumer then hands
+    /// it all the new events of a batch at once.
+    const HANDLES_BATCHES: bool = false;
+
+    /// Applies `events`, none handled before, in delivery order, inside `tx`;
+    /// called only when [`Self::HANDLES_BATCHES`]. On failure the batch is
+    /// rolled back and each event handled again alone by [`Handler::handle`].
+    fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Received<'_>],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            for event in events {
+                self.handle(&mut *tx, *event).await?;
+            }
+            Ok(())
+        }
+    }
 
     /// Called after each commit of handled events: the place to wake an
     /// outbox relay for what the handlers wrote (inside `handle` it would
@@ -420,6 +442,19 @@ async fn apply_in<H: Handler>(
     .into_iter()
     .collect();
     let mut first_times = Vec::with_capacity(events.len());
+    if H::HANDLES_BATCHES {
+        // One call for the lot: the handler's statements carry every event.
+        let mut fresh = Vec::with_capacity(events.len());
+        for event in events {
+            let first_time = new.remove(&event.id);
+            if first_time {
+                fresh.push(event.received());
+            }
+            first_times.push(first_time);
+        }
+        handler.handle_batch(tx, &fresh).await?;
+        return Ok(first_times);
+    }
     for event in events {
         if !first_times.is_empty() && started.elapsed() >= spec.batch_time {
             break;

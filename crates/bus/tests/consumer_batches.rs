@@ -49,6 +49,30 @@ impl Handler for Recorder {
     }
 }
 
+/// [`Recorder`] as a handler of whole batches (as billing's ledger is): it
+/// notes each call's size, then applies the events; a batch holding a
+/// rejected event fails whole.
+struct Batching(Recorder);
+
+impl Handler for Batching {
+    const HANDLES_BATCHES: bool = true;
+
+    async fn handle(&self, tx: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
+        self.0.handle(tx, event).await
+    }
+
+    async fn handle_batch(&self, tx: &mut PgConnection, events: &[Received<'_>]) -> Result<(), HandlerError> {
+        sqlx::query("INSERT INTO batch_calls (events) VALUES ($1)")
+            .bind(events.len() as i64)
+            .execute(&mut *tx)
+            .await?;
+        for event in events {
+            self.0.handle(&mut *tx, *event).await?;
+        }
+        Ok(())
+    }
+}
+
 struct Stack {
     _nats: NatsServer,
     _pg: PgServer,
@@ -64,6 +88,9 @@ impl Stack {
         let pool = PgPool::connect(&pg.create_database("vigil_bus").await?).await?;
         vigil_bus::schema::install(&pool).await?;
         sqlx::query("CREATE TABLE applied (event_id UUID NOT NULL, txid BIGINT NOT NULL, delivered BIGINT NOT NULL)")
+            .execute(&pool)
+            .await?;
+        sqlx::query("CREATE TABLE batch_calls (events BIGINT NOT NULL)")
             .execute(&pool)
             .await?;
         let js = jetstream::new(async_nats::connect(nats.url()).await?);
@@ -110,7 +137,7 @@ impl Stack {
         Ok((events, last))
     }
 
-    fn consume(&self, spec: ConsumerSpec, handler: Recorder) -> Running {
+    fn consume(&self, spec: ConsumerSpec, handler: impl Handler) -> Running {
         let stop = CancellationToken::new();
         let task = tokio::spawn(consumer::run(
             self.js.clone(),
@@ -400,5 +427,41 @@ async fn a_stopped_consumer_hands_back_what_it_had_not_handled() -> anyhow::Resu
     running.stop().await?;
     assert_applied_once(&stack, &events).await?;
     assert_eq!(stack.processed("handback").await?, EVENTS as i64);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_handler_gets_each_new_event_once_in_few_calls() -> anyhow::Result<()> {
+    const EVENTS: usize = 200;
+    const REJECTED: usize = 77;
+    let stack = Stack::start().await?;
+    let mut kinds = [OK; EVENTS];
+    kinds[REJECTED] = REJECT;
+    let (events, _) = stack.publish_all(&kinds).await?;
+    // Republished in the same burst (the relay after JetStream's duplicate
+    // window): the batch handler must not see the event twice.
+    stack.publish(&events[10], "republished-10").await?;
+    let last = stack.publish(&events[150], "republished-150").await?;
+
+    let running = stack.consume(spec("batches"), Batching(recorder()));
+    stack.wait_settled("batches", last).await?;
+    running.stop().await?;
+
+    let (rejected, rest): (Vec<Envelope>, Vec<Envelope>) = events.into_iter().partition(|e| e.r#type == REJECT);
+    assert_applied_once(&stack, &rest).await?;
+    assert_eq!(
+        stack.applied(&rejected[0]).await?,
+        0,
+        "the rejected event's batch was rolled back"
+    );
+    assert_eq!(stack.processed("batches").await?, EVENTS as i64 - 1);
+    let (calls, largest): (i64, Option<i64>) = sqlx::query_as("SELECT count(*), max(events) FROM batch_calls")
+        .fetch_one(&stack.pool)
+        .await?;
+    tracing::info!(calls, ?largest, "batch calls");
+    assert!(
+        largest.unwrap_or(0) > 1 && calls * 2 < EVENTS as i64,
+        "{EVENTS} events took {calls} batch calls (largest {largest:?}); they should carry several each"
+    );
     Ok(())
 }

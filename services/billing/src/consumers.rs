@@ -67,6 +67,30 @@ impl Handler for ProviderEvents {
 pub struct UsageEvents;
 
 impl Handler for UsageEvents {
+    /// One authentication per login: at load, one ledger insert per batch
+    /// instead of one per event.
+    const HANDLES_BATCHES: bool = true;
+
+    async fn handle_batch(&self, tx: &mut PgConnection, events: &[Received<'_>]) -> Result<(), HandlerError> {
+        let mut authentications = Vec::with_capacity(events.len());
+        for event in events {
+            if event.envelope.r#type == AuthenticationUsage::TYPE {
+                authentications.push(authentication(event.envelope)?);
+            } else {
+                // Telephony (a few per SMS or call) and the unknown: one by one.
+                self.handle(&mut *tx, *event).await?;
+            }
+        }
+        let recorded = ledger::record_authentications(tx, &authentications).await?;
+        let duplicates = authentications.len() as u64 - recorded;
+        if duplicates > 0 {
+            tracing::debug!(duplicates, "usage already in the ledger");
+        }
+        count_ledger_n("authentication", true, recorded);
+        count_ledger_n("authentication", false, duplicates);
+        Ok(())
+    }
+
     async fn handle(&self, tx: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
         let envelope = event.envelope;
         let (kind, recorded) = match envelope.r#type.as_str() {
@@ -110,8 +134,15 @@ impl Handler for UserEvents {
 /// Counts a ledger write: `metered`, or `duplicate` when the event id was
 /// already there (the ledger's own guard, behind the consumer's).
 fn count_ledger(kind: &'static str, recorded: bool) {
+    count_ledger_n(kind, recorded, 1);
+}
+
+fn count_ledger_n(kind: &'static str, recorded: bool, n: u64) {
+    if n == 0 {
+        return;
+    }
     let result = if recorded { "metered" } else { "duplicate" };
-    metrics::counter!("vigil_billing_ledger_events_total", "kind" => kind, "result" => result).increment(1);
+    metrics::counter!("vigil_billing_ledger_events_total", "kind" => kind, "result" => result).increment(n);
 }
 
 fn new_provider(envelope: &Envelope) -> Result<NewProvider, HandlerError> {

@@ -169,26 +169,38 @@ pub async fn insert_provider(conn: &mut PgConnection, provider: &NewProvider) ->
     Ok(inserted == 1)
 }
 
-/// Adds an authentication to the ledger; `false` if this event was recorded before.
+/// Adds one authentication; `false` if this event was recorded before.
 pub async fn record_authentication(conn: &mut PgConnection, usage: &Authentication) -> Result<bool, sqlx::Error> {
+    Ok(record_authentications(conn, std::slice::from_ref(usage)).await? == 1)
+}
+
+/// Adds authentications in one statement; returns how many were new (the
+/// others were recorded before).
+pub async fn record_authentications(conn: &mut PgConnection, usage: &[Authentication]) -> Result<u64, sqlx::Error> {
+    if usage.is_empty() {
+        return Ok(0);
+    }
+    let column = |f: fn(&Authentication) -> String| usage.iter().map(f).collect::<Vec<_>>();
     let inserted = sqlx::query(
         "INSERT INTO usage_ledger (event_id, provider_id, kind, user_id, challenge_id, occurred_at, \
            auth_kind, billable, factor) \
-         VALUES ($1, $2, 'authentication', $3, $4, $5, $6, $7, $8) \
+         SELECT e, p, 'authentication', u, c, o, k, b, f \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::bool[], \
+           $8::text[]) AS t (e, p, u, c, o, k, b, f) \
          ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(usage.event_id)
-    .bind(&usage.provider_id)
-    .bind(&usage.user_id)
-    .bind(&usage.challenge_id)
-    .bind(usage.occurred_at)
-    .bind(usage.kind.as_str())
-    .bind(usage.kind.billable())
-    .bind(&usage.factor)
+    .bind(usage.iter().map(|u| u.event_id).collect::<Vec<_>>())
+    .bind(column(|u| u.provider_id.clone()))
+    .bind(column(|u| u.user_id.clone()))
+    .bind(column(|u| u.challenge_id.clone()))
+    .bind(usage.iter().map(|u| u.occurred_at).collect::<Vec<_>>())
+    .bind(column(|u| u.kind.as_str().to_owned()))
+    .bind(usage.iter().map(|u| u.kind.billable()).collect::<Vec<_>>())
+    .bind(column(|u| u.factor.clone()))
     .execute(conn)
     .await?
     .rows_affected();
-    Ok(inserted == 1)
+    Ok(inserted)
 }
 
 /// Adds a telephony cost line; `false` if this event was recorded before.
