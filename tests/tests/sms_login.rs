@@ -38,6 +38,56 @@ async fn verify(
         .into_inner())
 }
 
+/// The challenge's state once it has left pending, or pending after 15 s.
+async fn state_after_delivery(agent: &mut AgentClient, challenge_id: &str) -> anyhow::Result<ChallengeState> {
+    let mut shown = ChallengeState::Pending;
+    for _ in 0..150 {
+        let status = agent
+            .get_auth_status(GetAuthStatusRequest {
+                challenge_id: challenge_id.to_owned(),
+            })
+            .await?;
+        shown = status.into_inner().state();
+        if shown != ChallengeState::Pending {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(shown)
+}
+
+/// Many SMS at once: their delivery reports reach the challenge service
+/// together and are applied as batches; every challenge still moves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_sms_logins_each_shows_delivered() {
+    const LOGINS: usize = 30;
+    let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    let mut acme = Tenant::create(&stack, "Acme").await.unwrap();
+    for i in 0..LOGINS {
+        acme.add_user(&format!("user{i}"), &format!("+1555020{i:04}"))
+            .await
+            .unwrap();
+    }
+    let started = futures::future::join_all((0..LOGINS).map(|i| {
+        let mut agent = acme.agent.clone();
+        async move {
+            agent
+                .authenticate(sms(&format!("user{i}")))
+                .await
+                .map(|r| r.into_inner())
+        }
+    }))
+    .await;
+    for (i, started) in started.into_iter().enumerate() {
+        let started = started.unwrap();
+        assert_eq!(started.decision(), Decision::Challenge, "user{i}: {started:?}");
+        let shown = state_after_delivery(&mut acme.agent, &started.challenge_id)
+            .await
+            .unwrap();
+        assert_eq!(shown, ChallengeState::Delivered, "user{i}\n{}", stack.log_tails(40));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sms_login_is_challenged_answered_and_billed_once() {
     let mut stack = Stack::start(StackOptions::default()).await.expect("stack starts");
@@ -64,8 +114,16 @@ async fn sms_login(stack: &mut Stack) -> anyhow::Result<()> {
         started.message
     );
 
-    // The phone receives the code; a wrong code is denied first.
+    // The phone receives the code, and the carrier's report of it moves the
+    // challenge on, for agents watching it.
     let code = code_from_sms(stack, phone, 1).await?;
+    assert_eq!(
+        state_after_delivery(&mut acme.agent, &started.challenge_id).await?,
+        ChallengeState::Delivered,
+        "the delivery report moved the challenge"
+    );
+
+    // A wrong code is denied first.
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let denied = verify(&mut acme.agent, &started.challenge_id, wrong).await?;
     assert_eq!(

@@ -70,11 +70,8 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
     tasks.spawn(consumer::run(
         js.clone(),
         pool.clone(),
-        unbatched(ConsumerSpec::new(
-            "challenge-delivery-status",
-            "VIGIL_DELIVERY",
-            subjects::DELIVERY_STATUS,
-        )),
+        // Batched: its handler moves a batch's challenges in one statement.
+        ConsumerSpec::new("challenge-delivery-status", "VIGIL_DELIVERY", subjects::DELIVERY_STATUS),
         DeliveryStatusHandler(service.clone()),
         shutdown.clone(),
     ));
@@ -170,7 +167,7 @@ fn serve<Req, Rep, F, Fut>(
     });
 }
 
-/// These consumers lock the challenge rows a login's VerifyPasscode waits
+/// This consumer locks the challenge rows a login's VerifyPasscode waits
 /// for (pg_stat_activity showed verifications waiting on them): one event per
 /// transaction keeps each lock for one event's time, not a whole batch's.
 fn unbatched(mut spec: ConsumerSpec) -> ConsumerSpec {
