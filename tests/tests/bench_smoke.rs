@@ -116,4 +116,10 @@ async fn every_scenario_runs_and_succeeds_against_a_stack() {
     for (name, _) in pids {
         assert!(stdout.contains(&format!("  {name} ")), "{name} watched\n{context}");
     }
+    // PostgreSQL (found through --pg-url, its backends counted in) and the
+    // load generator itself, with each one's CPU per successful login.
+    for name in ["postgresql", "vigil-bench", "all watched"] {
+        assert!(stdout.contains(&format!("  {name} ")), "{name} watched\n{context}");
+    }
+    assert!(stdout.contains("cpu ms/ok"), "CPU per success shown\n{context}");
 }

@@ -86,6 +86,11 @@ pub struct Args {
     /// A service process to watch, NAME=PID (repeatable).
     #[arg(long = "pid", value_parser = parse_pid)]
     pub pids: Vec<(String, u32)>,
+    /// A server to watch with its child processes, NAME=PID (repeatable):
+    /// PostgreSQL's postmaster, whose backends do the database's work. CPU
+    /// is the whole tree's, resident memory the parent's alone.
+    #[arg(long = "tree", value_parser = parse_pid)]
+    pub trees: Vec<(String, u32)>,
     /// A service process to watch, found by executable name; must match one process.
     #[arg(long = "process")]
     pub processes: Vec<String>,

@@ -24,7 +24,7 @@ use tokio::net::lookup_host;
 
 use crate::args::{Args, ScenarioName};
 use crate::driver::{Bounds, Load, Scenario};
-use crate::procs::Monitor;
+use crate::procs::{Monitor, Target};
 use crate::report::{Ceilings, ScenarioReport};
 use crate::scenarios::{deny::Deny, push::Push, radius::Radius, sms::Sms, totp::Totp};
 use crate::setup::Tenant;
@@ -41,8 +41,19 @@ const SERVICES: [&str; 5] = [
 
 /// Runs the whole benchmark and prints its report on stdout.
 pub async fn run(args: Args) -> anyhow::Result<Vec<ScenarioReport>> {
-    let monitor = Monitor::start(watched_processes(&args)?, args.sample_every, args.rss_every);
-    println!("{}", report::processes("idle (MiB)", &monitor.usage()));
+    let mut watched = watched_processes(&args)?;
+    if let Some(url) = args.pg_url.as_deref().filter(|_| args.trees.is_empty()) {
+        match procs::postmaster(url).await {
+            Ok(pid) => watched.push(Target {
+                name: "postgresql".to_owned(),
+                pid,
+                tree: true,
+            }),
+            Err(e) => eprintln!("not watching PostgreSQL: {e:#}"),
+        }
+    }
+    let monitor = Monitor::start(watched, args.sample_every, args.rss_every);
+    println!("{}", report::processes("idle (MiB)", &monitor.usage(), None));
 
     let ceilings = measure_ceilings(&args).await?;
     print!("{}", report::ceilings(&ceilings));
@@ -83,20 +94,28 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<ScenarioReport>> {
     Ok(reports)
 }
 
-fn watched_processes(args: &Args) -> anyhow::Result<Vec<(String, u32)>> {
-    let mut watched = args.pids.clone();
+fn watched_processes(args: &Args) -> anyhow::Result<Vec<Target>> {
+    let one = |(name, pid): (String, u32)| Target { name, pid, tree: false };
+    let mut watched: Vec<Target> = args.pids.iter().cloned().map(one).collect();
     for name in &args.processes {
-        watched.push((name.clone(), procs::find(name)?));
+        watched.push(one((name.clone(), procs::find(name)?)));
     }
     if watched.is_empty() {
         // Nothing named: watch the usual services where that is unambiguous.
         for name in SERVICES {
             match procs::find(name) {
-                Ok(pid) => watched.push((name.to_owned(), pid)),
+                Ok(pid) => watched.push(one((name.to_owned(), pid))),
                 Err(e) => eprintln!("not watching {name}: {e:#}"),
             }
         }
     }
+    watched.extend(args.trees.iter().map(|(name, pid)| Target {
+        name: name.clone(),
+        pid: *pid,
+        tree: true,
+    }));
+    // The load generator's own share of the machine, which the services do not get.
+    watched.push(one(("vigil-bench".to_owned(), std::process::id())));
     Ok(watched)
 }
 

@@ -40,11 +40,72 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
 /// utime + stime: fields 14 and 15, counted after the `(comm)` field, which
 /// may itself contain spaces and parentheses.
 fn cpu_ticks(stat: &str) -> Option<u64> {
+    let [utime, stime, _, _] = times(stat)?;
+    Some(utime + stime)
+}
+
+/// utime, stime, cutime, cstime (fields 14 to 17; the last two are children
+/// that have exited and been waited for).
+fn times(stat: &str) -> Option<[u64; 4]> {
     let after_comm = stat.get(stat.rfind(')')? + 1..)?;
     let mut fields = after_comm.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    let mut next = || fields.next()?.parse::<u64>().ok();
+    Some([next()?, next()?, next()?, next()?])
+}
+
+/// `pid` and its children (a server's workers, PostgreSQL's backends): CPU
+/// of them all, including children that exited in between (the parent has
+/// waited for them, so their time moved into its cutime and cstime), and the
+/// parent's resident set alone, since the children share its memory.
+pub fn read_tree(pid: u32) -> anyhow::Result<Sample> {
+    let root = read(pid)?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
+    let [utime, stime, cutime, cstime] = times(&stat).with_context(|| format!("/proc/{pid}/stat"))?;
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let children_ticks: u64 = children
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .filter_map(|child| read(child).ok())
+        .map(|child| child.cpu_ticks)
+        .sum();
+    Ok(Sample {
+        cpu_ticks: utime + stime + cutime + cstime + children_ticks,
+        ..root
+    })
+}
+
+/// The PostgreSQL server behind `url`, when it runs on this machine: the
+/// parent of the backend serving this connection.
+pub async fn postmaster(url: &str) -> anyhow::Result<u32> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await?;
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat"))
+        .with_context(|| format!("PostgreSQL's backend {backend} is not a process here (another machine?)"))?;
+    let _ = conn.close().await;
+    // Field 4, the parent's pid, is the second after `(comm)`.
+    stat.get(stat.rfind(')').map_or(0, |i| i + 1)..)
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|ppid| ppid.parse().ok())
+        .with_context(|| format!("/proc/{backend}/stat has no parent pid"))
+}
+
+/// A process to watch: `tree` takes its children in (see [`read_tree`]).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub pid: u32,
+    pub tree: bool,
+}
+
+impl Target {
+    fn read(&self) -> anyhow::Result<Sample> {
+        if self.tree { read_tree(self.pid) } else { read(self.pid) }
+    }
 }
 
 /// The one process whose executable is called `name` (argv[0]'s file name).
@@ -90,8 +151,7 @@ pub struct Usage {
 }
 
 struct Watched {
-    name: String,
-    pid: u32,
+    target: Target,
     start: Sample,
     peak_rss_kib: u64,
 }
@@ -121,14 +181,13 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn start(processes: Vec<(String, u32)>, every: Duration, timeline_every: Duration) -> Self {
+    pub fn start(processes: Vec<Target>, every: Duration, timeline_every: Duration) -> Self {
         let watched = processes
             .into_iter()
-            .map(|(name, pid)| {
-                let start = read(pid).unwrap_or_default();
+            .map(|target| {
+                let start = target.read().unwrap_or_default();
                 Watched {
-                    name,
-                    pid,
+                    target,
                     start,
                     peak_rss_kib: start.rss_kib,
                 }
@@ -159,7 +218,7 @@ impl Monitor {
             .lock()
             .iter_mut()
             .map(|w| {
-                let rss = read(w.pid).map(|s| s.rss_kib).unwrap_or(0);
+                let rss = w.target.read().map(|s| s.rss_kib).unwrap_or(0);
                 w.peak_rss_kib = w.peak_rss_kib.max(rss);
                 rss
             })
@@ -178,7 +237,7 @@ impl Monitor {
 
     pub fn mark(&self) {
         for w in self.lock().iter_mut() {
-            w.start = read(w.pid).unwrap_or_default();
+            w.start = w.target.read().unwrap_or_default();
             w.peak_rss_kib = w.start.rss_kib;
         }
         *self.timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Timeline {
@@ -189,7 +248,7 @@ impl Monitor {
 
     /// The points kept since [`Monitor::mark`], with the watched processes' names.
     pub fn timeline(&self) -> (Vec<String>, Vec<Point>) {
-        let names = self.lock().iter().map(|w| w.name.clone()).collect();
+        let names = self.lock().iter().map(|w| w.target.name.clone()).collect();
         let points = self
             .timeline
             .lock()
@@ -204,11 +263,11 @@ impl Monitor {
         self.lock()
             .iter()
             .map(|w| {
-                let now = read(w.pid);
+                let now = w.target.read();
                 let end = now.as_ref().copied().unwrap_or_default();
                 Usage {
-                    name: w.name.clone(),
-                    pid: w.pid,
+                    name: w.target.name.clone(),
+                    pid: w.target.pid,
                     rss_start_kib: w.start.rss_kib,
                     rss_peak_kib: w.peak_rss_kib,
                     rss_end_kib: end.rss_kib,
@@ -238,6 +297,27 @@ mod tests {
         assert_eq!(status_kib(status, "VmRSS:"), Some(10240));
         assert_eq!(status_kib(status, "VmHWM:"), Some(20480));
         assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn a_tree_counts_its_childrens_cpu() {
+        // A child that burns CPU and is waited for: its time must still be
+        // counted once it has exited. Other tests' children only add to it.
+        let me = std::process::id();
+        let of_children = || {
+            read_tree(me)
+                .unwrap()
+                .cpu_ticks
+                .saturating_sub(read(me).unwrap().cpu_ticks)
+        };
+        let before = of_children();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let after = of_children();
+        assert!(after >= before + 5, "children's CPU ticks {before} -> {after}");
     }
 
     #[test]

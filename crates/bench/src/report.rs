@@ -70,17 +70,29 @@ pub fn ceilings(c: &Ceilings) -> String {
     )
 }
 
-pub fn processes(title: &str, usage: &[Usage]) -> String {
+/// The watched processes' memory and CPU; with `per` (the scenario's
+/// successes), also each one's CPU per success, which holds from run to run
+/// on a noisy machine better than throughput does.
+pub fn processes(title: &str, usage: &[Usage], per: Option<u64>) -> String {
     let mut out = String::new();
+    let per = per.filter(|n| *n > 0);
     let _ = writeln!(
         out,
-        "  {title:<20} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8}",
-        "pid", "rss start", "rss peak", "rss end", "hwm", "cpu s"
+        "  {title:<20} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8}{}",
+        "pid",
+        "rss start",
+        "rss peak",
+        "rss end",
+        "hwm",
+        "cpu s",
+        if per.is_some() { "  cpu ms/ok" } else { "" }
     );
+    let mut total = 0.0;
     for u in usage {
+        total += u.cpu_secs;
         let _ = writeln!(
             out,
-            "  {:<20} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8.2}{}",
+            "  {:<20} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8.2}{}{}",
             u.name,
             u.pid,
             mib(u.rss_start_kib),
@@ -88,7 +100,21 @@ pub fn processes(title: &str, usage: &[Usage]) -> String {
             mib(u.rss_end_kib),
             mib(u.hwm_kib),
             u.cpu_secs,
+            per.map_or(String::new(), |n| format!("  {:>9.3}", u.cpu_secs * 1000.0 / n as f64)),
             if u.alive { "" } else { "  (exited)" }
+        );
+    }
+    if let Some(n) = per {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>7} {:>10} {:>9} {:>9} {:>9} {total:>8.2}  {:>9.3}",
+            "all watched",
+            "",
+            "",
+            "",
+            "",
+            "",
+            total * 1000.0 / n as f64
         );
     }
     out
@@ -136,7 +162,7 @@ pub fn scenario(r: &ScenarioReport, ceilings: &Ceilings) -> String {
             r.user_waits
         );
     }
-    out.push_str(&processes("process (MiB)", &r.usage));
+    out.push_str(&processes("process (MiB)", &r.usage, Some(t.ok)));
     out.push_str(&timeline(&r.timeline.0, &r.timeline.1));
     out
 }
