@@ -1,9 +1,9 @@
 //! Moves challenges along as telephony reports on their deliveries.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use sqlx::PgConnection;
-use vigil_bus::{Handler, HandlerError, Received, envelope, outbox::OutboxBatch};
+use vigil_bus::{Handler, HandlerError, Received, envelope};
 use vigil_core::{ChallengeId, UserId};
 use vigil_proto::{
     events::{ChallengeDelivered, DeliveryState, DeliveryStatus},
@@ -15,43 +15,6 @@ use crate::{challenges::challenge_uuid, service::Service, state::ChallengeState,
 pub struct DeliveryStatusHandler(pub Arc<Service>);
 
 impl Handler for DeliveryStatusHandler {
-    /// Every SMS reports twice (sent, delivered): at load, one statement moves
-    /// a whole batch's challenges instead of a locked read and an update each.
-    const HANDLES_BATCHES: bool = true;
-
-    async fn handle_batch(&self, tx: &mut PgConnection, events: &[Received<'_>]) -> Result<(), HandlerError> {
-        let mut reached = Vec::with_capacity(events.len());
-        for event in events {
-            let status: DeliveryStatus = envelope::unwrap(event.envelope)?;
-            match DeliveryState::try_from(status.state).unwrap_or_default() {
-                DeliveryState::Sent | DeliveryState::Delivered => {
-                    let id = challenge_uuid(&status.challenge_id)
-                        .ok_or_else(|| HandlerError::Reject(format!("bad challenge id {:?}", status.challenge_id)))?;
-                    reached.push((id, event.envelope.provider_id.clone()));
-                }
-                // Failures end their challenge, one by one as ever.
-                _ => self.handle(&mut *tx, *event).await?,
-            }
-        }
-        let moved = store::mark_delivered(tx, &reached).await?;
-        let mut announced: HashMap<&str, OutboxBatch> = HashMap::new();
-        for (id, user_id, provider_id) in &moved {
-            // Agents watching the challenge see it move.
-            let event = ChallengeDelivered {
-                challenge_id: ChallengeId::from_uuid(*id).to_string(),
-                user_id: UserId::from_uuid(*user_id).to_string(),
-            };
-            announced
-                .entry(provider_id)
-                .or_insert_with(|| self.0.outbox.batch(provider_id))
-                .push(&event)?;
-        }
-        for batch in announced.into_values() {
-            batch.write(tx).await?;
-        }
-        Ok(())
-    }
-
     async fn handle(&self, tx: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
         let status: DeliveryStatus = envelope::unwrap(event.envelope)?;
         let Some(id) = challenge_uuid(&status.challenge_id) else {

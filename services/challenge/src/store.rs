@@ -276,35 +276,6 @@ pub async fn transition(
     Ok(updated == 1)
 }
 
-/// Moves every challenge a delivery reached from pending to delivered, in
-/// one statement, taking the rows' locks in id order (so two batches never
-/// wait on each other crosswise). `challenges` pairs an id with the
-/// provider the report came for: another provider's challenge is not touched.
-/// Returns the ones moved, as (id, user id, provider id).
-pub async fn mark_delivered(
-    conn: &mut PgConnection,
-    challenges: &[(Uuid, String)],
-) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
-    if challenges.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = challenges.iter().map(|(id, _)| *id).collect();
-    let providers: Vec<&str> = challenges.iter().map(|(_, provider)| provider.as_str()).collect();
-    sqlx::query_as(
-        "WITH reached AS (
-             SELECT c.id FROM challenges c
-             WHERE (c.id, c.provider_id) IN (SELECT * FROM UNNEST($1::uuid[], $2::text[])) AND c.state = 'pending'
-             ORDER BY c.id FOR UPDATE)
-         UPDATE challenges c SET state = 'delivered', reason = 'ENROLLED'
-         FROM reached WHERE c.id = reached.id AND c.state = 'pending'
-         RETURNING c.id, c.user_id, c.provider_id",
-    )
-    .bind(&ids)
-    .bind(&providers)
-    .fetch_all(conn)
-    .await
-}
-
 /// Counts a wrong code.
 pub async fn count_attempt(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE challenges SET attempts = attempts + 1 WHERE id = $1")
