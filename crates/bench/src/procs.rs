@@ -61,10 +61,8 @@ pub fn read_tree(pid: u32) -> anyhow::Result<Sample> {
     let root = read(pid)?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
     let [utime, stime, cutime, cstime] = times(&stat).with_context(|| format!("/proc/{pid}/stat"))?;
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let children_ticks: u64 = children
-        .split_whitespace()
-        .filter_map(|child| child.parse().ok())
+    let children_ticks: u64 = children(pid)
+        .into_iter()
         .filter_map(|child| read(child).ok())
         .map(|child| child.cpu_ticks)
         .sum();
@@ -72,6 +70,38 @@ pub fn read_tree(pid: u32) -> anyhow::Result<Sample> {
         cpu_ticks: utime + stime + cutime + cstime + children_ticks,
         ..root
     })
+}
+
+/// `pid`'s children: from /proc/PID/task/PID/children where the kernel has
+/// it (CONFIG_PROC_CHILDREN), else by the parent pid of every process.
+fn children(pid: u32) -> Vec<u32> {
+    if let Ok(listed) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        return listed
+            .split_whitespace()
+            .filter_map(|child| child.parse().ok())
+            .collect();
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|other| {
+            std::fs::read_to_string(format!("/proc/{other}/stat"))
+                .ok()
+                .and_then(|stat| parent_pid(&stat))
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Field 4 of /proc/PID/stat, the second after `(comm)`.
+fn parent_pid(stat: &str) -> Option<u32> {
+    stat.get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The PostgreSQL server behind `url`, when it runs on this machine: the
@@ -87,11 +117,7 @@ pub async fn postmaster(url: &str) -> anyhow::Result<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{backend}/stat"))
         .with_context(|| format!("PostgreSQL's backend {backend} is not a process here (another machine?)"))?;
     let _ = conn.close().await;
-    // Field 4, the parent's pid, is the second after `(comm)`.
-    stat.get(stat.rfind(')').map_or(0, |i| i + 1)..)
-        .and_then(|rest| rest.split_whitespace().nth(1))
-        .and_then(|ppid| ppid.parse().ok())
-        .with_context(|| format!("/proc/{backend}/stat has no parent pid"))
+    parent_pid(&stat).with_context(|| format!("/proc/{backend}/stat has no parent pid"))
 }
 
 /// A process to watch: `tree` takes its children in (see [`read_tree`]).
@@ -289,6 +315,12 @@ mod tests {
     fn parses_stat_with_a_strange_comm() {
         let stat = "42 (vigil (x) y) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 1000 1000000 500";
         assert_eq!(cpu_ticks(stat), Some(325));
+    }
+
+    #[test]
+    fn parent_pid_is_read_past_a_strange_comm() {
+        let stat = "42 (vigil (x) y) S 17 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 1000 1000000 500";
+        assert_eq!(parent_pid(stat), Some(17));
     }
 
     #[test]
