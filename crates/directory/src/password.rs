@@ -92,10 +92,11 @@ impl managed::Manager for Connector {
 }
 
 /// A provider's directory, as used for password checks: its settings and
-/// connections kept open between checks. Opening a TCP connection (and a
-/// TLS session for ldaps://) per login cost more than the bind itself; a
-/// bind on a kept connection replaces whatever identity it had, and each
-/// check holds its connection alone, so one login's bind never serves another.
+/// connections kept open between checks, so a login does not pay a TCP
+/// connect (and for ldaps:// a TLS handshake), round trips included, before
+/// its bind. A bind on a kept connection replaces whatever identity it had,
+/// and each check holds its connection alone, so one login's bind never
+/// serves another.
 pub struct Directory {
     server: Server,
     how: UserBind,
@@ -111,14 +112,14 @@ impl std::fmt::Debug for Directory {
 }
 
 impl Directory {
-    pub fn new(server: Server, how: UserBind) -> Self {
+    pub fn new(server: Server, how: UserBind) -> Result<Self, DirectoryError> {
         let connector = Connector { server: server.clone() };
         let pool = managed::Pool::builder(connector)
             .max_size(MAX_CONNECTIONS)
             .build()
-            // Only fails when a timeout is set without a runtime; none is set.
-            .unwrap_or_else(|e| unreachable!("a pool without timeouts builds: {e}"));
-        Self { server, how, pool }
+            // Fails only for timeouts set without a runtime, and none is set.
+            .map_err(|e| DirectoryError::InvalidSettings(format!("connection pool: {e}")))?;
+        Ok(Self { server, how, pool })
     }
 
     /// Whether `password` is `username`'s. An empty password is refused

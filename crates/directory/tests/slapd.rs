@@ -131,7 +131,7 @@ async fn passwords_are_checked_by_binding_as_the_user() {
     // A new directory (and so new connections) per check here; the next
     // test checks what a kept connection remembers.
     let check = |how: &UserBind, user: &str, password: &str| {
-        let directory = Directory::new(server.clone(), how.clone());
+        let directory = Directory::new(server.clone(), how.clone()).unwrap();
         let (user, password) = (user.to_owned(), password.to_owned());
         async move { directory.check_password(&user, &password.into()).await }
     };
@@ -191,7 +191,7 @@ async fn a_kept_connection_never_vouches_for_the_next_login() {
             username_attribute: "uid".into(),
         },
     ] {
-        let directory = Directory::new(server(&slapd), how);
+        let directory = Directory::new(server(&slapd), how).unwrap();
         let directory = &directory;
         let check = |user: &'static str, password: &'static str| async move {
             directory.check_password(user, &password.to_owned().into()).await

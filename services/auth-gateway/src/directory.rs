@@ -201,9 +201,13 @@ fn configure(gateway: &Gateway, row: DirectoryRow) -> Result<Configured, Verdict
     } else {
         UserBind::Template(row.bind_dn_template)
     };
+    let directory = Directory::new(Server::new(row.url, TIMEOUT), how).map_err(|e| {
+        tracing::error!(code = e.code(), error = %e, "the directory cannot be set up");
+        Verdict::Unavailable(format!("{}: {e}", e.code()))
+    })?;
     Ok(Configured {
         updated_at: row.updated_at,
-        directory: Directory::new(Server::new(row.url, TIMEOUT), how),
+        directory,
     })
 }
 
