@@ -93,8 +93,8 @@ pub enum Verdict {
 const SETTINGS_FRESH_FOR: Duration = Duration::from_secs(5);
 
 /// The providers' directories as last read, each with its open connections:
-/// a password check reads no settings from the database and opens no
-/// connection while they are fresh.
+/// while they are fresh a password check reads no settings from the
+/// database, and it binds on an idle open connection when there is one.
 #[derive(Debug, Default)]
 pub struct Directories(Mutex<HashMap<Uuid, Known>>);
 

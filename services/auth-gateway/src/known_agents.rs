@@ -1,13 +1,13 @@
 //! The agents the gateway has lately read, kept in memory so a signed
 //! request's agent, key and policy cost no query while they are fresh.
 //!
-//! Only what a few seconds of delay cannot misuse is trusted from memory: an
-//! agent's policy and its sealed key (keys are never rotated in place). That
-//! the agent still exists and is enabled is asked of the database by the
-//! same statement that spends the request's nonce, so a disabled or deleted
-//! agent is refused at once on every replica. The admin API on this replica
-//! forgets what it changes; other replicas see a policy change within
-//! [`FRESH_FOR`], as the RADIUS client list does.
+//! Memory is trusted for an agent's policy and its sealed key (keys are never
+//! rotated in place). The admin API on this replica forgets what it changes;
+//! another replica's memory may lag a policy change (trusted networks,
+//! remembered approvals) by up to [`FRESH_FOR`], as the RADIUS client list
+//! does. That the agent still exists and is enabled is never taken from
+//! memory: the statement that spends the request's nonce asks it, so a
+//! disabled or deleted agent is refused at once on every replica.
 
 use std::{
     collections::HashMap,
