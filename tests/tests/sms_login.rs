@@ -57,7 +57,8 @@ async fn state_after_delivery(agent: &mut AgentClient, challenge_id: &str) -> an
 }
 
 /// Many SMS at once: their delivery reports reach the challenge service
-/// together and are applied as batches; every challenge still moves on.
+/// together (each applied in a transaction of its own, which a batched
+/// version once changed); every challenge still moves on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_sms_logins_each_shows_delivered() {
     const LOGINS: usize = 30;
