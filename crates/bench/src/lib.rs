@@ -44,11 +44,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<ScenarioReport>> {
     let mut watched = watched_processes(&args)?;
     if let Some(url) = args.pg_url.as_deref().filter(|_| args.trees.is_empty()) {
         match procs::postmaster(url).await {
-            Ok(pid) => watched.push(Target {
-                name: "postgresql".to_owned(),
-                pid,
-                tree: true,
-            }),
+            Ok(pid) => watched.push(Target::tree("postgresql", pid)),
             Err(e) => eprintln!("not watching PostgreSQL: {e:#}"),
         }
     }
@@ -95,27 +91,26 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<ScenarioReport>> {
 }
 
 fn watched_processes(args: &Args) -> anyhow::Result<Vec<Target>> {
-    let one = |(name, pid): (String, u32)| Target { name, pid, tree: false };
-    let mut watched: Vec<Target> = args.pids.iter().cloned().map(one).collect();
+    let mut watched: Vec<Target> = args
+        .pids
+        .iter()
+        .map(|(name, pid)| Target::process(name, *pid))
+        .collect();
     for name in &args.processes {
-        watched.push(one((name.clone(), procs::find(name)?)));
+        watched.push(Target::process(name, procs::find(name)?));
     }
     if watched.is_empty() {
         // Nothing named: watch the usual services where that is unambiguous.
         for name in SERVICES {
             match procs::find(name) {
-                Ok(pid) => watched.push(one((name.to_owned(), pid))),
+                Ok(pid) => watched.push(Target::process(name, pid)),
                 Err(e) => eprintln!("not watching {name}: {e:#}"),
             }
         }
     }
-    watched.extend(args.trees.iter().map(|(name, pid)| Target {
-        name: name.clone(),
-        pid: *pid,
-        tree: true,
-    }));
+    watched.extend(args.trees.iter().map(|(name, pid)| Target::tree(name, *pid)));
     // The load generator's own share of the machine, which the services do not get.
-    watched.push(one(("vigil-bench".to_owned(), std::process::id())));
+    watched.push(Target::process("vigil-bench", std::process::id()));
     Ok(watched)
 }
 

@@ -20,13 +20,22 @@ pub struct Sample {
 }
 
 pub fn read(pid: u32) -> anyhow::Result<Sample> {
+    Ok(read_with_times(pid)?.0)
+}
+
+/// [`read`], and the process's utime, stime, cutime and cstime from the same
+/// read of /proc/PID/stat.
+fn read_with_times(pid: u32) -> anyhow::Result<(Sample, [u64; 4])> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("process {pid}"))?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
-    Ok(Sample {
+    let times = times(&stat).with_context(|| format!("/proc/{pid}/stat"))?;
+    let [utime, stime, _, _] = times;
+    let sample = Sample {
         rss_kib: status_kib(&status, "VmRSS:").unwrap_or(0),
         hwm_kib: status_kib(&status, "VmHWM:").unwrap_or(0),
-        cpu_ticks: cpu_ticks(&stat).with_context(|| format!("/proc/{pid}/stat"))?,
-    })
+        cpu_ticks: utime + stime,
+    };
+    Ok((sample, times))
 }
 
 fn status_kib(status: &str, key: &str) -> Option<u64> {
@@ -37,15 +46,9 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// utime + stime: fields 14 and 15, counted after the `(comm)` field, which
-/// may itself contain spaces and parentheses.
-fn cpu_ticks(stat: &str) -> Option<u64> {
-    let [utime, stime, _, _] = times(stat)?;
-    Some(utime + stime)
-}
-
-/// utime, stime, cutime, cstime (fields 14 to 17; the last two are children
-/// that have exited and been waited for).
+/// utime, stime, cutime, cstime: fields 14 to 17, counted after the `(comm)`
+/// field, which may itself contain spaces and parentheses. The last two are
+/// children that have exited and been waited for.
 fn times(stat: &str) -> Option<[u64; 4]> {
     let after_comm = stat.get(stat.rfind(')')? + 1..)?;
     let mut fields = after_comm.split_whitespace().skip(11);
@@ -58,9 +61,7 @@ fn times(stat: &str) -> Option<[u64; 4]> {
 /// waited for them, so their time moved into its cutime and cstime), and the
 /// parent's resident set alone, since the children share its memory.
 pub fn read_tree(pid: u32) -> anyhow::Result<Sample> {
-    let root = read(pid)?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
-    let [utime, stime, cutime, cstime] = times(&stat).with_context(|| format!("/proc/{pid}/stat"))?;
+    let (root, [utime, stime, cutime, cstime]) = read_with_times(pid)?;
     let children_ticks: u64 = children(pid)
         .into_iter()
         .filter_map(|child| read(child).ok())
@@ -129,6 +130,24 @@ pub struct Target {
 }
 
 impl Target {
+    /// One process.
+    pub fn process(name: impl Into<String>, pid: u32) -> Self {
+        Self {
+            name: name.into(),
+            pid,
+            tree: false,
+        }
+    }
+
+    /// A process with its children (see [`read_tree`]).
+    pub fn tree(name: impl Into<String>, pid: u32) -> Self {
+        Self {
+            name: name.into(),
+            pid,
+            tree: true,
+        }
+    }
+
     fn read(&self) -> anyhow::Result<Sample> {
         if self.tree { read_tree(self.pid) } else { read(self.pid) }
     }
@@ -314,7 +333,7 @@ mod tests {
     #[test]
     fn parses_stat_with_a_strange_comm() {
         let stat = "42 (vigil (x) y) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 1000 1000000 500";
-        assert_eq!(cpu_ticks(stat), Some(325));
+        assert_eq!(times(stat), Some([250, 75, 0, 0]));
     }
 
     #[test]
