@@ -1,11 +1,7 @@
 //! A provider's directory (LDAP / Active Directory), where the passwords of
 //! RADIUS password-and-code logins are checked by binding as the user.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -15,7 +11,7 @@ use uuid::Uuid;
 use vigil_directory::{Directory, PasswordCheck, Server, UserBind};
 use vigil_secrets::Aad;
 
-use crate::{app::Gateway, error::GatewayError};
+use crate::{app::Gateway, error::GatewayError, recent::Recent};
 
 /// How long a login waits for any one answer of the directory.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,14 +91,14 @@ const SETTINGS_FRESH_FOR: Duration = Duration::from_secs(5);
 /// The providers' directories as last read, each with its open connections:
 /// while they are fresh a password check reads no settings from the
 /// database, and it binds on an idle open connection when there is one.
-#[derive(Debug, Default)]
-pub struct Directories(Mutex<HashMap<Uuid, Known>>);
+/// `None`: the provider has no directory.
+#[derive(Debug)]
+pub struct Directories(Recent<Option<Arc<Configured>>>);
 
-#[derive(Debug, Clone)]
-struct Known {
-    read_at: Instant,
-    /// `None`: the provider has no directory.
-    settings: Option<Arc<Configured>>,
+impl Default for Directories {
+    fn default() -> Self {
+        Self(Recent::new(SETTINGS_FRESH_FOR))
+    }
 }
 
 #[derive(Debug)]
@@ -112,46 +108,26 @@ struct Configured {
 }
 
 impl Directories {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Known>> {
-        // Entries are replaced whole; a panic elsewhere cannot leave one half-written.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn fresh(&self, provider_id: Uuid) -> Option<Option<Arc<Configured>>> {
-        self.entries()
-            .get(&provider_id)
-            .filter(|known| known.read_at.elapsed() < SETTINGS_FRESH_FOR)
-            .map(|known| known.settings.clone())
-    }
-
     /// The directory read before, if its settings are still `updated_at`'s:
     /// reused with its connections.
     fn unchanged(&self, provider_id: Uuid, updated_at: DateTime<Utc>) -> Option<Arc<Configured>> {
-        self.entries()
-            .get(&provider_id)
-            .and_then(|known| known.settings.clone())
+        self.0
+            .any_age(provider_id)
+            .flatten()
             .filter(|configured| configured.updated_at == updated_at)
-    }
-
-    fn remember(&self, provider_id: Uuid, settings: Option<Arc<Configured>>) {
-        let known = Known {
-            read_at: Instant::now(),
-            settings,
-        };
-        self.entries().insert(provider_id, known);
     }
 
     /// Drops what is known of a provider's directory (and closes its kept
     /// connections once no check holds them): its settings just changed.
     pub fn forget(&self, provider_id: Uuid) {
-        self.entries().remove(&provider_id);
+        self.0.forget(provider_id);
     }
 }
 
 /// The provider's directory: from memory while fresh, else read (and
 /// remembered); `Err` is the verdict when it cannot be known.
 async fn directory_of(gateway: &Gateway, provider_id: Uuid) -> Result<Option<Arc<Configured>>, Verdict> {
-    if let Some(known) = gateway.directories.fresh(provider_id) {
+    if let Some(known) = gateway.directories.0.fresh(provider_id) {
         return Ok(known);
     }
     let row = match gateway.pool.acquire().await {
@@ -171,7 +147,7 @@ async fn directory_of(gateway: &Gateway, provider_id: Uuid) -> Result<Option<Arc
             ));
         }
     };
-    gateway.directories.remember(provider_id, settings.clone());
+    gateway.directories.0.remember(provider_id, settings.clone());
     Ok(settings)
 }
 

@@ -15,6 +15,7 @@ mod fraud_webhook;
 mod known_agents;
 mod metrics;
 mod radius;
+mod recent;
 mod registration;
 mod store;
 mod watch;
