@@ -67,6 +67,16 @@ async fn stack_without_user_limit() -> Stack {
     .expect("stack starts")
 }
 
+/// A stack as above; Acme with alice (at `phone`) enrolled in TOTP, and her seed.
+async fn alice_with_totp(phone: &str) -> (Stack, Tenant, OtpSecret) {
+    let stack = stack_without_user_limit().await;
+    let mut tenant = Tenant::create(&stack, "Acme").await.unwrap();
+    tenant.add_user("alice", phone).await.unwrap();
+    let totp = enroll(&mut tenant.admin, &tenant.provider_id, Factor::Totp).await;
+    let seed = OtpSecret::from_base32(&totp.secret_base32).unwrap();
+    (stack, tenant, seed)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn totp_hotp_and_backup_codes_log_in_once_each() {
     let stack = stack_without_user_limit().await;
@@ -165,11 +175,7 @@ async fn totp_hotp_and_backup_codes_log_in_once_each() {
 /// accepted exactly once, whichever answer gets there first.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_totp_code_raced_on_many_challenges_approves_once() {
-    let stack = stack_without_user_limit().await;
-    let mut tenant = Tenant::create(&stack, "Acme").await.unwrap();
-    tenant.add_user("alice", "+15550003002").await.unwrap();
-    let totp = enroll(&mut tenant.admin, &tenant.provider_id, Factor::Totp).await;
-    let seed = OtpSecret::from_base32(&totp.secret_base32).unwrap();
+    let (_stack, mut tenant, seed) = alice_with_totp("+15550003002").await;
 
     let mut challenges = Vec::new();
     for _ in 0..8 {
@@ -328,11 +334,7 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
 /// counted).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_login_in_one_call_gets_its_first_answer() {
-    let stack = stack_without_user_limit().await;
-    let mut tenant = Tenant::create(&stack, "Acme").await.unwrap();
-    tenant.add_user("alice", "+15550003005").await.unwrap();
-    let totp = enroll(&mut tenant.admin, &tenant.provider_id, Factor::Totp).await;
-    let seed = OtpSecret::from_base32(&totp.secret_base32).unwrap();
+    let (stack, mut tenant, seed) = alice_with_totp("+15550003005").await;
     let start = |challenge_id: &str, passcode: &str| {
         let request = rpc::StartChallengeRequest {
             provider_id: tenant.provider_id.clone(),
