@@ -132,6 +132,15 @@ pub trait Handler: Send + Sync + 'static {
     /// outbox relay for what the handlers wrote (inside `handle` it would
     /// wake before the rows are visible).
     fn committed(&self) {}
+
+    /// `true` for a handler that commits its own work, in as many
+    /// transactions as it needs, and makes a repeat of an event harmless by
+    /// itself (a sender whose tries must commit before and after each call
+    /// out). The consumer then neither opens a transaction nor records the
+    /// envelope id, never batches, and hands [`Handler::handle`] a
+    /// connection outside any transaction: one connection per event instead
+    /// of a second one held idle in a transaction, and one commit fewer.
+    const COMMITS_ITSELF: bool = false;
 }
 
 /// Consumes until `shutdown`, reconnecting after bus failures.
@@ -321,7 +330,7 @@ async fn process<H: Handler>(pool: &PgPool, spec: &ConsumerSpec, handler: &H, me
             events.push(event);
         }
     }
-    while events.len() > 1 {
+    while events.len() > 1 && !H::COMMITS_ITSELF {
         match apply_batch(pool, spec, handler, &events).await {
             Ok(first_times) => {
                 let applied: Vec<Event> = events.drain(..first_times.len()).collect();
@@ -505,13 +514,19 @@ fn count_commit(spec: &ConsumerSpec) {
 }
 
 /// Runs the handler in a transaction of its own, unless this envelope id
-/// was processed before.
+/// was processed before (or on a bare connection, if it commits itself).
 async fn handle_once<H: Handler>(
     pool: &PgPool,
     spec: &ConsumerSpec,
     handler: &H,
     event: &Event,
 ) -> Result<(), HandlerError> {
+    if H::COMMITS_ITSELF {
+        let mut connection = pool.acquire().await?;
+        handler.handle(&mut connection, event.received()).await?;
+        handler.committed();
+        return Ok(());
+    }
     let mut tx = pool.begin().await?;
     let first_time =
         sqlx::query("INSERT INTO vigil_processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")

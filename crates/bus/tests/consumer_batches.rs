@@ -73,6 +73,25 @@ impl Handler for Batching {
     }
 }
 
+/// [`Recorder`] for a handler that commits its own work: it writes each
+/// event's row twice, so a test can tell whether both writes shared a
+/// transaction.
+struct CommitsItself(Recorder);
+
+impl Handler for CommitsItself {
+    const COMMITS_ITSELF: bool = true;
+
+    async fn handle(&self, connection: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
+        self.0.handle(&mut *connection, event).await?;
+        let id = Uuid::parse_str(&event.envelope.id).map_err(|e| HandlerError::Reject(e.to_string()))?;
+        sqlx::query("INSERT INTO applied_again (event_id, txid) VALUES ($1, txid_current())")
+            .bind(id)
+            .execute(&mut *connection)
+            .await?;
+        Ok(())
+    }
+}
+
 struct Stack {
     _nats: NatsServer,
     _pg: PgServer,
@@ -91,6 +110,9 @@ impl Stack {
             .execute(&pool)
             .await?;
         sqlx::query("CREATE TABLE batch_calls (events BIGINT NOT NULL)")
+            .execute(&pool)
+            .await?;
+        sqlx::query("CREATE TABLE applied_again (event_id UUID NOT NULL, txid BIGINT NOT NULL)")
             .execute(&pool)
             .await?;
         let js = jetstream::new(async_nats::connect(nats.url()).await?);
@@ -462,6 +484,59 @@ async fn a_batch_handler_gets_each_new_event_once_in_few_calls() -> anyhow::Resu
     assert!(
         largest.unwrap_or(0) > 1 && calls * 2 < EVENTS as i64,
         "{EVENTS} events took {calls} batch calls (largest {largest:?}); they should carry several each"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_commits_itself_gets_a_bare_connection_and_every_repeat() -> anyhow::Result<()> {
+    const EVENTS: usize = 40;
+    let stack = Stack::start().await?;
+    let mut kinds = [OK; EVENTS];
+    kinds[5] = REJECT;
+    kinds[6] = RETRY_ONCE;
+    let (events, _) = stack.publish_all(&kinds).await?;
+    // The relay republishing after JetStream's duplicate window.
+    let last = stack.publish(&events[20], "republished-20").await?;
+
+    let running = stack.consume(spec("itself"), CommitsItself(recorder()));
+    stack.wait_settled("itself", last).await?;
+    running.stop().await?;
+
+    assert_eq!(
+        stack.processed("itself").await?,
+        0,
+        "the consumer records no envelope ids"
+    );
+    assert_eq!(
+        stack.applied(&events[20]).await?,
+        2,
+        "a repeat is the handler's to bear"
+    );
+    assert_eq!(stack.applied(&events[6]).await?, 2, "a retried event comes back");
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM vigil_dead_letters WHERE consumer = $1", "itself")
+            .await?,
+        1,
+        "the rejected event is dead-lettered"
+    );
+    let once: Vec<Envelope> = events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![6, 20].contains(i))
+        .map(|(_, e)| e.clone())
+        .collect();
+    assert_applied_once(&stack, &once).await?;
+    // Both writes of one handling, in one transaction, would share its id.
+    let shared: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM applied a JOIN applied_again b ON a.event_id = b.event_id AND a.txid = b.txid",
+    )
+    .fetch_one(&stack.pool)
+    .await?;
+    assert_eq!(
+        shared, 0,
+        "each statement commits on its own: no transaction around the handler"
     );
     Ok(())
 }

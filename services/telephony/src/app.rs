@@ -66,7 +66,6 @@ pub async fn run_with_clock(
         http,
     );
     let sender = Arc::new(Sender {
-        pool: pool.clone(),
         outbox: outbox.clone(),
         carriers,
         push,

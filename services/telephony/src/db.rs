@@ -11,7 +11,8 @@ use crate::model::{Answer, Channel, Delivery, DeliveryState, VoiceMode};
 
 /// The columns [`DeliveryRow`] reads.
 const DELIVERY_COLUMNS: &str = "id, provider_id, challenge_id, channel, state, carrier, carrier_ref, destination, \
-     voice_mode, speak, device_id, device_public_key, expires_at, answered_at, answer_digest, last_error";
+     voice_mode, speak, device_id, device_public_key, expires_at, answered_at, answer_digest, last_error, \
+     usage_reported_at IS NOT NULL AS usage_reported";
 
 #[derive(sqlx::FromRow)]
 struct DeliveryRow {
@@ -31,6 +32,7 @@ struct DeliveryRow {
     answered_at: Option<DateTime<Utc>>,
     answer_digest: Option<Vec<u8>>,
     last_error: Option<String>,
+    usage_reported: bool,
 }
 
 impl TryFrom<DeliveryRow> for Delivery {
@@ -61,6 +63,7 @@ impl TryFrom<DeliveryRow> for Delivery {
             answered_at: row.answered_at,
             answer_digest: row.answer_digest,
             last_error: row.last_error,
+            usage_reported: row.usage_reported,
         })
     }
 }
@@ -81,28 +84,53 @@ pub struct NewDelivery<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Records a delivery in state `queued` unless it is already recorded.
-pub async fn insert_delivery(tx: &mut PgConnection, new: &NewDelivery<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO deliveries (id, provider_id, challenge_id, channel, destination, state, carrier, \
-         voice_mode, speak, device_id, device_public_key, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(new.id.as_uuid())
-    .bind(new.provider_id)
-    .bind(new.challenge_id)
-    .bind(new.channel.as_str())
-    .bind(new.destination)
-    .bind(DeliveryState::Queued.as_str())
-    .bind(new.carrier)
-    .bind(new.voice_mode.map(VoiceMode::as_str))
-    .bind(new.speak)
-    .bind(new.device_id)
-    .bind(new.device_public_key)
-    .bind(new.expires_at)
-    .execute(tx)
-    .await?;
-    Ok(())
+/// Records a delivery in state `queued` and returns it, or `None` if it was
+/// recorded before (a redelivered request). With `claim_first`, the same
+/// statement records its first try, at `new.carrier`, as pending: a new
+/// delivery costs one commit before its first send, not two.
+pub async fn record_delivery(
+    connection: &mut PgConnection,
+    new: &NewDelivery<'_>,
+    claim_first: bool,
+) -> Result<Option<Delivery>, sqlx::Error> {
+    let sql = format!(
+        "WITH recorded AS ( \
+           INSERT INTO deliveries (id, provider_id, challenge_id, channel, destination, state, carrier, \
+             voice_mode, speak, device_id, device_public_key, expires_at, attempts) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $13 THEN 1 ELSE 0 END) \
+           ON CONFLICT (id) DO NOTHING RETURNING *), \
+         first_try AS ( \
+           INSERT INTO delivery_attempts (delivery_id, attempt, carrier, outcome) \
+           SELECT id, 1, carrier, 'pending' FROM recorded WHERE $13) \
+         SELECT {DELIVERY_COLUMNS} FROM recorded"
+    );
+    let row: Option<DeliveryRow> = sqlx::query_as(&sql)
+        .bind(new.id.as_uuid())
+        .bind(new.provider_id)
+        .bind(new.challenge_id)
+        .bind(new.channel.as_str())
+        .bind(new.destination)
+        .bind(DeliveryState::Queued.as_str())
+        .bind(new.carrier)
+        .bind(new.voice_mode.map(VoiceMode::as_str))
+        .bind(new.speak)
+        .bind(new.device_id)
+        .bind(new.device_public_key)
+        .bind(new.expires_at)
+        .bind(claim_first)
+        .fetch_optional(connection)
+        .await?;
+    row.map(Delivery::try_from).transpose()
+}
+
+/// Reads a delivery without locking it.
+pub async fn delivery(connection: &mut PgConnection, id: DeliveryId) -> Result<Option<Delivery>, sqlx::Error> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1");
+    let row: Option<DeliveryRow> = sqlx::query_as(&sql)
+        .bind(id.as_uuid())
+        .fetch_optional(connection)
+        .await?;
+    row.map(Delivery::try_from).transpose()
 }
 
 /// Reads a delivery and locks it until the transaction ends, so concurrent
@@ -152,6 +180,43 @@ pub async fn record_sent(
         .bind(carrier_ref)
         .execute(tx)
         .await?;
+    Ok(())
+}
+
+/// Settles try `attempt` as accepted by `carrier` as `carrier_ref`, in one
+/// statement with the delivery: a queued one (`to_sent`) moves to `sent`
+/// under that carrier, any other keeps its state (a call's final status can
+/// outrun this) and learns the reference; with `claim_usage` its usage is
+/// marked reported. The caller holds the delivery's lock and has seen that
+/// usage was not reported yet.
+pub async fn record_accepted(
+    tx: &mut PgConnection,
+    id: DeliveryId,
+    attempt: i32,
+    carrier: &str,
+    carrier_ref: &str,
+    to_sent: bool,
+    claim_usage: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH settled AS ( \
+           UPDATE delivery_attempts SET outcome = 'accepted', carrier_ref = $4, finished_at = now() \
+           WHERE delivery_id = $1 AND attempt = $2) \
+         UPDATE deliveries SET carrier_ref = $4, updated_at = now(), \
+           state = CASE WHEN $5 THEN $6 ELSE state END, \
+           carrier = CASE WHEN $5 THEN $3 ELSE carrier END, \
+           usage_reported_at = CASE WHEN $7 THEN now() ELSE usage_reported_at END \
+         WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(attempt)
+    .bind(carrier)
+    .bind(carrier_ref)
+    .bind(to_sent)
+    .bind(DeliveryState::Sent.as_str())
+    .bind(claim_usage)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 

@@ -1,10 +1,12 @@
 //! The `telephony-delivery` consumer: records each `DeliveryRequested` and
 //! hands it to [`Sender`], which reports the outcome as a `DeliveryStatus`.
 //!
-//! The consumer's own transaction only records the envelope id. The
-//! delivery row, each try and the outcome commit on their own, before and
-//! after each carrier call, so a redelivery never sends what a carrier
-//! already took (see [`crate::send`] for the window that remains).
+//! The handler commits its own work ([`Handler::COMMITS_ITSELF`]): the
+//! delivery row with its first try, then each try and the outcome, commit
+//! on their own, before and after each carrier call, so a redelivery never
+//! sends what a carrier already took (see [`crate::send`] for the window
+//! that remains). A redelivered request finds its delivery recorded and
+//! settled, or a try in flight, and sends nothing.
 
 use std::sync::Arc;
 
@@ -28,14 +30,21 @@ pub struct DeliveryHandler {
 }
 
 impl Handler for DeliveryHandler {
-    async fn handle(&self, _tx: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
+    const COMMITS_ITSELF: bool = true;
+
+    async fn handle(&self, connection: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
         let request: DeliveryRequested = envelope::unwrap(event.envelope)?;
-        self.deliver(&event.envelope.provider_id, &request).await
+        self.deliver(connection, &event.envelope.provider_id, &request).await
     }
 }
 
 impl DeliveryHandler {
-    async fn deliver(&self, provider_id: &str, request: &DeliveryRequested) -> Result<(), HandlerError> {
+    async fn deliver(
+        &self,
+        connection: &mut PgConnection,
+        provider_id: &str,
+        request: &DeliveryRequested,
+    ) -> Result<(), HandlerError> {
         let id = DeliveryId::parse(&request.delivery_id)
             .map_err(|e| HandlerError::Reject(format!("delivery_id {:?}: {e}", request.delivery_id)))?;
         let challenge = ChallengeId::parse(&request.challenge_id)
@@ -51,14 +60,15 @@ impl DeliveryHandler {
             .map(DateTime::<Utc>::from)
             .unwrap_or(now + self.default_expiry);
         // Worded as the provider wants it, before anything is recorded or sent.
-        let request =
-            &crate::templates::apply(&self.sender.pool, &provider.to_string(), request, now, expires_at).await?;
+        let request = &crate::templates::apply(connection, &provider.to_string(), request, now, expires_at).await?;
         let voice_mode = (channel == Channel::Voice).then(|| VoiceMode::from_wire(request.voice_mode));
         let is_push = channel == Channel::Push;
+        let target = target(channel, request);
+        // A delivery that can go out now has its first try recorded with it.
+        let sendable = target.is_ok() && now < expires_at;
 
-        let mut tx = self.sender.pool.begin().await?;
-        db::insert_delivery(
-            &mut tx,
+        let recorded = db::record_delivery(
+            connection,
             &NewDelivery {
                 id,
                 provider_id: &provider.to_string(),
@@ -79,42 +89,42 @@ impl DeliveryHandler {
                 device_public_key: is_push.then_some(request.device_public_key.as_slice()),
                 expires_at,
             },
+            sendable,
         )
         .await?;
-        let Some(delivery) = db::lock_delivery(&mut tx, id).await? else {
-            return Err(HandlerError::Retry(format!("delivery {id} vanished after insert")));
-        };
-        tx.commit().await?;
-
-        let target = match channel {
-            Channel::Sms | Channel::Voice => match PhoneNumber::parse(&request.destination) {
-                Ok(number) => Target::Phone(number),
-                Err(_) => {
-                    tracing::warn!(delivery_id = %id, "destination is not an E.164 number; delivery failed");
-                    return self
-                        .sender
-                        .fail(&delivery, "destination is not an E.164 phone number")
-                        .await;
-                }
+        let (delivery, first_try) = match recorded {
+            Some(delivery) => (delivery, sendable.then_some(1)),
+            // Recorded before: `deliver` finds out whether anything is left to do.
+            None => match db::delivery(connection, id).await? {
+                Some(delivery) => (delivery, None),
+                None => return Err(HandlerError::Retry(format!("delivery {id} vanished"))),
             },
-            Channel::Push => {
-                if request.destination.trim().is_empty() || request.device_id.is_empty() {
-                    return self
-                        .sender
-                        .fail(&delivery, "push needs a registration token and a device")
-                        .await;
-                }
-                if request.device_public_key.len() != 32 {
-                    return self
-                        .sender
-                        .fail(&delivery, "device public key is not a 32-byte Ed25519 key")
-                        .await;
-                }
-                Target::Device {
-                    token: request.destination.clone(),
-                }
+        };
+        let target = match target {
+            Ok(target) => target,
+            Err(reason) => {
+                tracing::warn!(delivery_id = %id, error = reason, "delivery cannot be sent");
+                return self.sender.fail(connection, &delivery, reason).await;
             }
         };
-        self.sender.deliver(&delivery, &target, request, expires_at).await
+        self.sender
+            .deliver(connection, &delivery, &target, request, expires_at, first_try)
+            .await
+    }
+}
+
+/// Where the request asks to deliver, or why it cannot be sent at all.
+fn target(channel: Channel, request: &DeliveryRequested) -> Result<Target, &'static str> {
+    match channel {
+        Channel::Sms | Channel::Voice => PhoneNumber::parse(&request.destination)
+            .map(Target::Phone)
+            .map_err(|_| "destination is not an E.164 phone number"),
+        Channel::Push if request.destination.trim().is_empty() || request.device_id.is_empty() => {
+            Err("push needs a registration token and a device")
+        }
+        Channel::Push if request.device_public_key.len() != 32 => Err("device public key is not a 32-byte Ed25519 key"),
+        Channel::Push => Ok(Target::Device {
+            token: request.destination.clone(),
+        }),
     }
 }

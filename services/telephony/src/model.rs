@@ -26,6 +26,8 @@ pub struct Delivery {
     pub answered_at: Option<DateTime<Utc>>,
     pub answer_digest: Option<Vec<u8>>,
     pub last_error: Option<String>,
+    /// Whether its `TelephonyUsage` has been written (that happens once).
+    pub usage_reported: bool,
 }
 
 // By hand: the destination is a phone number or a push token.

@@ -3,9 +3,10 @@
 //! next carrier tried when one gives up, and the send guarded so a
 //! redelivered request does not send again.
 //!
-//! The guard: before each try a `pending` attempt row is committed; right
-//! after the carrier answers it is settled, and an accepted delivery moves
-//! to `sent` in the same transaction. A redelivery finds `sent` (or an
+//! The guard: before each try a `pending` attempt row is committed (the
+//! first one with the delivery itself); right after the carrier answers it
+//! is settled, and an accepted delivery moves to `sent` in the same
+//! transaction. A redelivery finds `sent` (or an
 //! attempt in flight) and does nothing. What remains at-least-once: a crash
 //! after the carrier accepted and before that settling commit (one HTTP
 //! response plus one small transaction) leaves a `pending` attempt whose
@@ -15,7 +16,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection};
 use vigil_bus::{HandlerError, Outbox};
 use vigil_core::{Clock, PhoneNumber};
 use vigil_proto::events::DeliveryRequested;
@@ -41,7 +42,6 @@ pub enum Target {
 
 /// Everything that sends.
 pub struct Sender {
-    pub pool: PgPool,
     pub outbox: Outbox,
     pub carriers: Vec<Carrier>,
     pub push: FcmClient,
@@ -77,13 +77,17 @@ impl Sender {
 
     /// Sends `delivery` (already recorded) until a carrier takes it, every
     /// carrier has given up, or it expires; the outcome is committed and
-    /// announced before this returns.
+    /// announced before this returns. `first_try` is the attempt already
+    /// recorded as pending with the delivery, at the first route.
+    /// `connection` is outside any transaction: each step commits its own.
     pub async fn deliver(
         &self,
+        connection: &mut PgConnection,
         delivery: &Delivery,
         target: &Target,
         request: &DeliveryRequested,
         expires_at: DateTime<Utc>,
+        mut first_try: Option<i32>,
     ) -> Result<(), HandlerError> {
         let mut last = SendError {
             reason: "no carrier is configured".to_owned(),
@@ -93,23 +97,30 @@ impl Sender {
         for route in self.routes(delivery.channel) {
             let name = route.map_or(FCM, |c| c.name.as_str());
             for tried in 1..=self.retry.attempts {
-                if self.clock.now() >= expires_at {
-                    return self.fail(delivery, "expired before a carrier accepted it").await;
-                }
-                let attempt = match self.claim(delivery, name).await? {
-                    Claim::Go(attempt) => attempt,
-                    Claim::Done => return Ok(()),
+                let attempt = match first_try.take() {
+                    Some(attempt) => attempt,
+                    None => {
+                        if self.clock.now() >= expires_at {
+                            return self
+                                .fail(connection, delivery, "expired before a carrier accepted it")
+                                .await;
+                        }
+                        match self.claim(connection, delivery, name).await? {
+                            Claim::Go(attempt) => attempt,
+                            Claim::Done => return Ok(()),
+                        }
+                    }
                 };
                 let outcome = self.try_once(route, delivery, target, request).await;
                 metrics::attempt(delivery.channel, name, outcome.as_ref().map(|_| ()));
                 match outcome {
-                    Ok(accepted) => return self.accepted(delivery, attempt, name, accepted).await,
+                    Ok(accepted) => return self.accepted(connection, delivery, attempt, name, accepted).await,
                     Err(error) => {
-                        self.settle_failed(delivery, attempt, &error).await?;
+                        self.settle_failed(connection, delivery, attempt, &error).await?;
                         let give_up_here = !error.retryable || tried == self.retry.attempts;
                         last = error;
                         if last.request_invalid {
-                            return self.fail(delivery, &last.reason).await;
+                            return self.fail(connection, delivery, &last.reason).await;
                         }
                         if give_up_here {
                             break;
@@ -117,7 +128,7 @@ impl Sender {
                         let pause = self.retry.delay_after(tried);
                         let left = (expires_at - self.clock.now()).to_std().unwrap_or_default();
                         if pause >= left {
-                            return self.fail(delivery, &last.reason).await;
+                            return self.fail(connection, delivery, &last.reason).await;
                         }
                         tokio::time::sleep(pause).await;
                     }
@@ -127,7 +138,7 @@ impl Sender {
                 tracing::warn!(delivery_id = %delivery.id, carrier = name, error = %last.reason, "carrier gave up; failing over");
             }
         }
-        self.fail(delivery, &last.reason).await
+        self.fail(connection, delivery, &last.reason).await
     }
 
     async fn try_once(
@@ -159,8 +170,13 @@ impl Sender {
 
     /// Records the next try as pending, unless the delivery is settled or a
     /// try is in flight elsewhere (then the request is retried later).
-    async fn claim(&self, delivery: &Delivery, carrier: &str) -> Result<Claim, HandlerError> {
-        let mut tx = self.pool.begin().await?;
+    async fn claim(
+        &self,
+        connection: &mut PgConnection,
+        delivery: &Delivery,
+        carrier: &str,
+    ) -> Result<Claim, HandlerError> {
+        let mut tx = connection.begin().await?;
         let Some(current) = db::lock_delivery(&mut tx, delivery.id).await? else {
             return Err(HandlerError::Retry(format!("delivery {} vanished", delivery.id)));
         };
@@ -192,63 +208,64 @@ impl Sender {
         Ok(Claim::Go(next))
     }
 
-    async fn settle_failed(&self, delivery: &Delivery, attempt: i32, error: &SendError) -> Result<(), HandlerError> {
-        let mut tx = self.pool.begin().await?;
+    async fn settle_failed(
+        &self,
+        connection: &mut PgConnection,
+        delivery: &Delivery,
+        attempt: i32,
+        error: &SendError,
+    ) -> Result<(), HandlerError> {
+        let mut tx = connection.begin().await?;
         db::finish_attempt(&mut tx, delivery.id, attempt, "failed", None, Some(&error.reason)).await?;
         tx.commit().await?;
         Ok(())
     }
 
+    /// Settles the try, moves a queued delivery to `sent` and writes its
+    /// events, in one transaction of four statements.
     async fn accepted(
         &self,
+        connection: &mut PgConnection,
         delivery: &Delivery,
         attempt: i32,
         carrier: &str,
         accepted: Accepted,
     ) -> Result<(), HandlerError> {
-        let mut tx = self.pool.begin().await?;
-        db::finish_attempt(
-            &mut tx,
-            delivery.id,
-            attempt,
-            "accepted",
-            Some(&accepted.carrier_ref),
-            None,
-        )
-        .await?;
+        let mut tx = connection.begin().await?;
         let Some(current) = db::lock_delivery(&mut tx, delivery.id).await? else {
             return Err(HandlerError::Retry(format!("delivery {} vanished", delivery.id)));
         };
+        // A call's final status may have outrun this commit; it keeps its outcome.
+        let to_sent = current.state == DeliveryState::Queued;
+        // A call's cost is known when it ends (the status callback reports it).
+        let claim_usage = delivery.channel != Channel::Voice && !current.usage_reported;
+        db::record_accepted(
+            &mut tx,
+            delivery.id,
+            attempt,
+            carrier,
+            &accepted.carrier_ref,
+            to_sent,
+            claim_usage,
+        )
+        .await?;
         let sent = Delivery {
             carrier: carrier.to_owned(),
             carrier_ref: Some(accepted.carrier_ref.clone()),
-            ..current.clone()
+            ..current
         };
-        if current.state == DeliveryState::Queued {
-            db::record_sent(&mut tx, delivery.id, carrier, &accepted.carrier_ref).await?;
-            self.outbox
-                .enqueue(
-                    &mut tx,
-                    &sent.provider_id,
-                    &sent.status_event(DeliveryState::Sent, None),
-                )
-                .await?;
-            metrics::delivery_state(&sent, DeliveryState::Sent);
-        } else {
-            // A call's final status outran this commit; keep its outcome.
-            sqlx::query("UPDATE deliveries SET carrier_ref = $2 WHERE id = $1")
-                .bind(delivery.id.as_uuid())
-                .bind(&accepted.carrier_ref)
-                .execute(&mut *tx)
-                .await?;
+        let mut events = self.outbox.batch(&sent.provider_id);
+        if to_sent {
+            events.push(&sent.status_event(DeliveryState::Sent, None))?;
         }
-        // A call's cost is known when it ends (the status callback reports it).
-        if delivery.channel != Channel::Voice {
-            usage::report(&mut tx, &self.outbox, &sent, carrier, accepted.sms_segments, 0)
-                .await
-                .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        if claim_usage {
+            events.push(&usage::event(&sent, carrier, accepted.sms_segments, 0))?;
         }
+        events.write(&mut tx).await?;
         tx.commit().await?;
+        if to_sent {
+            metrics::delivery_state(&sent, DeliveryState::Sent);
+        }
         self.outbox.notify();
         tracing::info!(
             delivery_id = %delivery.id,
@@ -263,8 +280,13 @@ impl Sender {
     }
 
     /// Marks the delivery failed and reports it, once.
-    pub async fn fail(&self, delivery: &Delivery, reason: &str) -> Result<(), HandlerError> {
-        let mut tx = self.pool.begin().await?;
+    pub async fn fail(
+        &self,
+        connection: &mut PgConnection,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), HandlerError> {
+        let mut tx = connection.begin().await?;
         let Some(current) = db::lock_delivery(&mut tx, delivery.id).await? else {
             return Err(HandlerError::Retry(format!("delivery {} vanished", delivery.id)));
         };

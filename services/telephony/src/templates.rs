@@ -4,7 +4,7 @@
 //! the text the challenge service wrote is sent as it is.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use vigil_bus::{Handler, HandlerError, Received, envelope};
 use vigil_proto::events::{Channel, DeliveryRequested, ProviderCreated, ProviderUpdated};
 
@@ -95,7 +95,7 @@ pub fn render(template: &str, values: &[(&str, &str)]) -> String {
 /// `request` as the provider wants it worded: the SMS body from its
 /// template (when the request carries the code) and the call's greeting.
 pub async fn apply(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     provider_id: &str,
     request: &DeliveryRequested,
     now: DateTime<Utc>,
@@ -109,7 +109,7 @@ pub async fn apply(
     let row: Option<Row> =
         sqlx::query_as("SELECT name, sms_template, voice_template FROM provider_templates WHERE provider_id = $1")
             .bind(provider_id)
-            .fetch_optional(pool)
+            .fetch_optional(connection)
             .await?;
     let Some(row) = row else {
         return Ok(request);

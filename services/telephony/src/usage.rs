@@ -19,7 +19,19 @@ pub async fn report(
     if !db::claim_usage(tx, delivery.id).await? {
         return Ok(());
     }
-    let event = TelephonyUsage {
+    outbox
+        .enqueue(
+            tx,
+            &delivery.provider_id,
+            &event(delivery, carrier, sms_segments, voice_seconds),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The usage event of `delivery`, for a caller that claimed it itself.
+pub fn event(delivery: &Delivery, carrier: &str, sms_segments: u32, voice_seconds: u32) -> TelephonyUsage {
+    TelephonyUsage {
         delivery_id: delivery.id.to_string(),
         challenge_id: delivery.challenge_id.clone(),
         channel: wire::Channel::from(delivery.channel).into(),
@@ -28,9 +40,7 @@ pub async fn report(
         sms_segments,
         voice_seconds,
         occurred_at: Some(vigil_proto::to_timestamp(std::time::SystemTime::now())),
-    };
-    outbox.enqueue(tx, &delivery.provider_id, &event).await?;
-    Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

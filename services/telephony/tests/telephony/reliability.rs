@@ -153,15 +153,20 @@ async fn a_redelivered_request_does_not_send_again() -> anyhow::Result<()> {
         let stack = Stack::start("telephony_send_guard", Duration::from_millis(20)).await?;
         let number = "+15551260021";
         let request = Stack::request(number, "code 141421");
-        stack.send(&request).await?;
+        let envelope = stack.wrap(&request);
+        stack.publish(&envelope, &envelope.id).await?;
         stack.wait_status(&request.delivery_id, DeliveryState::Sent).await?;
         // As if the consumer crashed after the send and before acknowledging:
-        // forget that the envelope was processed, and deliver it again.
-        sqlx::query("DELETE FROM vigil_processed_events WHERE consumer = $1")
-            .bind(DELIVERY_CONSUMER)
-            .execute(&stack.pool)
-            .await?;
-        stack.send(&request).await?;
+        // the same envelope again. The delivery consumer records no envelope
+        // ids, so only the delivery's own state stops a second send.
+        assert_eq!(
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM vigil_processed_events WHERE consumer = $1")
+                .bind(DELIVERY_CONSUMER)
+                .fetch_one(&stack.pool)
+                .await?,
+            0
+        );
+        stack.publish(&envelope, "redelivered").await?;
 
         // A try whose outcome was lost long ago is sent again (at-least-once).
         let lost = Stack::request("+15551260022", "code 173205");
