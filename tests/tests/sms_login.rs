@@ -59,6 +59,31 @@ async fn state_after_delivery(agent: &mut AgentClient, challenge_id: &str) -> an
 /// Many SMS at once: their delivery reports reach the challenge service
 /// together (each applied in a transaction of its own, which a batched
 /// version once changed); every challenge still moves on.
+/// Publishes delivery reports for `challenge_id` as telephony would, and
+/// waits until the challenge service has handled them.
+async fn late_reports(stack: &Stack, provider_id: &str, challenge_id: &str) -> anyhow::Result<()> {
+    use prost::Message as _;
+    use vigil_bus::subjects;
+    use vigil_proto::events::{DeliveryState, DeliveryStatus};
+
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await?);
+    for state in [DeliveryState::Sent, DeliveryState::Delivered, DeliveryState::Failed] {
+        let report = DeliveryStatus {
+            challenge_id: challenge_id.to_owned(),
+            state: state as i32,
+            error: "late".to_owned(),
+            ..Default::default()
+        };
+        let envelope = vigil_bus::envelope::wrap(provider_id, &report, std::time::SystemTime::now());
+        js.publish(subjects::DELIVERY_STATUS, envelope.encode_to_vec().into())
+            .await?
+            .await?;
+    }
+    stack
+        .wait_consumed("VIGIL_DELIVERY", subjects::DELIVERY_STATUS, "challenge-delivery-status")
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_sms_logins_each_shows_delivered() {
     const LOGINS: usize = 30;
@@ -159,6 +184,21 @@ async fn sms_login(stack: &mut Stack) -> anyhow::Result<()> {
     assert_eq!(
         (replay.decision(), replay.reason()),
         (Decision::Deny, Reason::AlreadyUsed)
+    );
+
+    // Late and repeated carrier reports (a second `sent`, a `failed` after
+    // the login ended) change nothing: the challenge stays approved.
+    late_reports(stack, &acme.provider_id, &started.challenge_id).await?;
+    let status = acme
+        .agent
+        .get_auth_status(GetAuthStatusRequest {
+            challenge_id: started.challenge_id.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (status.state(), status.reason()),
+        (ChallengeState::Approved, Reason::Approved)
     );
 
     // An unknown user is denied, with the reason, and nothing is sent.

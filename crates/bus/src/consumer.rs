@@ -130,7 +130,8 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Called after each commit of handled events: the place to wake an
     /// outbox relay for what the handlers wrote (inside `handle` it would
-    /// wake before the rows are visible).
+    /// wake before the rows are visible). Not called for a handler that
+    /// commits itself: it knows when it wrote something.
     fn committed(&self) {}
 
     /// `true` for a handler that commits its own work, in as many
@@ -523,9 +524,7 @@ async fn handle_once<H: Handler>(
 ) -> Result<(), HandlerError> {
     if H::COMMITS_ITSELF {
         let mut connection = pool.acquire().await?;
-        handler.handle(&mut connection, event.received()).await?;
-        handler.committed();
-        return Ok(());
+        return handler.handle(&mut connection, event.received()).await;
     }
     let mut tx = pool.begin().await?;
     let first_time =

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use vigil_bus::{Handler, HandlerError, Received, envelope};
 use vigil_core::{ChallengeId, UserId};
 use vigil_proto::{
@@ -14,8 +14,14 @@ use crate::{challenges::challenge_uuid, service::Service, state::ChallengeState,
 
 pub struct DeliveryStatusHandler(pub Arc<Service>);
 
+/// Commits its own work: every move is guarded by the challenge's state in
+/// the statement that writes it, so a repeated or late report changes
+/// nothing, and the report that moves nothing (a second `sent`, `delivered`
+/// after the login ended: most of them) costs one read and no commit.
 impl Handler for DeliveryStatusHandler {
-    async fn handle(&self, tx: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
+    const COMMITS_ITSELF: bool = true;
+
+    async fn handle(&self, connection: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
         let status: DeliveryStatus = envelope::unwrap(event.envelope)?;
         let Some(id) = challenge_uuid(&status.challenge_id) else {
             return Err(HandlerError::Reject(format!(
@@ -23,43 +29,48 @@ impl Handler for DeliveryStatusHandler {
                 status.challenge_id
             )));
         };
-        let Some(row) = store::get_challenge(tx, &event.envelope.provider_id, id, true).await? else {
+        let next = match DeliveryState::try_from(status.state).unwrap_or_default() {
+            DeliveryState::Sent | DeliveryState::Delivered => ChallengeState::Delivered,
+            DeliveryState::Failed | DeliveryState::Undelivered => ChallengeState::Failed,
+            DeliveryState::Queued | DeliveryState::Unspecified => return Ok(()),
+        };
+        let Some(row) = store::get_challenge(connection, &event.envelope.provider_id, id, false).await? else {
             // Not ours (another provider) or deleted with its user: nothing to move.
             tracing::warn!(challenge_id = %status.challenge_id, "delivery status for an unknown challenge");
             return Ok(());
         };
+        if !row.state().can_become(next) {
+            return Ok(());
+        }
         let now = self.0.clock.now();
-        match DeliveryState::try_from(status.state).unwrap_or_default() {
-            DeliveryState::Sent | DeliveryState::Delivered => {
-                if row.state().can_become(ChallengeState::Delivered)
-                    && store::transition(tx, row.id, ChallengeState::Delivered, "ENROLLED", now).await?
-                {
-                    // Agents watching the challenge see it move.
-                    let event = ChallengeDelivered {
-                        challenge_id: ChallengeId::from_uuid(row.id).to_string(),
-                        user_id: UserId::from_uuid(row.user_id).to_string(),
-                    };
-                    self.0
-                        .outbox
-                        .enqueue(tx, &row.provider_id, &event)
-                        .await
-                        .map_err(|e| HandlerError::Retry(e.to_string()))?;
-                }
-            }
-            DeliveryState::Failed | DeliveryState::Undelivered => {
-                tracing::warn!(challenge_id = %status.challenge_id, error = %status.error, "delivery failed; challenge fails");
+        let mut tx = connection.begin().await?;
+        let moved = if next == ChallengeState::Delivered {
+            let moved = store::transition(&mut tx, row.id, next, "ENROLLED", now).await?;
+            if moved {
+                // Agents watching the challenge see it move.
+                let event = ChallengeDelivered {
+                    challenge_id: ChallengeId::from_uuid(row.id).to_string(),
+                    user_id: UserId::from_uuid(row.user_id).to_string(),
+                };
                 self.0
-                    .complete(tx, &row, ChallengeState::Failed, Reason::DeliveryFailed, now)
+                    .outbox
+                    .enqueue(&mut tx, &row.provider_id, &event)
                     .await
                     .map_err(|e| HandlerError::Retry(e.to_string()))?;
             }
-            DeliveryState::Queued | DeliveryState::Unspecified => {}
+            moved
+        } else {
+            tracing::warn!(challenge_id = %status.challenge_id, error = %status.error, "delivery failed; challenge fails");
+            self.0
+                .complete(&mut tx, &row, next, Reason::DeliveryFailed, now)
+                .await
+                .map_err(|e| HandlerError::Retry(e.to_string()))?
+        };
+        tx.commit().await?;
+        if moved {
+            // Wake the relay for the event written here.
+            self.0.outbox.notify();
         }
         Ok(())
-    }
-
-    fn committed(&self) {
-        // Wake the relay for the events written here.
-        self.0.outbox.notify();
     }
 }
