@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant};
 use vigil_proto::v1::{
-    AuthenticateRequest, ChallengeState, Decision, Factor, GetAuthStatusRequest, Reason, VerifyPasscodeRequest,
+    AuthStatus, AuthenticateRequest, ChallengeState, Decision, Factor, GetAuthStatusRequest, Reason,
+    VerifyPasscodeRequest,
 };
 use vigil_testkit::wait_until;
 
@@ -38,16 +39,20 @@ async fn verify(
         .into_inner())
 }
 
+async fn status_of(agent: &mut AgentClient, challenge_id: &str) -> anyhow::Result<AuthStatus> {
+    Ok(agent
+        .get_auth_status(GetAuthStatusRequest {
+            challenge_id: challenge_id.to_owned(),
+        })
+        .await?
+        .into_inner())
+}
+
 /// The challenge's state once it has left pending, or pending after 15 s.
 async fn state_after_delivery(agent: &mut AgentClient, challenge_id: &str) -> anyhow::Result<ChallengeState> {
     let mut shown = ChallengeState::Pending;
     for _ in 0..150 {
-        let status = agent
-            .get_auth_status(GetAuthStatusRequest {
-                challenge_id: challenge_id.to_owned(),
-            })
-            .await?;
-        shown = status.into_inner().state();
+        shown = status_of(agent, challenge_id).await?.state();
         if shown != ChallengeState::Pending {
             break;
         }
@@ -172,13 +177,7 @@ async fn sms_login(stack: &mut Stack) -> anyhow::Result<()> {
         (approved.decision(), approved.reason(), approved.state()),
         (Decision::Allow, Reason::Approved, ChallengeState::Approved)
     );
-    let status = acme
-        .agent
-        .get_auth_status(GetAuthStatusRequest {
-            challenge_id: started.challenge_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let status = status_of(&mut acme.agent, &started.challenge_id).await?;
     assert_eq!(status.state(), ChallengeState::Approved);
     let replay = verify(&mut acme.agent, &started.challenge_id, &code).await?;
     assert_eq!(
@@ -189,13 +188,7 @@ async fn sms_login(stack: &mut Stack) -> anyhow::Result<()> {
     // Late and repeated carrier reports (a second `sent`, a `failed` after
     // the login ended) change nothing: the challenge stays approved.
     late_reports(stack, &acme.provider_id, &started.challenge_id).await?;
-    let status = acme
-        .agent
-        .get_auth_status(GetAuthStatusRequest {
-            challenge_id: started.challenge_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let status = status_of(&mut acme.agent, &started.challenge_id).await?;
     assert_eq!(
         (status.state(), status.reason()),
         (ChallengeState::Approved, Reason::Approved)
