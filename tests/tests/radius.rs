@@ -639,23 +639,41 @@ fn people_directory(provider_id: &str, slapd: &SlapdServer) -> SetDirectoryReque
 
 #[tokio::test(flavor = "multi_thread")]
 async fn password_code_mode_asks_policy_before_the_directory() {
-    // Three calls a minute for a user: the fourth password is never tried.
+    // Three Access-Requests a minute for a user: the fourth password is
+    // never tried.
     let options = StackOptions {
         env: vec![("challenge", "VIGIL_RATE_LIMIT_USER_MAX", "3".into())],
         ..Default::default()
     };
     let (stack, slapd, mut admin, acme) = password_code_stack(options).await;
     admin.set_directory(people_directory(&acme, &slapd)).await.unwrap();
-    for _ in 0..3 {
-        let wrong = login(&stack, "alice", "guess01123456").await;
-        assert!(
-            wrong.reply_message().starts_with("DENY wrong_password:"),
-            "{}",
-            why(&stack, &wrong)
-        );
+    let enrolled = admin
+        .enroll_factor(EnrollFactorRequest {
+            provider_id: acme.clone(),
+            user: "alice".into(),
+            factor: Factor::Totp as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let seed = OtpSecret::from_base32(&enrolled.secret_base32).unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    // Each login counts once, though the gateway asks policy, then starts
+    // and answers the challenge: two logins that pass leave room for one.
+    for step in [now - 30, now] {
+        let code = Totp::default().generate(&seed, step);
+        let accepted = login(&stack, "alice", &format!("hunter2{}", code.as_str())).await;
+        assert_eq!(accepted.answer(), Some("Access-Accept"), "{}", why(&stack, &accepted));
     }
+    let wrong = login(&stack, "alice", "guess01123456").await;
+    assert!(
+        wrong.reply_message().starts_with("DENY wrong_password:"),
+        "{}",
+        why(&stack, &wrong)
+    );
     // Even the right password: refused by the rate limit, not by the directory.
-    let limited = login(&stack, "alice", "hunter2123456").await;
+    let code = Totp::default().generate(&seed, now + 30);
+    let limited = login(&stack, "alice", &format!("hunter2{}", code.as_str())).await;
     assert_rejected(&stack, &limited, "rate_limited");
 }
 

@@ -140,6 +140,8 @@ pub struct Start<'a> {
     pub number_matching: bool,
     /// Answers the challenge in the same step (TOTP, HOTP, backup code).
     pub passcode: String,
+    /// This login's preauth already counted it against the rate limits.
+    pub counted_by_preauth: bool,
 }
 
 pub async fn start(
@@ -153,6 +155,7 @@ pub async fn start(
         client_ip,
         number_matching,
         passcode,
+        counted_by_preauth,
     } = how;
     // The id is chosen here so that a retried start is idempotent.
     let ask_for = rpc::StartChallengeRequest {
@@ -165,6 +168,7 @@ pub async fn start(
         client_ip: client_ip.to_owned(),
         no_number_matching: !number_matching,
         passcode,
+        counted_by_preauth,
     };
     ask(gateway, subjects::RPC_CHALLENGE_START, &ask_for).await
 }
@@ -282,6 +286,7 @@ impl AuthGateway for AgentApi {
                     client_ip: &req.client_ip,
                     number_matching: true,
                     passcode: req.passcode,
+                    counted_by_preauth: false,
                 };
                 let reply = start(&self.0, &agent, req.username, how).await;
                 record(&agent, reply.reason);

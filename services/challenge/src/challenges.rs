@@ -38,16 +38,17 @@ impl Service {
         let Ok(username) = Username::parse(&req.username) else {
             return Ok(deny(Reason::InvalidRequest, "the username is not valid".into()));
         };
-        if let Some(message) = self
-            .rate_limited(ratelimit::Request {
-                provider: &provider,
-                username: username.as_str(),
-                user_id: None,
-                operation: "authenticate",
-                policy: req.policy.as_ref(),
-                challenge_id: None,
-            })
-            .await?
+        if !req.counted_by_preauth
+            && let Some(message) = self
+                .rate_limited(ratelimit::Request {
+                    provider: &provider,
+                    username: username.as_str(),
+                    user_id: None,
+                    operation: "authenticate",
+                    policy: req.policy.as_ref(),
+                    challenge_id: None,
+                })
+                .await?
         {
             return Ok(deny(Reason::RateLimited, message));
         }

@@ -185,6 +185,7 @@ async fn start_default(
         client_ip,
         number_matching: false,
         passcode: String::new(),
+        counted_by_preauth: false,
     };
     start(gateway, &client.agent, username.to_owned(), how).await
 }
@@ -339,12 +340,14 @@ async fn password_code(
         return refused;
     }
     // Started and answered in one step: the reply is the final answer (a
-    // CHALLENGE here would be a bug, and rejects like any non-ALLOW).
+    // CHALLENGE here would be a bug, and rejects like any non-ALLOW). The
+    // preauth above counted this Access-Request; it counts once.
     let how = Start {
         factor: Factor::Totp,
         client_ip,
         number_matching: false,
         passcode: code.to_owned(),
+        counted_by_preauth: true,
     };
     let reply = start(gateway, &client.agent, username.to_owned(), how).await;
     Answer::decided(reply.decision, reply.reason, reply.message)
