@@ -105,6 +105,20 @@ async fn provider(admin: &mut Admin, name: &str) -> String {
         .id
 }
 
+/// Enrols `username` in TOTP; the seed the authenticator app would get.
+async fn totp_seed(admin: &mut Admin, provider_id: &str, username: &str) -> OtpSecret {
+    let enrolled = admin
+        .enroll_factor(EnrollFactorRequest {
+            provider_id: provider_id.into(),
+            user: username.into(),
+            factor: Factor::Totp as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    OtpSecret::from_base32(&enrolled.secret_base32).unwrap()
+}
+
 async fn user(admin: &mut Admin, provider_id: &str, username: &str, phone: &str) {
     admin
         .create_user(CreateUserRequest {
@@ -647,16 +661,7 @@ async fn password_code_mode_asks_policy_before_the_directory() {
     };
     let (stack, slapd, mut admin, acme) = password_code_stack(options).await;
     admin.set_directory(people_directory(&acme, &slapd)).await.unwrap();
-    let enrolled = admin
-        .enroll_factor(EnrollFactorRequest {
-            provider_id: acme.clone(),
-            user: "alice".into(),
-            factor: Factor::Totp as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let seed = OtpSecret::from_base32(&enrolled.secret_base32).unwrap();
+    let seed = totp_seed(&mut admin, &acme, "alice").await;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     // Each login counts once, though the gateway asks policy, then starts
     // and answers the challenge: two logins that pass leave room for one.
@@ -754,16 +759,7 @@ async fn password_code_mode_checks_the_password_in_the_directory_and_the_totp_co
     let not_yet = login(&stack, "alice", "hunter2123456").await;
     assert_rejected(&stack, &not_yet, "not_enrolled");
 
-    let enrolled = admin
-        .enroll_factor(EnrollFactorRequest {
-            provider_id: acme.clone(),
-            user: "alice".into(),
-            factor: Factor::Totp as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let seed = OtpSecret::from_base32(&enrolled.secret_base32).unwrap();
+    let seed = totp_seed(&mut admin, &acme, "alice").await;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let code = Totp::default().generate(&seed, now);
 
