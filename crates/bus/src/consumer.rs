@@ -2,6 +2,8 @@
 //! transaction that also records its envelope id; the message is acknowledged
 //! only after that commit. A redelivery (after a crash, a lost ack, a relay
 //! retry) finds the id already recorded and is acknowledged without effect.
+//! A handler that commits its own work and bears repeats by itself
+//! ([`Handler::COMMITS_ITSELF`]) is run on a bare connection instead.
 //!
 //! Under load, the events already delivered are applied in batches: one
 //! transaction, one commit, for up to [`ConsumerSpec::batch_size`] events.

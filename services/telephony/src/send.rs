@@ -6,8 +6,8 @@
 //! The guard: before each try a `pending` attempt row is committed (the
 //! first one with the delivery itself); right after the carrier answers it
 //! is settled, and an accepted delivery moves to `sent` in the same
-//! transaction. A redelivery finds `sent` (or an
-//! attempt in flight) and does nothing. What remains at-least-once: a crash
+//! transaction. A redelivery finds `sent` (or an attempt in flight) and
+//! does nothing. What remains at-least-once: a crash
 //! after the carrier accepted and before that settling commit (one HTTP
 //! response plus one small transaction) leaves a `pending` attempt whose
 //! outcome is unknown; after [`IN_FLIGHT_GRACE`] a redelivery marks it
@@ -222,7 +222,7 @@ impl Sender {
     }
 
     /// Settles the try, moves a queued delivery to `sent` and writes its
-    /// events, in one transaction of four statements.
+    /// events: one transaction, three statements (lock, update, events).
     async fn accepted(
         &self,
         connection: &mut PgConnection,
