@@ -141,10 +141,31 @@ pub async fn lock_delivery(tx: &mut PgConnection, id: DeliveryId) -> Result<Opti
     row.map(Delivery::try_from).transpose()
 }
 
-/// Like [`lock_delivery`], by the carrier's message id.
-pub async fn lock_by_carrier_ref(tx: &mut PgConnection, carrier_ref: &str) -> Result<Option<Delivery>, sqlx::Error> {
-    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE carrier_ref = $1 FOR UPDATE");
-    let row: Option<DeliveryRow> = sqlx::query_as(&sql).bind(carrier_ref).fetch_optional(tx).await?;
+/// Like [`lock_delivery`], by the carrier's message id, and records
+/// `callback` against the delivery found in the same statement (its
+/// `delivery` and `carrier_ref` are taken from that delivery). Nothing is
+/// recorded when no delivery has that id.
+pub async fn lock_by_carrier_ref_recording(
+    tx: &mut PgConnection,
+    carrier_ref: &str,
+    callback: &Callback<'_>,
+) -> Result<Option<Delivery>, sqlx::Error> {
+    let sql = format!(
+        "WITH found AS (SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE carrier_ref = $1 FOR UPDATE), \
+         recorded AS ( \
+           INSERT INTO carrier_callbacks (id, delivery_id, carrier, kind, carrier_ref, status, detail) \
+           SELECT $2, id, $3, $4, $1, $5, $6 FROM found) \
+         SELECT * FROM found"
+    );
+    let row: Option<DeliveryRow> = sqlx::query_as(&sql)
+        .bind(carrier_ref)
+        .bind(Uuid::now_v7())
+        .bind(callback.carrier)
+        .bind(callback.kind)
+        .bind(callback.status)
+        .bind(callback.detail)
+        .fetch_optional(tx)
+        .await?;
     row.map(Delivery::try_from).transpose()
 }
 

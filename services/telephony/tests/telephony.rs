@@ -769,6 +769,34 @@ async fn status_webhook_checks_signatures_and_only_moves_forward() -> anyhow::Re
             .collect();
         assert_eq!(states, [DeliveryState::Sent, DeliveryState::Delivered]);
         assert_eq!(stack.delivery_row(&request.delivery_id).await?.0, "delivered");
+        // Every signed, well-formed callback about the message is recorded,
+        // the ones that moved nothing included; the unknown SID's is not.
+        let recorded: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT kind, status, carrier_ref FROM carrier_callbacks WHERE delivery_id = $1 ORDER BY id",
+        )
+        .bind(DeliveryId::parse(&request.delivery_id)?.as_uuid())
+        .fetch_all(&stack.pool)
+        .await?;
+        let shown: Vec<String> = recorded
+            .iter()
+            .map(|(kind, status, carrier_ref)| {
+                let same = carrier_ref.as_deref() == Some(sid.as_str());
+                format!("{kind}:{status}:{same}")
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "message_status:delivered:true",
+                "message_status:delivered:true",
+                "message_status:sent:true",
+                "message_status:failed:true"
+            ]
+        );
+        let strays: i64 = sqlx::query_scalar("SELECT count(*) FROM carrier_callbacks WHERE delivery_id IS NULL")
+            .fetch_one(&stack.pool)
+            .await?;
+        assert_eq!(strays, 0);
         stack.stop().await
     })
     .await

@@ -53,21 +53,17 @@ pub async fn handle(
     };
 
     let mut tx = app.pool.begin().await?;
-    let Some(delivery) = find_delivery(&mut tx, sid).await? else {
+    let callback = db::Callback {
+        delivery: None,
+        carrier,
+        kind: "message_status",
+        carrier_ref: Some(sid),
+        status,
+        detail: error.as_deref(),
+    };
+    let Some(delivery) = find_delivery(&mut tx, sid, &callback).await? else {
         return Err(WebhookError::UnknownMessage(sid.to_owned()));
     };
-    db::record_callback(
-        &mut tx,
-        &db::Callback {
-            delivery: Some(delivery.id),
-            carrier,
-            kind: "message_status",
-            carrier_ref: Some(sid),
-            status,
-            detail: error.as_deref(),
-        },
-    )
-    .await?;
     if !delivery.state.advances_to(next) {
         tx.commit().await?;
         tracing::debug!(delivery_id = %delivery.id, state = delivery.state.as_str(), status, "no change");
@@ -90,15 +86,20 @@ pub async fn handle(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Locks the delivery the carrier knows as `sid`, allowing for
-/// [`COMMIT_GRACE`]. Each statement of a read-committed transaction sees
-/// what committed before it, so retrying inside the transaction works.
-async fn find_delivery(tx: &mut PgConnection, sid: &str) -> Result<Option<Delivery>, sqlx::Error> {
+/// Locks the delivery the carrier knows as `sid` and records `callback`
+/// against it, allowing for [`COMMIT_GRACE`]. Each statement of a
+/// read-committed transaction sees what committed before it, so retrying
+/// inside the transaction works.
+async fn find_delivery(
+    tx: &mut PgConnection,
+    sid: &str,
+    callback: &db::Callback<'_>,
+) -> Result<Option<Delivery>, sqlx::Error> {
     for pause in COMMIT_GRACE {
-        if let Some(delivery) = db::lock_by_carrier_ref(tx, sid).await? {
+        if let Some(delivery) = db::lock_by_carrier_ref_recording(tx, sid, callback).await? {
             return Ok(Some(delivery));
         }
         tokio::time::sleep(pause).await;
     }
-    db::lock_by_carrier_ref(tx, sid).await
+    db::lock_by_carrier_ref_recording(tx, sid, callback).await
 }
