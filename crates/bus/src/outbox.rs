@@ -110,8 +110,8 @@ impl OutboxBatch {
     }
 }
 
-/// Publishes committed outbox rows to JetStream and deletes them once
-/// JetStream has acknowledged them.
+/// Publishes committed outbox rows to JetStream; their deletion commits
+/// once JetStream has acknowledged every one of them.
 pub struct OutboxRelay {
     pool: PgPool,
     js: jetstream::Context,
@@ -208,10 +208,14 @@ impl OutboxRelay {
     /// Relays one batch; returns how many rows it published.
     async fn relay_batch(&self) -> Result<usize, BusError> {
         let mut tx = self.pool.begin().await?;
+        // Deleted and returned in one statement, committed only once
+        // JetStream has every one: a failed publish rolls the delete back.
         // SKIP LOCKED lets several replicas relay side by side without
         // publishing the same row twice.
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, subject, envelope, traceparent FROM vigil_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        let mut rows: Vec<Row> = sqlx::query_as(
+            "DELETE FROM vigil_outbox WHERE id IN \
+               (SELECT id FROM vigil_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, subject, envelope, traceparent",
         )
         .bind(self.batch_size)
         .fetch_all(&mut *tx)
@@ -219,6 +223,8 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(0);
         }
+        // In the order written (ids are UUIDv7); RETURNING keeps none.
+        rows.sort_unstable_by_key(|r| r.id);
         let mut acks = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut headers = HeaderMap::new();
@@ -235,11 +241,6 @@ impl OutboxRelay {
         }
         // Pipelined: every publish is in flight before the first ack is awaited.
         try_join_all(acks).await.map_err(|e| BusError::Publish(e.to_string()))?;
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-        sqlx::query("DELETE FROM vigil_outbox WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         metrics::counter!("vigil_outbox_relayed_total").increment(rows.len() as u64);
         tracing::debug!(count = rows.len(), "relayed outbox events");
