@@ -198,7 +198,7 @@ async fn consume<H: Handler>(
         .map_err(|e| BusError::JetStream(e.to_string()))?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(prefetch(spec))
+        .max_messages_per_batch(prefetch(spec, chunk_size::<H>(spec)))
         .heartbeat(PULL_HEARTBEAT)
         .messages()
         .await
@@ -211,7 +211,7 @@ async fn consume<H: Handler>(
         .filter_map(|m| std::future::ready(m.ok()))
         // The next message, plus whatever else is already buffered: while
         // every slot is busy, messages pile up and the next batch is bigger.
-        .ready_chunks(spec.batch_size.max(1))
+        .ready_chunks(chunk_size::<H>(spec))
         .for_each_concurrent(spec.concurrency, |messages| {
             let handler = handler.clone();
             async move { process(pool, spec, handler.as_ref(), messages).await }
@@ -234,8 +234,15 @@ const PULL_HEARTBEAT: Duration = Duration::from_secs(15);
 /// How many messages one pull asks JetStream for: enough to keep every slot
 /// fed, no more, since each one sent but not handled when the process stops
 /// must be handed back (or wait out `ack_wait`).
-fn prefetch(spec: &ConsumerSpec) -> usize {
-    (spec.concurrency * spec.batch_size * 2).clamp(8, 200)
+fn prefetch(spec: &ConsumerSpec, chunk: usize) -> usize {
+    (spec.concurrency * chunk * 2).clamp(8, 200)
+}
+
+/// Events one slot takes at a time: a batch, or a single event for a handler
+/// that commits itself. Its events are never batched, so a bigger chunk
+/// would only run them one after another in one slot.
+fn chunk_size<H: Handler>(spec: &ConsumerSpec) -> usize {
+    if H::COMMITS_ITSELF { 1 } else { spec.batch_size.max(1) }
 }
 
 /// How long a stopping consumer waits for messages still on their way to it.

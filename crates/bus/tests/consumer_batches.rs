@@ -2,7 +2,13 @@
 //! in few transactions, each event exactly once; a failing event fails
 //! alone; an event already recorded is acknowledged without effect.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 use async_nats::{HeaderMap, jetstream};
@@ -75,14 +81,22 @@ impl Handler for Batching {
 
 /// [`Recorder`] for a handler that commits its own work: it writes each
 /// event's row twice, so a test can tell whether both writes shared a
-/// transaction.
-struct CommitsItself(Recorder);
+/// transaction, and notes the most events it handled at once.
+struct CommitsItself {
+    recorder: Recorder,
+    in_flight: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
+}
 
 impl Handler for CommitsItself {
     const COMMITS_ITSELF: bool = true;
 
     async fn handle(&self, connection: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
-        self.0.handle(&mut *connection, event).await?;
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let recorded = self.recorder.handle(&mut *connection, event).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        recorded?;
         let id = Uuid::parse_str(&event.envelope.id).map_err(|e| HandlerError::Reject(e.to_string()))?;
         sqlx::query("INSERT INTO applied_again (event_id, txid) VALUES ($1, txid_current())")
             .bind(id)
@@ -499,9 +513,27 @@ async fn a_handler_that_commits_itself_gets_a_bare_connection_and_every_repeat()
     // The relay republishing after JetStream's duplicate window.
     let last = stack.publish(&events[20], "republished-20").await?;
 
-    let running = stack.consume(spec("itself"), CommitsItself(recorder()));
+    // Slow enough that events handled side by side overlap.
+    let most_in_flight = Arc::new(AtomicUsize::new(0));
+    let handler = CommitsItself {
+        recorder: Recorder {
+            delay: Duration::from_millis(50),
+        },
+        in_flight: Arc::default(),
+        most_in_flight: most_in_flight.clone(),
+    };
+    let running = stack.consume(spec("itself"), handler);
     stack.wait_settled("itself", last).await?;
     running.stop().await?;
+
+    // The default spec batches 64; events that are never batched still go
+    // to the slots (8) one each, not in line through one. Handed over in
+    // chunks, at most 2 ran at once here; one each, all 8.
+    let most = most_in_flight.load(Ordering::SeqCst);
+    assert!(
+        most >= 4,
+        "events of a handler that commits itself were not spread over the slots ({most} at once at most)"
+    );
 
     assert_eq!(
         stack.processed("itself").await?,

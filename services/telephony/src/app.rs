@@ -136,9 +136,8 @@ fn delivery_consumer_spec(sender: &Sender, concurrency: usize) -> anyhow::Result
     // JetStream must not hand the request to another replica while this one
     // is still retrying or failing over.
     spec.ack_wait = sender.worst_case() + Duration::from_secs(10);
-    // Each delivery calls a carrier: one at a time per transaction, so that
-    // sends run side by side (`concurrency`) rather than in line in a batch.
-    spec.batch_size = 1;
+    // Each delivery calls a carrier; its handler commits itself, so the
+    // consumer gives each slot one request and sends run side by side.
     spec.concurrency = concurrency;
     Ok(spec)
 }
