@@ -50,7 +50,8 @@ impl DeliveryHandler {
         let challenge = ChallengeId::parse(&request.challenge_id)
             .map_err(|e| HandlerError::Reject(format!("challenge_id {:?}: {e}", request.challenge_id)))?;
         let provider = ProviderId::parse(provider_id)
-            .map_err(|e| HandlerError::Reject(format!("provider_id {provider_id:?}: {e}")))?;
+            .map_err(|e| HandlerError::Reject(format!("provider_id {provider_id:?}: {e}")))?
+            .to_string();
         let Some(channel) = Channel::from_wire(request.channel) else {
             tracing::error!(delivery_id = %id, "delivery without a channel");
             return Err(HandlerError::Reject("channel is unspecified".to_owned()));
@@ -60,7 +61,7 @@ impl DeliveryHandler {
             .map(DateTime::<Utc>::from)
             .unwrap_or(now + self.default_expiry);
         // Worded as the provider wants it, before anything is recorded or sent.
-        let request = &crate::templates::apply(connection, &provider.to_string(), request, now, expires_at).await?;
+        let request = &crate::templates::apply(connection, &provider, request, now, expires_at).await?;
         let voice_mode = (channel == Channel::Voice).then(|| VoiceMode::from_wire(request.voice_mode));
         let is_push = channel == Channel::Push;
         let target = target(channel, request);
@@ -71,7 +72,7 @@ impl DeliveryHandler {
             connection,
             &NewDelivery {
                 id,
-                provider_id: &provider.to_string(),
+                provider_id: &provider,
                 challenge_id: &challenge.to_string(),
                 channel,
                 destination: &request.destination,
