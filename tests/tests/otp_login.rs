@@ -224,6 +224,31 @@ async fn login_in_one_call(agent: &mut AgentClient, factor: Factor, code: &str) 
         .into_inner()
 }
 
+/// The authentication audit records of one challenge, oldest first: what
+/// was done, decided and why.
+async fn audited(tenant: &mut Tenant, challenge_id: &str) -> Vec<(String, Decision, Reason)> {
+    let mut entries: Vec<AuditEntry> = tenant
+        .admin
+        .list_audit(ListAuditRequest {
+            provider_id: tenant.provider_id.clone(),
+            kind: AuditKind::Authentication as i32,
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .filter(|e| e.target == challenge_id)
+        .collect();
+    entries.reverse();
+    entries
+        .into_iter()
+        .map(|e| (e.action.clone(), e.decision(), e.reason()))
+        .collect()
+}
+
 /// A code sent with Authenticate starts and answers the challenge at once:
 /// the answer is final, the code works once, a wrong one leaves the challenge
 /// open to VerifyPasscode, a factor that takes no typed code is refused
@@ -263,26 +288,9 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
     );
     assert!(!approved.challenge_id.is_empty());
     // One call, one audit record: the answer, under `authenticate`.
-    let audited: Vec<AuditEntry> = tenant
-        .admin
-        .list_audit(ListAuditRequest {
-            provider_id: tenant.provider_id.clone(),
-            kind: AuditKind::Authentication as i32,
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
-        .into_iter()
-        .filter(|e| e.target == approved.challenge_id)
-        .collect();
-    assert_eq!(audited.len(), 1, "{audited:?}");
     assert_eq!(
-        (audited[0].action.as_str(), audited[0].decision(), audited[0].reason()),
-        ("authenticate", Decision::Allow, Reason::Approved),
-        "{audited:?}"
+        audited(&mut tenant, &approved.challenge_id).await,
+        [("authenticate".to_owned(), Decision::Allow, Reason::Approved)]
     );
     let replayed = login_in_one_call(&mut tenant.agent, Factor::Totp, code.as_str()).await;
     assert_eq!(
@@ -311,6 +319,13 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
         .into_inner();
     assert_eq!(second_try.reason(), Reason::WrongCode, "{second_try:?}");
     assert_eq!(second_try.attempts_remaining, first_try.attempts_remaining - 1);
+    assert_eq!(
+        audited(&mut tenant, &first_try.challenge_id).await,
+        [
+            ("authenticate".to_owned(), Decision::Deny, Reason::WrongCode),
+            ("verify".to_owned(), Decision::Deny, Reason::WrongCode),
+        ]
+    );
 
     // Three challenges were started (approved, replayed, wrong): three
     // authentications, each counted once; nothing was sent by SMS.
@@ -326,6 +341,13 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
     let (code, said) = cli_test_with_code(&stack, &tenant.agent, wrong).await;
     assert_eq!(code, Some(3), "{said}");
     assert!(said.contains("wrong_code") || said.contains("WRONG_CODE"), "{said}");
+
+    // Started without a code: recorded as challenged.
+    let started = start(&mut tenant.agent, Factor::Sms).await;
+    assert_eq!(
+        audited(&mut tenant, &started).await,
+        [("authenticate".to_owned(), Decision::Challenge, Reason::Enrolled)]
+    );
 }
 
 /// The gateway resends a start that timed out with the same challenge id. A
@@ -352,7 +374,8 @@ async fn a_retried_login_in_one_call_gets_its_first_answer() {
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let code = Totp::default().generate(&seed, now);
-    let id = ChallengeId::new().to_string();
+    let approved_id = ChallengeId::new().to_string();
+    let id = approved_id.clone();
     let first = start(&id, code.as_str()).await;
     assert_eq!(
         answer(&first),
@@ -364,7 +387,8 @@ async fn a_retried_login_in_one_call_gets_its_first_answer() {
     assert_eq!(resent.challenge_id, id);
 
     let wrong = if code.as_str() == "000000" { "111111" } else { "000000" };
-    let id = ChallengeId::new().to_string();
+    let wrong_id = ChallengeId::new().to_string();
+    let id = wrong_id.clone();
     let first = start(&id, wrong).await;
     assert_eq!(
         (first.decision(), first.reason(), first.state()),
@@ -398,6 +422,20 @@ async fn a_retried_login_in_one_call_gets_its_first_answer() {
         .unwrap()
         .into_inner();
     assert_eq!(approved.decision(), Decision::Allow, "{approved:?}");
+
+    // Each resend left no audit record of its own.
+    assert_eq!(
+        audited(&mut tenant, &approved_id).await,
+        [("authenticate".to_owned(), Decision::Allow, Reason::Approved)]
+    );
+    assert_eq!(
+        audited(&mut tenant, &wrong_id).await,
+        [
+            ("authenticate".to_owned(), Decision::Deny, Reason::WrongCode),
+            ("verify".to_owned(), Decision::Deny, Reason::WrongCode),
+            ("verify".to_owned(), Decision::Allow, Reason::Approved),
+        ]
+    );
 }
 
 /// `vigil users test alice --passcode CODE` as an operator runs it: its exit

@@ -95,19 +95,44 @@ impl OutboxBatch {
         if self.ids.is_empty() {
             return Ok(());
         }
-        // One trace context for all: they are written under the same span.
+        let rows = self.rows();
         sqlx::query(
             "INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
              SELECT id, subject, envelope, $4 FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) AS e (id, subject, envelope)",
         )
-        .bind(&self.ids)
-        .bind(&self.subjects)
-        .bind(&self.envelopes)
-        .bind(trace::current_traceparent())
+        .bind(rows.ids)
+        .bind(rows.subjects)
+        .bind(rows.envelopes)
+        .bind(rows.traceparent)
         .execute(tx)
         .await?;
         Ok(())
     }
+
+    /// The events as the four parameters of the statement [`Self::write`]
+    /// runs, for a caller that writes them inside a statement of its own: a
+    /// state change and its events in one round trip, on paths where every
+    /// round trip counts.
+    pub fn rows(&self) -> OutboxRows<'_> {
+        OutboxRows {
+            ids: &self.ids,
+            subjects: &self.subjects,
+            envelopes: &self.envelopes,
+            // One trace context for all: they are written under the same span.
+            traceparent: trace::current_traceparent(),
+        }
+    }
+}
+
+/// An [`OutboxBatch`]'s rows as parameters of
+/// `INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
+///  SELECT e.id, e.subject, e.envelope, $traceparent
+///  FROM UNNEST($ids::uuid[], $subjects::text[], $envelopes::bytea[]) AS e (id, subject, envelope)`.
+pub struct OutboxRows<'a> {
+    pub ids: &'a [Uuid],
+    pub subjects: &'a [&'static str],
+    pub envelopes: &'a [Vec<u8>],
+    pub traceparent: Option<String>,
 }
 
 /// Publishes committed outbox rows to JetStream; their deletion commits

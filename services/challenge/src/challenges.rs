@@ -222,14 +222,7 @@ impl Service {
         // record, the answer's.
         let answered = if one_shot {
             let answered = self
-                .answer(
-                    &mut tx,
-                    &provider,
-                    (&row, &user, &factor.token),
-                    &req.passcode,
-                    "authenticate",
-                    now,
-                )
+                .answer(&mut tx, &provider, (&row, &user, &factor.token), &req.passcode, now)
                 .await?;
             row.attempts += i32::from(answered.wrong);
             // Left open after a wrong code, the reason still says why: a
@@ -243,17 +236,6 @@ impl Service {
         } else {
             None
         };
-        if !store::insert_challenge(&mut tx, &row, now).await? {
-            // A retried request: the challenge it created the first time
-            // stands, and nothing of this attempt is kept. (Found here rather
-            // than looked up first: one statement fewer on every login.)
-            tx.rollback().await?;
-            let mut conn = self.pool.acquire().await?;
-            return match store::get_challenge(&mut conn, &provider, challenge_id.as_uuid(), false).await? {
-                Some(existing) => Ok(self.start_reply(&existing, "challenge already started".into())),
-                None => Ok(deny(Reason::ChallengeNotFound, "no such challenge".into())),
-            };
-        }
         let user_id = UserId::from_uuid(user.id).to_string();
         let mut events = self.outbox.batch(&provider);
         events.push(&ChallengeCreated {
@@ -341,10 +323,34 @@ impl Service {
         if let Some((state, reason)) = end {
             events.push(&completed_event(&row, state, reason))?;
         }
-        events.write(&mut tx).await?;
+        // One audit record: the answer's when the code came with the login.
+        let attempt = match &answered {
+            Some(answered) => login::answer_attempt(&row, &user.username, "authenticate", answered.verdict(), now),
+            None => login::attempt(
+                &provider,
+                username.as_str(),
+                Some(user.id),
+                "authenticate",
+                policy,
+                (Decision::Challenge, Reason::Enrolled),
+                Some(row.id),
+                now,
+            ),
+        };
+        if !store::insert_challenge(&mut tx, &row, now, &attempt, &events.rows()).await? {
+            // A retried request: the challenge it created the first time
+            // stands, and nothing of this attempt is kept. (Found here rather
+            // than looked up first: one statement fewer on every login.)
+            tx.rollback().await?;
+            let mut conn = self.pool.acquire().await?;
+            return match store::get_challenge(&mut conn, &provider, challenge_id.as_uuid(), false).await? {
+                Some(existing) => Ok(self.start_reply(&existing, "challenge already started".into())),
+                None => Ok(deny(Reason::ChallengeNotFound, "no such challenge".into())),
+            };
+        }
+        tx.commit().await?;
+        self.outbox.notify();
         if let Some(answered) = answered {
-            tx.commit().await?;
-            self.outbox.notify();
             if let Some((state, reason)) = end {
                 count_outcome(&row, state, reason, now);
             }
@@ -362,20 +368,6 @@ impl Service {
                 error: None,
             });
         }
-        login::record(
-            &mut tx,
-            &provider,
-            username.as_str(),
-            Some(user.id),
-            "authenticate",
-            policy,
-            (Decision::Challenge, Reason::Enrolled),
-            Some(challenge_id.as_uuid()),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        self.outbox.notify();
         let match_number = matching.as_ref().map_or(0, |(right, _)| *right);
         let message = match (&phone, factor.kind.as_str()) {
             (Some(phone), "voice") => format!("Answer the call to {} to approve", phone.masked()),
@@ -500,8 +492,9 @@ impl Service {
             ));
         }
         let answered = self
-            .answer(&mut tx, &provider, (&row, &user, &token), &req.passcode, "verify", now)
+            .answer(&mut tx, &provider, (&row, &user, &token), &req.passcode, now)
             .await?;
+        login::record_answer(&mut tx, &row, &user.username, "verify", answered.verdict(), now).await?;
         if answered.wrong {
             store::count_attempt(&mut tx, row.id).await?;
         }
@@ -518,7 +511,7 @@ impl Service {
     /// Checks `passcode` against `row`, an open challenge (locked in `tx`,
     /// or about to be written by it) with its user, and writes what follows
     /// for the user and the token: approval, or a failed attempt (which may
-    /// lock the user out); audited as `operation`. The challenge's own row is
+    /// lock the user out). The challenge's own row and the audit record are
     /// the caller's to write, as [`Answered`] says.
     async fn answer(
         &self,
@@ -526,7 +519,6 @@ impl Service {
         provider: &str,
         (row, user, token): (&ChallengeRow, &UserDetail, &store::OtpToken),
         passcode: &str,
-        operation: &str,
         now: DateTime<Utc>,
     ) -> Result<Answered, ServiceError> {
         let reply = verify_reply;
@@ -587,18 +579,6 @@ impl Service {
                 end,
             }
         };
-        login::record_answer(
-            tx,
-            row,
-            &user.username,
-            operation,
-            (
-                Decision::try_from(answered.reply.decision).unwrap_or_default(),
-                Reason::try_from(answered.reply.reason).unwrap_or_default(),
-            ),
-            now,
-        )
-        .await?;
         Ok(answered)
     }
 
@@ -709,6 +689,16 @@ struct Answered {
     wrong: bool,
     /// The state and reason the answer ends the challenge in, if it does.
     end: Option<(ChallengeState, Reason)>,
+}
+
+impl Answered {
+    /// The decision and its reason, as the audit trail records them.
+    fn verdict(&self) -> (Decision, Reason) {
+        (
+            Decision::try_from(self.reply.decision).unwrap_or_default(),
+            Reason::try_from(self.reply.reason).unwrap_or_default(),
+        )
+    }
 }
 
 /// The event of a challenge's end: it goes out in the transaction that

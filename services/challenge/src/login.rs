@@ -93,6 +93,33 @@ pub fn parse_decision(s: &str) -> Decision {
     Decision::from_str_name(&format!("DECISION_{s}")).unwrap_or_default()
 }
 
+/// One decision as an audit record: written by [`record`], or inside a
+/// statement of the caller's own (see `store::insert_challenge`).
+#[allow(clippy::too_many_arguments)]
+pub fn attempt<'a>(
+    provider: &'a str,
+    username: &'a str,
+    user_id: Option<Uuid>,
+    operation: &'a str,
+    policy: Option<&'a rpc::PolicyContext>,
+    verdict: (Decision, Reason),
+    challenge_id: Option<Uuid>,
+    at: DateTime<Utc>,
+) -> store::NewAttempt<'a> {
+    store::NewAttempt {
+        provider_id: provider,
+        user_id,
+        username,
+        operation,
+        agent_id: policy.map_or("", |p| p.agent_id.as_str()),
+        client_ip: policy.map_or("", |p| p.client_ip.as_str()),
+        decision: decision_str(verdict.0),
+        reason: reason_str(verdict.1),
+        challenge_id,
+        at,
+    }
+}
+
 /// Records one decision in the audit trail.
 #[allow(clippy::too_many_arguments)]
 pub async fn record(
@@ -106,28 +133,46 @@ pub async fn record(
     challenge_id: Option<Uuid>,
     at: DateTime<Utc>,
 ) -> Result<(), ServiceError> {
-    store::record_attempt(
-        conn,
-        store::NewAttempt {
-            provider_id: provider,
-            user_id,
-            username,
-            operation,
-            agent_id: policy.map_or("", |p| p.agent_id.as_str()),
-            client_ip: policy.map_or("", |p| p.client_ip.as_str()),
-            decision: decision_str(verdict.0),
-            reason: reason_str(verdict.1),
-            challenge_id,
-            at,
-        },
-    )
-    .await?;
+    let attempt = attempt(
+        provider,
+        username,
+        user_id,
+        operation,
+        policy,
+        verdict,
+        challenge_id,
+        at,
+    );
+    store::record_attempt(conn, attempt).await?;
     Ok(())
 }
 
-/// Records the answer to a challenge (a typed code or one given on the
-/// phone) under the agent and address that started it: as `verify`, or as
-/// `authenticate` when the code came with the login (one call, one record).
+/// The audit record of an answer to a challenge (a typed code or one given
+/// on the phone), under the agent and address that started it: as `verify`,
+/// or as `authenticate` when the code came with the login (one call, one
+/// record).
+pub fn answer_attempt<'a>(
+    row: &'a store::ChallengeRow,
+    username: &'a str,
+    operation: &'a str,
+    verdict: (Decision, Reason),
+    at: DateTime<Utc>,
+) -> store::NewAttempt<'a> {
+    store::NewAttempt {
+        provider_id: &row.provider_id,
+        user_id: Some(row.user_id),
+        username,
+        operation,
+        agent_id: &row.agent_id,
+        client_ip: &row.client_ip,
+        decision: decision_str(verdict.0),
+        reason: reason_str(verdict.1),
+        challenge_id: Some(row.id),
+        at,
+    }
+}
+
+/// Records the answer to a challenge (see [`answer_attempt`]).
 pub async fn record_answer(
     conn: &mut PgConnection,
     row: &store::ChallengeRow,
@@ -136,23 +181,8 @@ pub async fn record_answer(
     verdict: (Decision, Reason),
     at: DateTime<Utc>,
 ) -> Result<(), ServiceError> {
-    let context = rpc::PolicyContext {
-        agent_id: row.agent_id.clone(),
-        client_ip: row.client_ip.clone(),
-        ..Default::default()
-    };
-    record(
-        conn,
-        &row.provider_id,
-        username,
-        Some(row.user_id),
-        operation,
-        Some(&context),
-        verdict,
-        Some(row.id),
-        at,
-    )
-    .await
+    store::record_attempt(conn, answer_attempt(row, username, operation, verdict, at)).await?;
+    Ok(())
 }
 
 impl Service {

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
+use vigil_bus::outbox::OutboxRows;
 
 use crate::state::ChallengeState;
 
@@ -97,18 +98,34 @@ pub async fn user_factors(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<
         .await
 }
 
-/// Writes a new challenge as `row` says, in whatever state it starts: a
+/// Writes a new challenge as `row` says, in whatever state it starts (a
 /// login answered in the same call is written final, never pending and then
-/// updated. `false` if that id exists already (a retried request).
+/// updated), together with its audit record and its events, in one
+/// statement: a start is on every login, and each round trip is CPU on both
+/// ends. Nothing is written when that id exists already (a retried
+/// request); returns whether it was written.
 pub async fn insert_challenge(
     conn: &mut PgConnection,
     row: &ChallengeRow,
     now: DateTime<Utc>,
+    attempt: &NewAttempt<'_>,
+    events: &OutboxRows<'_>,
 ) -> Result<bool, sqlx::Error> {
     let completed_at = row.state().is_terminal().then_some(now);
-    let inserted = sqlx::query(
-        "INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, attempts, max_attempts, client_ip, created_at, expires_at, completed_at, remember_minutes, block_user_on_fraud, match_number)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (id) DO NOTHING",
+    let (written,): (i64,) = sqlx::query_as(
+        "WITH challenge AS (
+           INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, attempts, max_attempts, client_ip, created_at, expires_at, completed_at, remember_minutes, block_user_on_fraud, match_number)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (id) DO NOTHING
+           RETURNING id
+         ), attempt AS (
+           INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
+           SELECT $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 FROM challenge
+         ), events AS (
+           INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
+           SELECT e.id, e.subject, e.envelope, $32 FROM challenge,
+             UNNEST($29::uuid[], $30::text[], $31::bytea[]) AS e (id, subject, envelope)
+         )
+         SELECT count(*) FROM challenge",
     )
     .bind(row.id)
     .bind(&row.provider_id)
@@ -127,10 +144,24 @@ pub async fn insert_challenge(
     .bind(row.remember_minutes)
     .bind(row.block_user_on_fraud)
     .bind(row.match_number)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+    .bind(Uuid::now_v7())
+    .bind(attempt.provider_id)
+    .bind(attempt.user_id)
+    .bind(attempt.username)
+    .bind(attempt.operation)
+    .bind(attempt.agent_id)
+    .bind(attempt.client_ip)
+    .bind(attempt.decision)
+    .bind(attempt.reason)
+    .bind(attempt.challenge_id)
+    .bind(attempt.at)
+    .bind(events.ids)
+    .bind(events.subjects)
+    .bind(events.envelopes)
+    .bind(&events.traceparent)
+    .fetch_one(conn)
+    .await?;
+    Ok(written == 1)
 }
 
 const CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, state, reason, code_hash, max_attempts, expires_at, agent_id, client_ip, remember_minutes, factor, block_user_on_fraud, match_number, attempts";
