@@ -320,6 +320,30 @@ impl Stack {
         .await
     }
 
+    /// Waits for an event of type `E` in `stream` that `wanted` accepts to be
+    /// the newest on its subject: one a service published through its outbox.
+    pub async fn wait_event<E: vigil_bus::Event>(
+        &self,
+        stream: &str,
+        wanted: impl Fn(&E) -> bool,
+    ) -> anyhow::Result<E> {
+        let js = async_nats::jetstream::new(async_nats::connect(self.nats.url()).await?);
+        let stream = js.get_stream(stream).await?;
+        let wanted = &wanted;
+        vigil_testkit::wait_until(Duration::from_secs(15), "the event", || {
+            let stream = stream.clone();
+            async move {
+                let Ok(last) = stream.get_last_raw_message_by_subject(E::SUBJECT).await else {
+                    return anyhow::Ok(None);
+                };
+                let envelope = vigil_bus::envelope::decode_envelope(&last.payload)?;
+                let event: E = vigil_bus::envelope::unwrap(&envelope)?;
+                anyhow::Ok(wanted(&event).then_some(event))
+            }
+        })
+        .await
+    }
+
     /// Runs the `vigil` CLI against this stack with the operator token and
     /// `--json`; its output.
     pub fn vigil(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {

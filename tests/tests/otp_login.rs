@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use vigil_core::ChallengeId;
 use vigil_e2e::{Admin, AgentClient, Stack, StackOptions, Tenant};
 use vigil_otp::{Hotp, OtpSecret, Totp};
+use vigil_proto::events::ChallengeCompleted;
 use vigil_proto::rpc;
 use vigil_proto::v1::{
     AuditEntry, AuditKind, AuthenticateRequest, AuthenticateResponse, ChallengeState, Decision, EnrollFactorRequest,
@@ -460,4 +461,64 @@ async fn cli_test_with_code(stack: &Stack, agent: &AgentClient, code: &str) -> (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
     )
+}
+
+/// A challenge takes three wrong codes (`VIGIL_MAX_VERIFY_ATTEMPTS`): each is
+/// counted on the challenge, the third ends it as denied, and after that not
+/// even the right code opens it.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_codes_end_a_challenge_after_its_attempts() {
+    let (stack, mut tenant, seed) = alice_with_totp("+15550003006").await;
+    let challenge_id = start(&mut tenant.agent, Factor::Totp).await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let right = Totp::default().generate(&seed, now);
+    let wrong = if right.as_str() == "000000" { "111111" } else { "000000" };
+    let mut verify = async |passcode: &str| {
+        tenant
+            .agent
+            .verify_passcode(VerifyPasscodeRequest {
+                challenge_id: challenge_id.clone(),
+                passcode: passcode.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let answers = [verify(wrong).await, verify(wrong).await, verify(wrong).await];
+    let seen: Vec<_> = answers
+        .iter()
+        .map(|a| (a.reason(), a.state(), a.attempts_remaining))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Reason::WrongCode, ChallengeState::Pending, 2),
+            (Reason::WrongCode, ChallengeState::Pending, 1),
+            (Reason::TooManyAttempts, ChallengeState::Denied, 0),
+        ]
+    );
+    // Its end went out as an event (what WatchAuth wakes on).
+    let ended = stack
+        .wait_event::<ChallengeCompleted>("VIGIL_CHALLENGE", |e| e.challenge_id == challenge_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ended.state(), ended.reason()),
+        (ChallengeState::Denied, Reason::TooManyAttempts)
+    );
+    let late = verify(right.as_str()).await;
+    assert_eq!(
+        (late.decision(), late.state()),
+        (Decision::Deny, ChallengeState::Denied),
+        "{late:?}"
+    );
+    assert_eq!(
+        audited(&mut tenant, &challenge_id).await,
+        [
+            ("authenticate".to_owned(), Decision::Challenge, Reason::Enrolled),
+            ("verify".to_owned(), Decision::Deny, Reason::WrongCode),
+            ("verify".to_owned(), Decision::Deny, Reason::WrongCode),
+            ("verify".to_owned(), Decision::Deny, Reason::TooManyAttempts),
+        ]
+    );
 }

@@ -494,16 +494,22 @@ impl Service {
         let answered = self
             .answer(&mut tx, &provider, (&row, &user, &token), &req.passcode, now)
             .await?;
-        login::record_answer(&mut tx, &row, &user.username, "verify", answered.verdict(), now).await?;
-        if answered.wrong {
-            store::count_attempt(&mut tx, row.id).await?;
-        }
+        // The audit record, the attempt, the end and its event: one statement.
+        let mut events = self.outbox.batch(&provider);
         if let Some((state, reason)) = answered.end {
-            self.complete(&mut tx, &row, state, reason, now).await?;
+            events.push(&completed_event(&row, state, reason))?;
         }
+        let attempt = login::answer_attempt(&row, &user.username, "verify", answered.verdict(), now);
+        let end = answered.end.map(|(state, reason)| (state, reason_str(reason)));
+        let moved = store::settle_answer(&mut tx, row.id, &attempt, answered.wrong, end, &events.rows()).await?;
         let response = answered.reply;
         tx.commit().await?;
         self.outbox.notify();
+        if let Some((state, reason)) = answered.end
+            && moved
+        {
+            count_outcome(&row, state, reason, now);
+        }
         tracing::info!(challenge_id = %challenge_id, reason = reason_str(Reason::try_from(response.reason).unwrap_or_default()), "passcode verified");
         Ok(response)
     }

@@ -112,7 +112,7 @@ pub async fn insert_challenge(
     events: &OutboxRows<'_>,
 ) -> Result<bool, sqlx::Error> {
     let completed_at = row.state().is_terminal().then_some(now);
-    let (written,): (i64,) = sqlx::query_as(
+    let query = sqlx::query_as::<_, (i64,)>(
         "WITH challenge AS (
            INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, attempts, max_attempts, client_ip, created_at, expires_at, completed_at, remember_minutes, block_user_on_fraud, match_number)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (id) DO NOTHING
@@ -143,25 +143,36 @@ pub async fn insert_challenge(
     .bind(completed_at)
     .bind(row.remember_minutes)
     .bind(row.block_user_on_fraud)
-    .bind(row.match_number)
-    .bind(Uuid::now_v7())
-    .bind(attempt.provider_id)
-    .bind(attempt.user_id)
-    .bind(attempt.username)
-    .bind(attempt.operation)
-    .bind(attempt.agent_id)
-    .bind(attempt.client_ip)
-    .bind(attempt.decision)
-    .bind(attempt.reason)
-    .bind(attempt.challenge_id)
-    .bind(attempt.at)
-    .bind(events.ids)
-    .bind(events.subjects)
-    .bind(events.envelopes)
-    .bind(&events.traceparent)
-    .fetch_one(conn)
-    .await?;
+    .bind(row.match_number);
+    let (written,) = bind_attempt_and_events(query, attempt, events).fetch_one(conn).await?;
     Ok(written == 1)
+}
+
+type CountQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, (i64,), sqlx::postgres::PgArguments>;
+
+/// Binds an audit record (a fresh id, then the record's ten fields) and an
+/// outbox batch (four parameters) after a statement's own parameters.
+fn bind_attempt_and_events<'q>(
+    query: CountQuery<'q>,
+    attempt: &NewAttempt<'q>,
+    events: &'q OutboxRows<'q>,
+) -> CountQuery<'q> {
+    query
+        .bind(Uuid::now_v7())
+        .bind(attempt.provider_id)
+        .bind(attempt.user_id)
+        .bind(attempt.username)
+        .bind(attempt.operation)
+        .bind(attempt.agent_id)
+        .bind(attempt.client_ip)
+        .bind(attempt.decision)
+        .bind(attempt.reason)
+        .bind(attempt.challenge_id)
+        .bind(attempt.at)
+        .bind(events.ids)
+        .bind(events.subjects)
+        .bind(events.envelopes)
+        .bind(&events.traceparent)
 }
 
 const CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, state, reason, code_hash, max_attempts, expires_at, agent_id, client_ip, remember_minutes, factor, block_user_on_fraud, match_number, attempts";
@@ -307,13 +318,44 @@ pub async fn transition(
     Ok(updated == 1)
 }
 
-/// Counts a wrong code.
-pub async fn count_attempt(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE challenges SET attempts = attempts + 1 WHERE id = $1")
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Writes what an answer to an open challenge (locked by the caller) did, in
+/// one statement: its audit record, one more attempt if the code was wrong,
+/// the challenge's end if it ends there (guarded as [`transition`] is), and
+/// the events, written only if the challenge moved. Returns whether it did.
+pub async fn settle_answer(
+    conn: &mut PgConnection,
+    id: Uuid,
+    attempt: &NewAttempt<'_>,
+    wrong: bool,
+    end: Option<(ChallengeState, &str)>,
+    events: &OutboxRows<'_>,
+) -> Result<bool, sqlx::Error> {
+    let (state, reason) = end.map_or((None, None), |(state, reason)| (Some(state.as_str()), Some(reason)));
+    let completed_at = end.filter(|(state, _)| state.is_terminal()).map(|_| attempt.at);
+    let query = sqlx::query_as::<_, (i64,)>(
+        "WITH settled AS (
+           UPDATE challenges SET attempts = attempts + $2, state = COALESCE($3, state),
+             reason = COALESCE($4, reason), completed_at = COALESCE($5, completed_at)
+           WHERE id = $1
+             AND ($3::text IS NULL OR (state IN ('pending', 'delivered') AND ($3 <> 'delivered' OR state = 'pending')))
+           RETURNING id
+         ), attempt AS (
+           INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
+           VALUES ($6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+         ), events AS (
+           INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
+           SELECT e.id, e.subject, e.envelope, $20 FROM settled,
+             UNNEST($17::uuid[], $18::text[], $19::bytea[]) AS e (id, subject, envelope)
+         )
+         SELECT count(*) FROM settled",
+    )
+    .bind(id)
+    .bind(i32::from(wrong))
+    .bind(state)
+    .bind(reason)
+    .bind(completed_at);
+    let (settled,) = bind_attempt_and_events(query, attempt, events).fetch_one(conn).await?;
+    Ok(settled == 1)
 }
 
 #[derive(Debug, sqlx::FromRow)]
