@@ -271,11 +271,12 @@ async fn hand_back(js: &jetstream::Context, messages: &mut pull::Stream, spec: &
         }
         handed_back += 1;
     }
+    // Acks and naks are publishes: out of the client before the process
+    // exits (an ack lost here would only bring a redelivery, recognised).
+    if let Err(error) = js.client().flush().await {
+        tracing::warn!(consumer = %spec.durable, %error, "acknowledgements not flushed");
+    }
     if handed_back > 0 {
-        // The naks are publishes: out of the client before the process exits.
-        if let Err(error) = js.client().flush().await {
-            tracing::warn!(consumer = %spec.durable, %error, "handed-back messages not flushed");
-        }
         tracing::info!(consumer = %spec.durable, handed_back, "stopping: unhandled messages handed back");
         metrics::counter!("vigil_consumer_handed_back_total", "consumer" => spec.durable.clone())
             .increment(handed_back);
@@ -566,7 +567,12 @@ async fn settle(
     let ack = match outcome {
         Ok(()) => {
             count_outcome(spec, "acked");
-            message.double_ack().await
+            // A plain ack, not a double one: waiting for JetStream to confirm
+            // would cost a message and a wake-up per event, and buys nothing
+            // here. The work is committed; if the ack is lost, the redelivery
+            // is recognised as a duplicate (or, for a handler that commits
+            // itself, finds its work done).
+            message.ack().await
         }
         Err(HandlerError::Retry(error)) if delivered < spec.max_deliver => {
             count_outcome(spec, "retried");
