@@ -501,7 +501,7 @@ impl Service {
         }
         let attempt = login::answer_attempt(&row, &user.username, "verify", answered.verdict(), now);
         let end = answered.end.map(|(state, reason)| (state, reason_str(reason)));
-        let moved = store::settle_answer(&mut tx, row.id, &attempt, answered.wrong, end, &events.rows()).await?;
+        let moved = store::settle_answer(&mut tx, row.id, &attempt, answered.wrong, end, &events.rows(), now).await?;
         let response = answered.reply;
         tx.commit().await?;
         self.outbox.notify();

@@ -329,9 +329,10 @@ pub async fn settle_answer(
     wrong: bool,
     end: Option<(ChallengeState, &str)>,
     events: &OutboxRows<'_>,
+    now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let (state, reason) = end.map_or((None, None), |(state, reason)| (Some(state.as_str()), Some(reason)));
-    let completed_at = end.filter(|(state, _)| state.is_terminal()).map(|_| attempt.at);
+    let completed_at = end.filter(|(state, _)| state.is_terminal()).map(|_| now);
     let query = sqlx::query_as::<_, (i64,)>(
         "WITH settled AS (
            UPDATE challenges SET attempts = attempts + $2, state = COALESCE($3, state),
