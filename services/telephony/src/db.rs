@@ -141,13 +141,12 @@ pub async fn lock_delivery(tx: &mut PgConnection, id: DeliveryId) -> Result<Opti
     row.map(Delivery::try_from).transpose()
 }
 
-/// Like [`lock_delivery`], by the carrier's message id, and records
-/// `callback` against the delivery found in the same statement (its
-/// `delivery` and `carrier_ref` are taken from that delivery). Nothing is
-/// recorded when no delivery has that id.
+/// Like [`lock_delivery`], by the carrier's message id (`callback.carrier_ref`),
+/// and records `callback` against the delivery found, in the same statement
+/// (its `delivery` is the one found). Nothing is found, and nothing recorded,
+/// when no delivery has that id or the callback names none.
 pub async fn lock_by_carrier_ref_recording(
     tx: &mut PgConnection,
-    carrier_ref: &str,
     callback: &Callback<'_>,
 ) -> Result<Option<Delivery>, sqlx::Error> {
     let sql = format!(
@@ -158,7 +157,7 @@ pub async fn lock_by_carrier_ref_recording(
          SELECT * FROM found"
     );
     let row: Option<DeliveryRow> = sqlx::query_as(&sql)
-        .bind(carrier_ref)
+        .bind(callback.carrier_ref)
         .bind(Uuid::now_v7())
         .bind(callback.carrier)
         .bind(callback.kind)

@@ -61,7 +61,7 @@ pub async fn handle(
         status,
         detail: error.as_deref(),
     };
-    let Some(delivery) = find_delivery(&mut tx, sid, &callback).await? else {
+    let Some(delivery) = find_delivery(&mut tx, &callback).await? else {
         return Err(WebhookError::UnknownMessage(sid.to_owned()));
     };
     if !delivery.state.advances_to(next) {
@@ -86,20 +86,16 @@ pub async fn handle(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Locks the delivery the carrier knows as `sid` and records `callback`
-/// against it, allowing for [`COMMIT_GRACE`]. Each statement of a
+/// Locks the delivery the carrier knows by `callback.carrier_ref` and
+/// records `callback` against it, allowing for [`COMMIT_GRACE`]. Each statement of a
 /// read-committed transaction sees what committed before it, so retrying
 /// inside the transaction works.
-async fn find_delivery(
-    tx: &mut PgConnection,
-    sid: &str,
-    callback: &db::Callback<'_>,
-) -> Result<Option<Delivery>, sqlx::Error> {
+async fn find_delivery(tx: &mut PgConnection, callback: &db::Callback<'_>) -> Result<Option<Delivery>, sqlx::Error> {
     for pause in COMMIT_GRACE {
-        if let Some(delivery) = db::lock_by_carrier_ref_recording(tx, sid, callback).await? {
+        if let Some(delivery) = db::lock_by_carrier_ref_recording(tx, callback).await? {
             return Ok(Some(delivery));
         }
         tokio::time::sleep(pause).await;
     }
-    db::lock_by_carrier_ref_recording(tx, sid, callback).await
+    db::lock_by_carrier_ref_recording(tx, callback).await
 }
