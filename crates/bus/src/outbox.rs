@@ -23,6 +23,11 @@ use crate::{BusError, Event, envelope, trace};
 /// How often the relay counts its unsent rows.
 const BACKLOG_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Publishes of a batch whose acks are awaited together; well under the
+/// permits a JetStream context lends unacknowledged publishes (5,000 by
+/// default).
+const ACKS_IN_FLIGHT: usize = 256;
+
 /// Writes events into the outbox inside the caller's transaction, and wakes
 /// the relay once the caller has committed.
 #[derive(Clone, Default)]
@@ -143,6 +148,7 @@ pub struct OutboxRelay {
     outbox: Outbox,
     poll_interval: Duration,
     batch_size: i64,
+    publish_timeout: Duration,
 }
 
 #[derive(sqlx::FromRow)]
@@ -161,7 +167,21 @@ impl OutboxRelay {
             outbox,
             poll_interval: Duration::from_millis(500),
             batch_size: 256,
+            publish_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// At most `rows` events per transaction (256 by default).
+    pub fn with_batch_size(mut self, rows: u32) -> Self {
+        self.batch_size = i64::from(rows.max(1));
+        self
+    }
+
+    /// How long a batch's publishes may take before the batch fails and its
+    /// rows wait for the next try (30 s by default).
+    pub fn with_publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
     }
 
     /// Runs until `shutdown`, then relays what is left once more.
@@ -236,11 +256,16 @@ impl OutboxRelay {
         // Deleted and returned in one statement, committed only once
         // JetStream has every one: a failed publish rolls the delete back.
         // SKIP LOCKED lets several replicas relay side by side without
-        // publishing the same row twice.
+        // publishing the same row twice. The batch is picked in a
+        // MATERIALIZED CTE, evaluated once: as `id IN (subquery)` a plan
+        // could run the locking subquery again, each time past the rows the
+        // statement had just deleted, and a "batch" once took 8,460 rows
+        // and 30 s.
         let mut rows: Vec<Row> = sqlx::query_as(
-            "DELETE FROM vigil_outbox WHERE id IN \
+            "WITH batch AS MATERIALIZED \
                (SELECT id FROM vigil_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, subject, envelope, traceparent",
+             DELETE FROM vigil_outbox o USING batch WHERE o.id = batch.id \
+             RETURNING o.id, o.subject, o.envelope, o.traceparent",
         )
         .bind(self.batch_size)
         .fetch_all(&mut *tx)
@@ -250,8 +275,31 @@ impl OutboxRelay {
         }
         // In the order written (ids are UUIDv7); RETURNING keeps none.
         rows.sort_unstable_by_key(|r| r.id);
-        let mut acks = Vec::with_capacity(rows.len());
-        for row in &rows {
+        // Bounded: a publish that never settles fails the batch (its delete
+        // rolls back and the relay retries) instead of holding the relay,
+        // and the outbox behind it, forever.
+        tokio::time::timeout(self.publish_timeout, self.publish(&rows))
+            .await
+            .map_err(|_| {
+                BusError::Publish(format!(
+                    "JetStream did not take the batch within {:?}",
+                    self.publish_timeout
+                ))
+            })??;
+        tx.commit().await?;
+        metrics::counter!("vigil_outbox_relayed_total").increment(rows.len() as u64);
+        tracing::debug!(count = rows.len(), "relayed outbox events");
+        Ok(rows.len())
+    }
+
+    /// Publishes `rows` in order, with at most [`ACKS_IN_FLIGHT`] acks
+    /// awaited at once: the JetStream context lends each unacknowledged
+    /// publish one of a bounded number of permits, and a publish waiting
+    /// for a permit that only an ack not yet awaited would return waits
+    /// forever.
+    async fn publish(&self, rows: &[Row]) -> Result<(), BusError> {
+        let mut acks = Vec::with_capacity(rows.len().min(ACKS_IN_FLIGHT));
+        for row in rows {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", row.id.to_string().as_str());
             if let Some(tp) = &row.traceparent {
@@ -263,12 +311,14 @@ impl OutboxRelay {
                 .await
                 .map_err(|e| BusError::Publish(e.to_string()))?;
             acks.push(ack.into_future());
+            if acks.len() == ACKS_IN_FLIGHT {
+                try_join_all(acks.drain(..))
+                    .await
+                    .map_err(|e| BusError::Publish(e.to_string()))?;
+            }
         }
-        // Pipelined: every publish is in flight before the first ack is awaited.
+        // Pipelined: every publish of a window is in flight before the first ack is awaited.
         try_join_all(acks).await.map_err(|e| BusError::Publish(e.to_string()))?;
-        tx.commit().await?;
-        metrics::counter!("vigil_outbox_relayed_total").increment(rows.len() as u64);
-        tracing::debug!(count = rows.len(), "relayed outbox events");
-        Ok(rows.len())
+        Ok(())
     }
 }

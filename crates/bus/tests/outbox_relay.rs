@@ -68,3 +68,104 @@ async fn events_stay_in_the_outbox_until_jetstream_takes_them() -> anyhow::Resul
     assert_eq!(published, expected, "each event published once, in the order written");
     Ok(())
 }
+
+/// Writes `count` events in one transaction; returns their ids in order.
+async fn enqueue_many(pool: &PgPool, outbox: &Outbox, count: usize) -> anyhow::Result<Vec<Uuid>> {
+    let mut batch = outbox.batch("prv_test");
+    let mut written = Vec::with_capacity(count);
+    for i in 0..count {
+        let report = DeliveryStatus {
+            challenge_id: format!("chl_{i}"),
+            ..Default::default()
+        };
+        written.push(batch.push(&report)?);
+    }
+    let mut tx = pool.begin().await?;
+    batch.write(&mut tx).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+async fn stack() -> anyhow::Result<(NatsServer, PgServer, PgPool, async_nats::Client)> {
+    init_test_logging();
+    let nats = NatsServer::start().await?;
+    let pg = PgServer::start().await?;
+    let pool = PgPool::connect(&pg.create_database("vigil_relay").await?).await?;
+    vigil_bus::schema::install(&pool).await?;
+    let client = async_nats::connect(nats.url()).await?;
+    Ok((nats, pg, pool, client))
+}
+
+async fn delivery_stream(js: &jetstream::Context) -> anyhow::Result<jetstream::stream::Stream> {
+    Ok(js
+        .create_stream(jetstream::stream::Config {
+            name: "TEST_RELAY".to_owned(),
+            subjects: vec![subjects::DELIVERY_STATUS.to_owned()],
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// A JetStream context lends each publish not yet acknowledged one of 5,000
+/// permits. A relay that published a whole batch before awaiting any ack
+/// waited forever for permit 5,001, holding its transaction and the outbox
+/// behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_publish_permits_is_relayed() -> anyhow::Result<()> {
+    const BACKLOG: usize = 6_000;
+    let (_nats, _pg, pool, client) = stack().await?;
+    let js = jetstream::new(client);
+    let stream = delivery_stream(&js).await?;
+    let outbox = Outbox::new();
+    let written = enqueue_many(&pool, &outbox, BACKLOG).await?;
+
+    let relay = OutboxRelay::new(pool.clone(), js, outbox).with_batch_size(10_000);
+    tokio::time::timeout(std::time::Duration::from_secs(120), relay.drain())
+        .await
+        .map_err(|_| anyhow::anyhow!("the relay hung on a batch of {BACKLOG}"))??;
+    assert_eq!(outbox_rows(&pool).await?, 0, "relayed rows are deleted");
+    let info = stream.clone().get_info().await?;
+    assert_eq!(info.state.messages, BACKLOG as u64, "each event published once");
+    let first = stream.get_raw_message(1).await?;
+    let last = stream.get_raw_message(BACKLOG as u64).await?;
+    let id =
+        |m: &async_nats::jetstream::message::StreamMessage| m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned());
+    assert_eq!(id(&first), Some(written[0].to_string()), "in the order written");
+    assert_eq!(
+        id(&last),
+        Some(written[BACKLOG - 1].to_string()),
+        "in the order written"
+    );
+    Ok(())
+}
+
+/// A publish that never settles (here: a context lending one permit, so the
+/// second publish waits for an ack the relay has not awaited yet) fails the
+/// batch within the relay's publish timeout; its rows stay and go out on a
+/// later try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_publish_fails_the_batch_and_keeps_its_rows() -> anyhow::Result<()> {
+    let (_nats, _pg, pool, client) = stack().await?;
+    let js = jetstream::new(client.clone());
+    let stream = delivery_stream(&js).await?;
+    let outbox = Outbox::new();
+    enqueue_many(&pool, &outbox, EVENTS).await?;
+
+    let starved = jetstream::ContextBuilder::new().max_ack_inflight(1).build(client);
+    let relay =
+        OutboxRelay::new(pool.clone(), starved, outbox.clone()).with_publish_timeout(std::time::Duration::from_secs(2));
+    let failed = tokio::time::timeout(std::time::Duration::from_secs(30), relay.drain())
+        .await
+        .map_err(|_| anyhow::anyhow!("the relay hung instead of failing the batch"))?;
+    assert!(failed.is_err(), "a batch JetStream did not take counted as relayed");
+    assert_eq!(outbox_rows(&pool).await?, EVENTS as i64, "the batch's rows stay");
+
+    OutboxRelay::new(pool.clone(), js, outbox).drain().await?;
+    assert_eq!(outbox_rows(&pool).await?, 0);
+    let messages = stream.clone().get_info().await?.state.messages;
+    assert!(
+        messages >= EVENTS as u64,
+        "every event went out on the next try ({messages} messages)"
+    );
+    Ok(())
+}
