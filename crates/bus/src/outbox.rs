@@ -28,11 +28,17 @@ const BACKLOG_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 /// default).
 const ACKS_IN_FLIGHT: usize = 256;
 
+/// How long the relay may wait, after events nobody is waiting on were
+/// committed, for more to relay in the same batch (see
+/// [`Outbox::notify_unhurried`]).
+const UNHURRIED_LINGER: Duration = Duration::from_millis(20);
+
 /// Writes events into the outbox inside the caller's transaction, and wakes
 /// the relay once the caller has committed.
 #[derive(Clone, Default)]
 pub struct Outbox {
     wake: Arc<Notify>,
+    unhurried: Arc<Notify>,
 }
 
 impl Outbox {
@@ -72,6 +78,16 @@ impl Outbox {
     /// Tells the relay there is something to publish. Call after commit.
     pub fn notify(&self) {
         self.wake.notify_one();
+    }
+
+    /// Tells the relay there is something to publish that no login waits
+    /// on (a login answered in its own reply: its usage, its end), so it
+    /// may wait [`UNHURRIED_LINGER`] for more events to go in the same
+    /// batch. At low rates each login's events were a batch of their own:
+    /// a transaction in the relay, and one more in each consumer. A
+    /// [`Self::notify`] meanwhile relays at once. Call after commit.
+    pub fn notify_unhurried(&self) {
+        self.unhurried.notify_one();
     }
 }
 
@@ -177,6 +193,13 @@ impl OutboxRelay {
         self
     }
 
+    /// How often the relay looks for rows nobody told it about (500 ms by
+    /// default): rows left by a relay that failed, or by another replica.
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
     /// How long a batch's publishes may take before the batch fails and its
     /// rows wait for the next try (30 s by default).
     pub fn with_publish_timeout(mut self, timeout: Duration) -> Self {
@@ -210,6 +233,13 @@ impl OutboxRelay {
             }
             tokio::select! {
                 () = self.outbox.wake.notified() => {}
+                () = self.outbox.unhurried.notified() => {
+                    tokio::select! {
+                        () = self.outbox.wake.notified() => {}
+                        () = tokio::time::sleep(UNHURRIED_LINGER) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
                 () = tokio::time::sleep(self.poll_interval) => {}
                 () = shutdown.cancelled() => {
                     if let Err(error) = self.drain().await {

@@ -169,3 +169,50 @@ async fn a_stalled_publish_fails_the_batch_and_keeps_its_rows() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// Events nobody waits on are relayed after a short linger, and an urgent
+/// notify during that linger relays at once; neither waits for the poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhurried_and_urgent_events_are_relayed_without_the_poll() -> anyhow::Result<()> {
+    let (_nats, _pg, pool, client) = stack().await?;
+    let js = jetstream::new(client);
+    let stream = delivery_stream(&js).await?;
+    let outbox = Outbox::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let relay =
+        OutboxRelay::new(pool.clone(), js, outbox.clone()).with_poll_interval(std::time::Duration::from_secs(3600));
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+
+    let published = |want: u64| {
+        let stream = stream.clone();
+        async move {
+            vigil_testkit::wait_until(std::time::Duration::from_secs(20), "the events relayed", || {
+                let mut stream = stream.clone();
+                async move {
+                    let messages = stream.info().await?.state.messages;
+                    anyhow::Ok((messages >= want).then_some(()))
+                }
+            })
+            .await
+        }
+    };
+    // The relay's first pass (at start) has gone by once one event it found went out.
+    enqueue_many(&pool, &outbox, 1).await?;
+    outbox.notify();
+    published(1).await?;
+
+    enqueue_many(&pool, &outbox, 3).await?;
+    outbox.notify_unhurried();
+    published(4).await?;
+
+    enqueue_many(&pool, &outbox, 2).await?;
+    outbox.notify_unhurried();
+    enqueue_many(&pool, &outbox, 2).await?;
+    outbox.notify();
+    published(8).await?;
+    assert_eq!(outbox_rows(&pool).await?, 0);
+
+    shutdown.cancel();
+    running.await?;
+    Ok(())
+}

@@ -95,7 +95,8 @@ impl Service {
                 self.outbox.enqueue(&mut tx, &provider, &usage).await?;
             }
             tx.commit().await?;
-            self.outbox.notify();
+            // Only usage, and the answer is in this reply: nothing waits on it.
+            self.outbox.notify_unhurried();
             return Ok(rpc::StartChallengeReply {
                 decision: verdict.decision() as i32,
                 reason: verdict.reason() as i32,
@@ -349,7 +350,14 @@ impl Service {
             };
         }
         tx.commit().await?;
-        self.outbox.notify();
+        // A delivery goes out at once: the user waits for it. Other events
+        // (usage, a TOTP challenge's start, an end answered in this reply)
+        // no login waits on, so they may share the relay's next batch.
+        if delivery.is_some() {
+            self.outbox.notify();
+        } else {
+            self.outbox.notify_unhurried();
+        }
         if let Some(answered) = answered {
             if let Some((state, reason)) = end {
                 count_outcome(&row, state, reason, now);
@@ -504,7 +512,9 @@ impl Service {
         let moved = store::settle_answer(&mut tx, row.id, &attempt, answered.wrong, end, &events.rows(), now).await?;
         let response = answered.reply;
         tx.commit().await?;
-        self.outbox.notify();
+        // The answer is in this reply; its end's event and usage are for
+        // billing and watchers, which may wait for the relay's next batch.
+        self.outbox.notify_unhurried();
         if let Some((state, reason)) = answered.end
             && moved
         {
