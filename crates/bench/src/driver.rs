@@ -157,7 +157,8 @@ async fn open<S: Scenario>(
     while tasks.join_next().await.is_some() {}
 }
 
-/// Once a second: elapsed time, requests, the last second's rate, errors.
+/// Once a second: elapsed time, requests, the last second's rate, errors,
+/// and the slowest request of that second.
 async fn progress(name: String, recorder: Arc<Recorder>, started: Instant, done: Arc<Notify>) {
     let tty = std::io::stderr().is_terminal();
     let mut last = 0;
@@ -177,10 +178,11 @@ async fn progress(name: String, recorder: Arc<Recorder>, started: Instant, done:
         };
         let (requests, ok) = recorder.counts();
         print(format!(
-            "[{name}] {:5.1}s  {requests} requests ({}/s)  {ok} ok  {} errors",
+            "[{name}] {:5.1}s  {requests} requests ({}/s)  {ok} ok  {} errors  slowest {:.1} ms",
             started.elapsed().as_secs_f64(),
             requests - last,
             requests - ok,
+            recorder.take_slowest().as_secs_f64() * 1e3,
         ));
         last = requests;
         if finished {

@@ -82,11 +82,15 @@ pub struct Recorder {
     tally: Mutex<Tally>,
     requests: AtomicU64,
     ok: AtomicU64,
+    /// The slowest request since the progress line last read it, in µs: a
+    /// stall shows in the second it happened, not only in the final p99.
+    slowest: AtomicU64,
 }
 
 impl Recorder {
     pub fn record(&self, latency: Duration, outcome: Result<Outcome, Failure>) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.slowest.fetch_max(micros(latency), Ordering::Relaxed);
         if outcome.is_ok() {
             self.ok.fetch_add(1, Ordering::Relaxed);
         }
@@ -99,6 +103,11 @@ impl Recorder {
     /// (requests, successes) so far.
     pub fn counts(&self) -> (u64, u64) {
         (self.requests.load(Ordering::Relaxed), self.ok.load(Ordering::Relaxed))
+    }
+
+    /// The slowest request since the last call, and resets it.
+    pub fn take_slowest(&self) -> Duration {
+        Duration::from_micros(self.slowest.swap(0, Ordering::Relaxed))
     }
 
     pub fn take(&self) -> Tally {
@@ -128,5 +137,21 @@ mod tests {
         assert_eq!(t.latency.len(), 2);
         assert!(t.latency.max() >= 4000 && t.latency.max() < 4100, "{}", t.latency.max());
         assert_eq!(t.vigil.len(), 1);
+    }
+
+    #[test]
+    fn the_slowest_request_is_read_once_per_progress_line() {
+        let r = Recorder::default();
+        r.record(Duration::from_millis(3), Ok(Outcome::default()));
+        r.record(Duration::from_millis(70), Err(Failure::new("timeout")));
+        r.record(Duration::from_millis(5), Ok(Outcome::default()));
+        assert_eq!(
+            r.take_slowest(),
+            Duration::from_millis(70),
+            "failures count too: a stall is a stall"
+        );
+        assert_eq!(r.take_slowest(), Duration::ZERO, "each line reports its own second");
+        r.record(Duration::from_millis(9), Ok(Outcome::default()));
+        assert_eq!(r.take_slowest(), Duration::from_millis(9));
     }
 }

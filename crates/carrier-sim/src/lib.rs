@@ -74,6 +74,13 @@ pub async fn serve(
     let state = SimState::new(cfg)?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, account_sid = %state.config().account_sid, "carrier simulator listening");
+    // TCP_NODELAY, as a carrier's front end has: the simulator must not add
+    // Nagle's delays to what the benchmark measures.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set on an accepted connection");
+        }
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;

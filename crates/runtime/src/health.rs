@@ -36,7 +36,21 @@ async fn readyz(State(state): State<HealthState>) -> (StatusCode, String) {
 
 /// Serves `router` (health routes merged in by the caller, or alone) until shutdown.
 pub async fn serve_health(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    axum::serve(without_delay(listener), router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// `listener` with TCP_NODELAY on every connection it accepts (axum leaves
+/// Nagle's algorithm on): a response written in more than one piece would
+/// otherwise wait for the client's delayed ACK, up to 40 ms on Linux.
+pub fn without_delay(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set on an accepted connection");
+        }
+    })
 }
