@@ -512,8 +512,8 @@ impl Service {
         let moved = store::settle_answer(&mut tx, row.id, &attempt, answered.wrong, end, &events.rows(), now).await?;
         let response = answered.reply;
         tx.commit().await?;
-        // The answer is in this reply; its end's event and usage are for
-        // billing and watchers, which may wait for the relay's next batch.
+        // The answer is in this reply; its end's event is for watchers
+        // (WatchAuth), which may wait for the relay's next batch.
         self.outbox.notify_unhurried();
         if let Some((state, reason)) = answered.end
             && moved
