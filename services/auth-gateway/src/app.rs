@@ -140,8 +140,8 @@ pub async fn run(
     tracing::info!(addr = %grpc.local_addr()?, max_in_flight = gateway.logins.available_permits(), "auth gateway ready");
     // TcpIncoming::from leaves Nagle's algorithm on (the server's own
     // tcp_nodelay setting only applies to sockets it binds itself): a
-    // reply's HEADERS, DATA and trailers then waited for the agent's
-    // delayed ACK, up to 40 ms, on about one login in a hundred.
+    // reply written in pieces (HEADERS, DATA, trailers) could wait for the
+    // agent's delayed ACK, up to 40 ms on Linux.
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
