@@ -19,12 +19,8 @@ async fn outbox_rows(pool: &PgPool) -> anyhow::Result<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_stay_in_the_outbox_until_jetstream_takes_them() -> anyhow::Result<()> {
-    init_test_logging();
-    let nats = NatsServer::start().await?;
-    let pg = PgServer::start().await?;
-    let pool = PgPool::connect(&pg.create_database("vigil_relay").await?).await?;
-    vigil_bus::schema::install(&pool).await?;
-    let js = jetstream::new(async_nats::connect(nats.url()).await?);
+    let (_nats, _pg, pool, client) = stack().await?;
+    let js = jetstream::new(client);
 
     let outbox = Outbox::new();
     let mut tx = pool.begin().await?;
@@ -43,13 +39,7 @@ async fn events_stay_in_the_outbox_until_jetstream_takes_them() -> anyhow::Resul
     assert!(relay.drain().await.is_err(), "a publish nobody took counted as relayed");
     assert_eq!(outbox_rows(&pool).await?, EVENTS as i64);
 
-    let stream = js
-        .create_stream(jetstream::stream::Config {
-            name: "TEST_RELAY".to_owned(),
-            subjects: vec![subjects::DELIVERY_STATUS.to_owned()],
-            ..Default::default()
-        })
-        .await?;
+    let stream = delivery_stream(&js).await?;
     relay.drain().await?;
     assert_eq!(outbox_rows(&pool).await?, 0, "relayed rows are deleted");
     relay.drain().await?;
