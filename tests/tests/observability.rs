@@ -89,7 +89,9 @@ async fn an_sms_login_shows_in_every_services_metrics() {
     approve_with_the_sms_code(&stack, &mut acme, phone, challenge_id).await;
 
     let sms_approved: Labels = &[("factor", "sms"), ("state", "approved")];
-    let once: [(&str, &str, Labels); 8] = [
+    let start: Labels = &[("subject", "vigil.rpc.challenge.start")];
+    let verify: Labels = &[("subject", "vigil.rpc.challenge.verify")];
+    let once: [(&str, &str, Labels); 16] = [
         // auth-gateway: one decision per answer, by reason.
         (
             "auth-gateway",
@@ -101,6 +103,24 @@ async fn an_sms_login_shows_in_every_services_metrics() {
             "vigil_decisions_total",
             &[("api", "grpc"), ("decision", "allow"), ("reason", "approved")],
         ),
+        // Each hop of both calls timed: the gateway's answer, its request
+        // to the challenge service, and that service's wait and work.
+        (
+            "auth-gateway",
+            "vigil_gateway_request_seconds_count",
+            &[("api", "grpc"), ("method", "Authenticate")],
+        ),
+        (
+            "auth-gateway",
+            "vigil_gateway_request_seconds_count",
+            &[("api", "grpc"), ("method", "VerifyPasscode")],
+        ),
+        ("auth-gateway", "vigil_rpc_call_seconds_count", start),
+        ("auth-gateway", "vigil_rpc_call_seconds_count", verify),
+        ("challenge", "vigil_rpc_queued_seconds_count", start),
+        ("challenge", "vigil_rpc_handler_seconds_count", start),
+        ("challenge", "vigil_rpc_queued_seconds_count", verify),
+        ("challenge", "vigil_rpc_handler_seconds_count", verify),
         // challenge: the outcome and its latency, by factor.
         ("challenge", "vigil_challenge_outcomes_total", sms_approved),
         ("challenge", "vigil_challenge_duration_seconds_count", sms_approved),
@@ -136,6 +156,18 @@ async fn an_sms_login_shows_in_every_services_metrics() {
         sample(&text, "vigil_challenge_duration_seconds_bucket", &within_a_minute),
         Some(1.0),
         "a histogram with buckets, not a summary:\n{text}"
+    );
+    // A hop takes milliseconds: its buckets must tell 1 ms from 5 ms.
+    let start_within_5ms = [("subject", "vigil.rpc.challenge.start"), ("le", "0.005")];
+    assert!(
+        sample(&text, "vigil_rpc_handler_seconds_bucket", &start_within_5ms).is_some(),
+        "hop histograms have millisecond buckets:\n{text}"
+    );
+    let text = stack.metrics("auth-gateway").await.unwrap();
+    assert_eq!(
+        sample(&text, "vigil_gateway_agent_check_seconds_count", &[]),
+        Some(2.0),
+        "both calls' agent checks timed:\n{text}"
     );
 
     // Every durable consumer reports its lag; every outbox its backlog.

@@ -6,11 +6,15 @@
 //! whose caller has already given up instead of spending work on it, and
 //! runs at most a bounded number of handlers at once, so an overload sheds
 //! work rather than piling it up.
+//!
+//! Both ends time each request (`vigil_rpc_call_seconds` at the caller,
+//! `vigil_rpc_queued_seconds` and `vigil_rpc_handler_seconds` at the server),
+//! so a slow answer shows where it waited.
 
 use std::{
     future::Future,
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use async_nats::{Client, HeaderMap};
@@ -103,8 +107,11 @@ pub async fn call<Req: Message, Rep: Message + Default>(
         .payload(request.encode_to_vec().into())
         .headers(headers)
         .timeout(Some(timeout));
-    let reply = tokio::time::timeout(timeout, client.send_request(subject, nats_request))
-        .await
+    let asked = Instant::now();
+    let reply = tokio::time::timeout(timeout, client.send_request(subject, nats_request)).await;
+    // Every outcome counts: a tail made of timeouts is still the tail.
+    metrics::histogram!("vigil_rpc_call_seconds", "subject" => subject).record(asked.elapsed());
+    let reply = reply
         .map_err(|_| CallError::TimedOut(timeout))?
         .map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => CallError::NoResponders(subject),
@@ -183,6 +190,7 @@ where
             () = shutdown.cancelled() => None,
         };
         let Some(message) = message else { break };
+        let received = Instant::now();
         let Some(reply_to) = message.reply.clone() else {
             tracing::warn!(subject, "request without a reply subject; dropped");
             continue;
@@ -216,10 +224,16 @@ where
                     expired(subject, "before its handler started");
                     return;
                 }
+                let started = Instant::now();
+                // Together with the caller's `vigil_rpc_call_seconds`, these
+                // split a slow answer into the bus, the wait and the work.
+                metrics::histogram!("vigil_rpc_queued_seconds", "subject" => subject)
+                    .record(started.duration_since(received));
                 let reply = match Req::decode(message.payload) {
                     Ok(request) => handler(request).await,
                     Err(e) => Rep::from_error("invalid_argument", format!("malformed request: {e}")),
                 };
+                metrics::histogram!("vigil_rpc_handler_seconds", "subject" => subject).record(started.elapsed());
                 if let Err(error) = client.publish(reply_to, reply.encode_to_vec().into()).await {
                     tracing::warn!(error = %error, "could not send reply");
                 }

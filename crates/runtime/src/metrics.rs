@@ -7,10 +7,11 @@ use std::sync::OnceLock;
 use axum::{Router, http::header, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Latency buckets (seconds) for every `*_seconds` histogram: from a typed
-/// code (well under a second) to a phone call answered late (minutes).
+/// Latency buckets (seconds) for every `*_seconds` histogram: from one hop
+/// of a login (a millisecond or two) through a typed code (well under a
+/// second) to a phone call answered late (minutes).
 const SECONDS_BUCKETS: &[f64] = &[
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

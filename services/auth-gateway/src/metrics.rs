@@ -23,3 +23,30 @@ pub fn decision(api: &'static str, decision: Decision, reason: Reason) {
 pub fn shed(api: &'static str) {
     metrics::counter!("vigil_gateway_shed_total", "api" => api).increment(1);
 }
+
+/// Times one agent request from its handler's start to its answer, into
+/// `vigil_gateway_request_seconds{api, method}` when dropped (so an early
+/// `?` return counts too). Against the agent's own clock the difference is
+/// the transport; against `vigil_rpc_call_seconds` it is the gateway's part.
+pub struct RequestTimer {
+    api: &'static str,
+    method: &'static str,
+    began: std::time::Instant,
+}
+
+impl RequestTimer {
+    pub fn start(api: &'static str, method: &'static str) -> Self {
+        Self {
+            api,
+            method,
+            began: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        metrics::histogram!("vigil_gateway_request_seconds", "api" => self.api, "method" => self.method)
+            .record(self.began.elapsed());
+    }
+}

@@ -111,6 +111,7 @@ fn reply_text(verdict: &str, reason: Reason, message: &str) -> String {
 
 #[tracing::instrument(skip_all, fields(client = %request.client().id, source = %request.source(), agent_id, reason))]
 async fn answer(gateway: &Gateway, registry: &Registry, request: Request) -> Response {
+    let _timer = crate::metrics::RequestTimer::start("radius", "Access-Request");
     // Removed between the packet's check and now: nobody to decide for.
     let Some(client) = registry.entry(&request.client().id) else {
         return Answer::reject(Reason::Unavailable, "this RADIUS client is no longer registered").into_response();
