@@ -2,7 +2,7 @@
 //! passcode (with lockout), status, and the one way a challenge ends.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 use vigil_core::{ChallengeId, DeliveryId, PhoneNumber, UserId, Username};
 use vigil_proto::{
@@ -38,21 +38,18 @@ impl Service {
         let Ok(username) = Username::parse(&req.username) else {
             return Ok(deny(Reason::InvalidRequest, "the username is not valid".into()));
         };
+        let mut conn = self.pool.acquire().await?;
         if !req.counted_by_preauth
             && let Some(message) = self
-                .rate_limited(ratelimit::Request {
-                    provider: &provider,
-                    username: username.as_str(),
-                    user_id: None,
-                    operation: "authenticate",
-                    policy: req.policy.as_ref(),
-                    challenge_id: None,
-                })
+                .rate_limited(
+                    &mut conn,
+                    ratelimit::Request::login(&provider, username.as_str(), "authenticate", req.policy.as_ref()),
+                )
                 .await?
         {
             return Ok(deny(Reason::RateLimited, message));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Connection::begin(&mut *conn).await?;
         let now = self.clock.now();
         let policy = req.policy.as_ref();
         // The user row is locked so that a bypass is used once.
@@ -445,17 +442,13 @@ impl Service {
             return Ok(not_found);
         };
         // The limits are counted before the transaction that locks the
-        // challenge: counting takes a connection of its own, and taking a
-        // second connection while holding one deadlocks the pool once as many
-        // verifications run at once as it has connections.
-        let peeked = {
-            let mut conn = self.pool.acquire().await?;
-            store::peek_challenge(&mut conn, &provider, challenge_id.as_uuid()).await?
-        };
+        // challenge, on the same connection: the counters commit on their own.
+        let mut conn = self.pool.acquire().await?;
+        let peeked = store::peek_challenge(&mut conn, &provider, challenge_id.as_uuid()).await?;
         let Some((peeked, username)) = peeked else {
             return Ok(not_found);
         };
-        if let Some((message, remaining)) = self.verify_rate_limited(&req, &peeked, &username).await? {
+        if let Some((message, remaining)) = self.verify_rate_limited(&mut conn, &req, &peeked, &username).await? {
             return Ok(reply(
                 Decision::Deny,
                 Reason::RateLimited,
@@ -464,7 +457,7 @@ impl Service {
                 remaining,
             ));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Connection::begin(&mut *conn).await?;
         let Some(store::Verification {
             challenge: row,
             user,

@@ -196,16 +196,13 @@ impl Service {
                 ..Default::default()
             });
         };
+        let mut conn = self.pool.acquire().await?;
         if !req.dry_run
             && let Some(message) = self
-                .rate_limited(ratelimit::Request {
-                    provider: &provider,
-                    username: username.as_str(),
-                    user_id: None,
-                    operation: "preauth",
-                    policy: req.policy.as_ref(),
-                    challenge_id: None,
-                })
+                .rate_limited(
+                    &mut conn,
+                    ratelimit::Request::login(&provider, username.as_str(), "preauth", req.policy.as_ref()),
+                )
                 .await?
         {
             return Ok(rpc::PreauthReply {
@@ -216,7 +213,6 @@ impl Service {
             });
         }
         let now = self.clock.now();
-        let mut conn = self.pool.acquire().await?;
         let facts = gather(&mut conn, &provider, &username, req.policy.as_ref(), false).await?;
         let verdict = policy::decide(facts.user_facts.as_ref(), facts.login, now);
         if !req.dry_run {

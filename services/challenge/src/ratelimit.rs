@@ -195,12 +195,39 @@ pub(crate) struct Request<'a> {
     pub challenge_id: Option<Uuid>,
 }
 
+impl<'a> Request<'a> {
+    /// A login's first question (preauth, authenticate): the user is known
+    /// by name only and no challenge exists yet.
+    pub fn login(
+        provider: &'a str,
+        username: &'a str,
+        operation: &'a str,
+        policy: Option<&'a rpc::PolicyContext>,
+    ) -> Self {
+        Self {
+            provider,
+            username,
+            user_id: None,
+            operation,
+            policy,
+            challenge_id: None,
+        }
+    }
+}
+
 impl Service {
     /// Counts `request` against its user's and its agent's limits. Over
     /// either, the deny is recorded like every decision and its message
-    /// returned. The counters commit on their own: a request that later
-    /// fails still counted.
-    pub(crate) async fn rate_limited(&self, request: Request<'_>) -> Result<Option<String>, ServiceError> {
+    /// returned. The counters commit on their own (`conn` must not be in a
+    /// transaction): a request that later fails still counted, and the
+    /// agent's counter, which all its logins share, is never held locked
+    /// for the length of a login's transaction. The caller goes on with the
+    /// same connection, so a login takes one from the pool, not two.
+    pub(crate) async fn rate_limited(
+        &self,
+        conn: &mut PgConnection,
+        request: Request<'_>,
+    ) -> Result<Option<String>, ServiceError> {
         let now = self.clock.now();
         let agent = request.policy.map_or("", |p| p.agent_id.as_str());
         let keys = [
@@ -219,12 +246,11 @@ impl Service {
                 self.limits.agent,
             ),
         ];
-        let mut conn = self.pool.acquire().await?;
-        let Some(limited) = hit(&mut conn, &keys, now).await? else {
+        let Some(limited) = hit(conn, &keys, now).await? else {
             return Ok(None);
         };
         login::record(
-            &mut conn,
+            conn,
             request.provider,
             request.username,
             request.user_id,
@@ -249,6 +275,7 @@ impl Service {
     /// refused request is not one).
     pub(crate) async fn verify_rate_limited(
         &self,
+        conn: &mut PgConnection,
         req: &rpc::VerifyRequest,
         row: &crate::store::ChallengeRow,
         username: &str,
@@ -259,14 +286,17 @@ impl Service {
             ..Default::default()
         };
         let Some(message) = self
-            .rate_limited(Request {
-                provider: &row.provider_id,
-                username,
-                user_id: Some(row.user_id),
-                operation: "verify",
-                policy: Some(&context),
-                challenge_id: Some(row.id),
-            })
+            .rate_limited(
+                conn,
+                Request {
+                    provider: &row.provider_id,
+                    username,
+                    user_id: Some(row.user_id),
+                    operation: "verify",
+                    policy: Some(&context),
+                    challenge_id: Some(row.id),
+                },
+            )
             .await?
         else {
             return Ok(None);
