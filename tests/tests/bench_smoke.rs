@@ -84,6 +84,9 @@ async fn every_scenario_runs_and_succeeds_against_a_stack() {
     for (name, pid) in pids {
         command.arg("--pid").arg(format!("{name}={pid}"));
     }
+    for (name, base) in &stack.http_urls {
+        command.arg("--metrics").arg(format!("{name}={base}/metrics"));
+    }
     let output = tokio::time::timeout(Duration::from_secs(300), command.output())
         .await
         .expect("vigil-bench finishes")
@@ -122,4 +125,18 @@ async fn every_scenario_runs_and_succeeds_against_a_stack() {
         assert!(stdout.contains(&format!("  {name} ")), "{name} watched\n{context}");
     }
     assert!(stdout.contains("cpu ms/ok"), "CPU per success shown\n{context}");
+    // Each scenario's hops, from the services' own histograms: the gateway's
+    // answer and the challenge service's work on it.
+    assert_eq!(
+        stdout.matches("  hops (the services' histograms)").count(),
+        5,
+        "every scenario splits its time into hops\n{context}"
+    );
+    for hop in [
+        "auth-gateway vigil_gateway_request_seconds{api=\"grpc\",method=\"Authenticate\"}",
+        "auth-gateway vigil_gateway_request_seconds{api=\"radius\",method=\"Access-Request\"}",
+        "challenge vigil_rpc_handler_seconds{subject=\"vigil.rpc.challenge.start\"}",
+    ] {
+        assert!(stdout.contains(hop), "{hop} shown\n{context}");
+    }
 }

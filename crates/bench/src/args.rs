@@ -94,6 +94,11 @@ pub struct Args {
     /// A service process to watch, found by executable name; must match one process.
     #[arg(long = "process")]
     pub processes: Vec<String>,
+    /// A service's Prometheus endpoint, NAME=URL (repeatable, or comma
+    /// separated in the variable): its latency histograms, read before and
+    /// after each scenario, show which hop the time went to.
+    #[arg(long = "metrics", env = "VIGIL_BENCH_METRICS", value_delimiter = ',', value_parser = parse_metrics)]
+    pub metrics: Vec<(String, String)>,
 
     /// How long each scenario runs (e.g. 20s, 2m, 500ms).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
@@ -214,6 +219,14 @@ fn parse_pid(s: &str) -> Result<(String, u32), String> {
     let (name, pid) = s.split_once('=').ok_or("expected NAME=PID")?;
     let pid = pid.trim().parse().map_err(|_| format!("{pid:?} is not a process id"))?;
     Ok((name.trim().to_owned(), pid))
+}
+
+fn parse_metrics(s: &str) -> Result<(String, String), String> {
+    let (name, url) = s.split_once('=').ok_or("expected NAME=URL")?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("{url:?} is not an http(s) URL"));
+    }
+    Ok((name.trim().to_owned(), url.trim().to_owned()))
 }
 
 /// `250ms`, `20s`, `2m`, or plain seconds.

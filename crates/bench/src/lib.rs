@@ -8,6 +8,7 @@
 pub mod args;
 pub mod ceiling;
 pub mod driver;
+pub mod hops;
 pub mod procs;
 pub mod report;
 pub mod scenarios;
@@ -49,6 +50,11 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<ScenarioReport>> {
         }
     }
     let monitor = Monitor::start(watched, args.sample_every, args.rss_every);
+    let metrics = hops::Metrics::new(args.metrics.clone());
+    let watch = Watch {
+        monitor: &monitor,
+        metrics: &metrics,
+    };
     println!("{}", report::processes("idle (MiB)", &monitor.usage(), None));
 
     let ceilings = measure_ceilings(&args).await?;
@@ -82,7 +88,7 @@ pub async fn run(args: Args) -> anyhow::Result<Vec<ScenarioReport>> {
     };
     let mut reports = Vec::new();
     for name in args.scenarios.clone() {
-        let report = run_scenario(&args, &tenant, &monitor, name, load).await?;
+        let report = run_scenario(&args, &tenant, &watch, name, load).await?;
         println!("{}", report::scenario(&report, &ceilings));
         reports.push(report);
     }
@@ -135,10 +141,16 @@ async fn totp_users(tenant: &Tenant, prefix: &str, count: usize) -> anyhow::Resu
         .collect())
 }
 
+/// What is read besides the requests: the processes, and the services' metrics.
+struct Watch<'a> {
+    monitor: &'a Monitor,
+    metrics: &'a hops::Metrics,
+}
+
 async fn run_scenario(
     args: &Args,
     tenant: &Arc<Tenant>,
-    monitor: &Monitor,
+    watch: &Watch<'_>,
     name: ScenarioName,
     load: Load,
 ) -> anyhow::Result<ScenarioReport> {
@@ -169,7 +181,7 @@ async fn run_scenario(
                 totp_users(tenant, "totp", users).await?,
                 args.one_call,
             );
-            measure(label, s, |s| &s.pool, monitor, load, bounds, setup).await
+            measure(label, s, |s| &s.pool, watch, load, bounds, setup).await
         }
         ScenarioName::Deny => {
             let s = Deny::new(
@@ -178,7 +190,7 @@ async fn run_scenario(
                 args.deny_per_user,
                 args.one_call,
             );
-            measure(label, s, |s| &s.pool, monitor, load, bounds, setup).await
+            measure(label, s, |s| &s.pool, watch, load, bounds, setup).await
         }
         ScenarioName::Radius => {
             let server = resolve(&args.radius).await?;
@@ -188,7 +200,7 @@ async fn run_scenario(
             )?;
             scenarios::radius::use_directory(tenant, directory, &args.ldap_bind_dn_template).await?;
             let s = Radius::register(tenant, totp_users(tenant, "radius", users).await?, server, sources).await?;
-            measure(label, s, |s| &s.pool, monitor, load, bounds, setup).await
+            measure(label, s, |s| &s.pool, watch, load, bounds, setup).await
         }
         ScenarioName::Sms => {
             let created = tenant.create_users("sms", users, false).await?;
@@ -199,7 +211,7 @@ async fn run_scenario(
                 args.sms_poll,
                 args.logins_per_user(),
             );
-            measure(label, s, |s| &s.pool, monitor, load, bounds, setup).await
+            measure(label, s, |s| &s.pool, watch, load, bounds, setup).await
         }
         ScenarioName::Push => {
             let created = tenant.create_users("push", users, false).await?;
@@ -210,7 +222,7 @@ async fn run_scenario(
                 args.sim_delay,
                 args.logins_per_user(),
             );
-            measure(label, s, |s| &s.pool, monitor, load, bounds, setup).await
+            measure(label, s, |s| &s.pool, watch, load, bounds, setup).await
         }
     };
     Ok(report)
@@ -220,7 +232,7 @@ async fn measure<S: Scenario, U>(
     name: &str,
     scenario: S,
     pool: impl Fn(&S) -> &Pool<U>,
-    monitor: &Monitor,
+    watch: &Watch<'_>,
     load: Load,
     bounds: Bounds,
     setup: Instant,
@@ -228,16 +240,21 @@ async fn measure<S: Scenario, U>(
     let users = pool(&scenario).len();
     eprintln!("[{name}] set up in {}", report::duration(setup.elapsed()));
     let scenario = Arc::new(scenario);
+    let Watch { monitor, metrics } = watch;
+    let before = metrics.snapshot().await;
     monitor.mark();
     let run = driver::run(name, Arc::clone(&scenario), load, bounds).await;
+    let usage = monitor.usage();
+    let hops = hops::between(&before, &metrics.snapshot().await);
     ScenarioReport {
         name: name.to_owned(),
         load,
         users,
         user_waits: pool(&scenario).waits.load(std::sync::atomic::Ordering::Relaxed),
         run,
-        usage: monitor.usage(),
+        usage,
         timeline: monitor.timeline(),
+        hops,
     }
 }
 

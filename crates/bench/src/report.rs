@@ -24,6 +24,8 @@ pub struct ScenarioReport {
     pub usage: Vec<Usage>,
     /// Process names, and their resident sets every --rss-every.
     pub timeline: (Vec<String>, Vec<Point>),
+    /// The services' own latency histograms over the run (`--metrics`).
+    pub hops: Vec<crate::hops::Hop>,
 }
 
 impl ScenarioReport {
@@ -163,6 +165,7 @@ pub fn scenario(r: &ScenarioReport, ceilings: &Ceilings) -> String {
         );
     }
     out.push_str(&processes("process (MiB)", &r.usage, Some(t.ok)));
+    out.push_str(&crate::hops::report(&r.hops));
     out.push_str(&timeline(&r.timeline.0, &r.timeline.1));
     out
 }
