@@ -39,8 +39,40 @@ pub fn load_config_from<T: Serialize + DeserializeOwned + Default>(
     figment.extract_lossy().map_err(|e| ConfigError(e.to_string()))
 }
 
+/// Database connections a service's pool keeps at most unless
+/// `VIGIL_DATABASE_MAX_CONNECTIONS` says otherwise. A login holds one for a
+/// few round trips, and a pool hands its connections out in turn, so a
+/// larger pool only spreads the same work over more PostgreSQL processes: at
+/// 700 logins/s on the 2-core benchmark box, 8 used 6% less CPU per login
+/// than 20 (BENCHMARKS.md).
+pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 8;
+
+/// Refuses a pool of no connections, which would answer no login.
+pub fn check_database_max_connections(max: u32) -> Result<(), ConfigError> {
+    if max == 0 {
+        return Err(ConfigError::new("VIGIL_DATABASE_MAX_CONNECTIONS must be at least 1"));
+    }
+    Ok(())
+}
+
 /// `serialize_with` for secrets: the defaults layer never carries a secret,
 /// and nothing that serialises a config can print one.
 pub fn serialize_redacted<S: serde::Serializer, T>(_: &T, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_needs_a_connection() {
+        assert!(check_database_max_connections(DEFAULT_DATABASE_MAX_CONNECTIONS).is_ok());
+        assert!(check_database_max_connections(1).is_ok());
+        let refused = check_database_max_connections(0).err().map(|e| e.to_string());
+        assert!(
+            refused.is_some_and(|e| e.contains("VIGIL_DATABASE_MAX_CONNECTIONS")),
+            "a pool of no connections would answer no login"
+        );
+    }
 }

@@ -60,7 +60,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let pool = vigil_runtime::connect_postgres(&config.database_url, 20, Duration::from_secs(30)).await?;
+    let pool = vigil_runtime::connect_postgres(
+        &config.database_url,
+        config.database_max_connections,
+        Duration::from_secs(30),
+    )
+    .await?;
     sqlx::migrate!().run(&pool).await.context("running migrations")?;
     vigil_bus::schema::install(&pool).await?;
     if vigil_runtime::migrate_only() {

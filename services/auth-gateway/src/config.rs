@@ -13,6 +13,9 @@ pub struct Config {
     pub http_addr: String,
     /// This service's own database (`VIGIL_DATABASE_URL`).
     pub database_url: String,
+    /// Connections the service keeps to it at most
+    /// (`VIGIL_DATABASE_MAX_CONNECTIONS`; see [`vigil_runtime::config::DEFAULT_DATABASE_MAX_CONNECTIONS`]).
+    pub database_max_connections: u32,
     /// `VIGIL_NATS_URL`.
     pub nats_url: String,
     /// JetStream replicas for the streams this service declares.
@@ -59,6 +62,7 @@ impl Default for Config {
             grpc_addr: "127.0.0.1:50051".into(),
             http_addr: "127.0.0.1:8081".into(),
             database_url: "postgres://postgres@127.0.0.1:5432/vigil_gateway".into(),
+            database_max_connections: vigil_runtime::config::DEFAULT_DATABASE_MAX_CONNECTIONS,
             nats_url: "nats://127.0.0.1:4222".into(),
             stream_replicas: 1,
             admin_token: SecretString::from(""),
@@ -98,6 +102,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        vigil_runtime::config::check_database_max_connections(self.database_max_connections)?;
         if self.admin_token.expose_secret().len() < 16 {
             return Err(ConfigError::new(
                 "VIGIL_ADMIN_TOKEN must be set to at least 16 characters",

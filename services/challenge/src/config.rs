@@ -10,6 +10,9 @@ pub struct Config {
     pub http_addr: String,
     /// This service's own database (`VIGIL_DATABASE_URL`).
     pub database_url: String,
+    /// Connections the service keeps to it at most
+    /// (`VIGIL_DATABASE_MAX_CONNECTIONS`; see [`vigil_runtime::config::DEFAULT_DATABASE_MAX_CONNECTIONS`]).
+    pub database_max_connections: u32,
     /// `VIGIL_NATS_URL`.
     pub nats_url: String,
     /// JetStream replicas for the streams this service declares.
@@ -63,6 +66,7 @@ impl Default for Config {
         Self {
             http_addr: "127.0.0.1:8082".into(),
             database_url: "postgres://postgres@127.0.0.1:5432/vigil_challenge".into(),
+            database_max_connections: vigil_runtime::config::DEFAULT_DATABASE_MAX_CONNECTIONS,
             nats_url: "nats://127.0.0.1:4222".into(),
             stream_replicas: 1,
             challenge_lifetime_secs: 120,
@@ -111,6 +115,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        vigil_runtime::config::check_database_max_connections(self.database_max_connections)?;
         self.keyring()?;
         if self.rpc_max_in_flight == 0 || self.rpc_max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
             return Err(ConfigError::new(format!(
