@@ -169,6 +169,12 @@ async fn an_sms_login_shows_in_every_services_metrics() {
         Some(2.0),
         "both calls' agent checks timed:\n{text}"
     );
+    // The wait for a pooled connection, on both login paths of both services.
+    for service in ["auth-gateway", "challenge"] {
+        let text = stack.metrics(service).await.unwrap();
+        let waits = sample(&text, "vigil_db_acquire_seconds_count", &[]).unwrap_or_default();
+        assert!(waits >= 2.0, "{service}: {waits} connection waits timed:\n{text}");
+    }
 
     // Every durable consumer reports its lag; every outbox its backlog.
     for (service, durable) in [

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{PgPool, Postgres, pool::PoolConnection, postgres::PgPoolOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -30,6 +30,17 @@ pub async fn connect_postgres(url: &str, max_connections: u32, patience: Duratio
             }
         }
     }
+}
+
+/// A connection from `pool`, the wait for it timed in
+/// `vigil_db_acquire_seconds`: a login held up by a busy pool shows there,
+/// not as a slow statement. (The time includes sqlx's ping of the
+/// connection it hands out.)
+pub async fn acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    let asked = std::time::Instant::now();
+    let connection = pool.acquire().await;
+    metrics::histogram!("vigil_db_acquire_seconds").record(asked.elapsed());
+    connection
 }
 
 pub async fn connect_nats(url: &str, name: &str) -> Result<async_nats::Client, ConnectError> {

@@ -10,7 +10,7 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use config::{ConfigError, load_config, load_config_from};
-pub use connect::{ConnectError, connect_nats, connect_postgres};
+pub use connect::{ConnectError, acquire, connect_nats, connect_postgres};
 pub use health::{HealthState, serve_health};
 pub use shutdown::shutdown_on_signal;
 

@@ -212,7 +212,7 @@ pub async fn authenticate_agent(
             Refusal::Refused(why) => refused(&why),
         },
     )?;
-    let mut conn = gateway.pool.acquire().await?;
+    let mut conn = vigil_runtime::acquire(&gateway.pool).await?;
     match store::spend_nonce(&mut conn, agent.row.id, &presented.nonce, now).await? {
         store::NonceSpent::Fresh => Ok(agent.identity.clone()),
         store::NonceSpent::Replayed => Err(refused("nonce replayed")),

@@ -38,7 +38,7 @@ impl Service {
         let Ok(username) = Username::parse(&req.username) else {
             return Ok(deny(Reason::InvalidRequest, "the username is not valid".into()));
         };
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = vigil_runtime::acquire(&self.pool).await?;
         if !req.counted_by_preauth
             && let Some(message) = self
                 .rate_limited(
@@ -443,7 +443,7 @@ impl Service {
         };
         // The limits are counted before the transaction that locks the
         // challenge, on the same connection: the counters commit on their own.
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = vigil_runtime::acquire(&self.pool).await?;
         let peeked = store::peek_challenge(&mut conn, &provider, challenge_id.as_uuid()).await?;
         let Some((peeked, username)) = peeked else {
             return Ok(not_found);

@@ -196,7 +196,7 @@ impl Service {
                 ..Default::default()
             });
         };
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = vigil_runtime::acquire(&self.pool).await?;
         if !req.dry_run
             && let Some(message) = self
                 .rate_limited(
