@@ -320,6 +320,15 @@ impl Stack {
         .await
     }
 
+    /// How many events of type `E` `stream` holds.
+    pub async fn count_events<E: vigil_bus::Event>(&self, stream: &str) -> anyhow::Result<usize> {
+        use futures::TryStreamExt as _;
+        let js = async_nats::jetstream::new(async_nats::connect(self.nats.url()).await?);
+        let stream = js.get_stream(stream).await?;
+        let counts: Vec<(String, usize)> = stream.info_with_subjects(E::SUBJECT).await?.try_collect().await?;
+        Ok(counts.into_iter().map(|(_, n)| n).sum())
+    }
+
     /// Waits for an event of type `E` in `stream` that `wanted` accepts to be
     /// the newest on its subject: one a service published through its outbox.
     pub async fn wait_event<E: vigil_bus::Event>(

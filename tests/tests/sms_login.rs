@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant};
+use vigil_proto::events::ChallengeDelivered;
 use vigil_proto::v1::{
     AuthStatus, AuthenticateRequest, ChallengeState, Decision, Factor, GetAuthStatusRequest, Reason,
     VerifyPasscodeRequest,
@@ -61,21 +62,37 @@ async fn state_after_delivery(agent: &mut AgentClient, challenge_id: &str) -> an
     Ok(shown)
 }
 
-/// Many SMS at once: their delivery reports reach the challenge service
-/// together (each applied in a transaction of its own, which a batched
-/// version once changed); every challenge still moves on.
 /// Publishes delivery reports for `challenge_id` as telephony would, and
 /// waits until the challenge service has handled them.
 async fn late_reports(stack: &Stack, provider_id: &str, challenge_id: &str) -> anyhow::Result<()> {
+    use vigil_proto::events::DeliveryState;
+    reports(
+        stack,
+        provider_id,
+        challenge_id,
+        &[DeliveryState::Sent, DeliveryState::Delivered, DeliveryState::Failed],
+    )
+    .await
+}
+
+/// Publishes one delivery report per entry of `states` for `challenge_id`,
+/// each in an envelope of its own, and waits until the challenge service
+/// has handled them all.
+async fn reports(
+    stack: &Stack,
+    provider_id: &str,
+    challenge_id: &str,
+    states: &[vigil_proto::events::DeliveryState],
+) -> anyhow::Result<()> {
     use prost::Message as _;
     use vigil_bus::subjects;
-    use vigil_proto::events::{DeliveryState, DeliveryStatus};
+    use vigil_proto::events::DeliveryStatus;
 
     let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await?);
-    for state in [DeliveryState::Sent, DeliveryState::Delivered, DeliveryState::Failed] {
+    for state in states {
         let report = DeliveryStatus {
             challenge_id: challenge_id.to_owned(),
-            state: state as i32,
+            state: *state as i32,
             error: "late".to_owned(),
             ..Default::default()
         };
@@ -89,6 +106,45 @@ async fn late_reports(stack: &Stack, provider_id: &str, challenge_id: &str) -> a
         .await
 }
 
+/// Reports of one delivery handled side by side (the consumer runs several
+/// at once) move its challenge once and announce it once.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_reports_handled_at_once_announce_the_delivery_once() {
+    let stack = Stack::start(StackOptions {
+        // The carrier's own reports stay away: only the test's arrive.
+        env: vec![("carrier-sim", "VIGIL_SIM_STATUS_DELAY_MS", "600000".into())],
+        ..StackOptions::default()
+    })
+    .await
+    .expect("stack starts");
+    let mut acme = Tenant::create(&stack, "Acme").await.unwrap();
+    acme.add_user("alice", "+15550100077").await.unwrap();
+    let started = acme.agent.authenticate(sms("alice")).await.unwrap().into_inner();
+    assert_eq!(started.decision(), Decision::Challenge, "{started:?}");
+    let sent = [vigil_proto::events::DeliveryState::Sent; 16];
+    reports(&stack, &acme.provider_id, &started.challenge_id, &sent)
+        .await
+        .unwrap();
+    let status = status_of(&mut acme.agent, &started.challenge_id).await.unwrap();
+    assert_eq!(status.state(), ChallengeState::Delivered);
+    wait_until(Duration::from_secs(15), "the delivery announced", || async {
+        let n = stack.count_events::<ChallengeDelivered>("VIGIL_CHALLENGE").await?;
+        Ok((n >= 1).then_some(()))
+    })
+    .await
+    .unwrap();
+    // A moment for a second announcement, if any, to leave its outbox.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let announced = stack
+        .count_events::<ChallengeDelivered>("VIGIL_CHALLENGE")
+        .await
+        .unwrap();
+    assert_eq!(announced, 1, "one ChallengeDelivered for the challenge");
+}
+
+/// Many SMS at once: their delivery reports reach the challenge service
+/// together (each applied in a transaction of its own, which a batched
+/// version once changed); every challenge still moves on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_sms_logins_each_shows_delivered() {
     const LOGINS: usize = 30;

@@ -140,10 +140,26 @@ pub trait Handler: Send + Sync + 'static {
     /// transactions as it needs, and makes a repeat of an event harmless by
     /// itself (a sender whose tries must commit before and after each call
     /// out). The consumer then neither opens a transaction nor records the
-    /// envelope id, never batches, and hands [`Handler::handle`] a
-    /// connection outside any transaction: one connection per event instead
-    /// of a second one held idle in a transaction, and one commit fewer.
+    /// envelope id, never batches, and runs [`Handler::handle_alone`]:
+    /// connections outside any transaction, instead of a second one held
+    /// idle in a transaction, and one commit fewer.
     const COMMITS_ITSELF: bool = false;
+
+    /// How a handler that commits itself is run: by default on one
+    /// connection from `pool`, held for the whole event. A handler that
+    /// waits on something else between its transactions (a carrier's HTTP
+    /// API) takes connections from `pool` step by step instead, so a slow
+    /// call out holds none and the pool stays small.
+    fn handle_alone(
+        &self,
+        pool: &PgPool,
+        event: Received<'_>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            let mut connection = pool.acquire().await?;
+            self.handle(&mut connection, event).await
+        }
+    }
 }
 
 /// Consumes until `shutdown`, reconnecting after bus failures.
@@ -533,8 +549,7 @@ async fn handle_once<H: Handler>(
     event: &Event,
 ) -> Result<(), HandlerError> {
     if H::COMMITS_ITSELF {
-        let mut connection = pool.acquire().await?;
-        return handler.handle(&mut connection, event.received()).await;
+        return handler.handle_alone(pool, event.received()).await;
     }
     let mut tx = pool.begin().await?;
     let first_time =

@@ -43,32 +43,31 @@ impl Handler for DeliveryStatusHandler {
             return Ok(());
         }
         let now = self.0.clock.now();
-        let mut tx = connection.begin().await?;
-        let moved = if next == ChallengeState::Delivered {
-            let moved = store::transition(&mut tx, row.id, next, "ENROLLED", now).await?;
-            if moved {
-                // Agents watching the challenge see it move.
-                let event = ChallengeDelivered {
+        if next == ChallengeState::Delivered {
+            // Agents watching the challenge see it move: the event is
+            // written by the statement that moves it, if it moves.
+            let mut event = self.0.outbox.batch(&row.provider_id);
+            event
+                .push(&ChallengeDelivered {
                     challenge_id: ChallengeId::from_uuid(row.id).to_string(),
                     user_id: UserId::from_uuid(row.user_id).to_string(),
-                };
-                self.0
-                    .outbox
-                    .enqueue(&mut tx, &row.provider_id, &event)
-                    .await
-                    .map_err(|e| HandlerError::Retry(e.to_string()))?;
+                })
+                .map_err(|e| HandlerError::Retry(e.to_string()))?;
+            if store::transition_announcing(connection, row.id, next, "ENROLLED", now, &event.rows()).await? {
+                // Wake the relay for the event written here.
+                self.0.outbox.notify();
             }
-            moved
-        } else {
-            tracing::warn!(challenge_id = %status.challenge_id, error = %status.error, "delivery failed; challenge fails");
-            self.0
-                .complete(&mut tx, &row, next, Reason::DeliveryFailed, now)
-                .await
-                .map_err(|e| HandlerError::Retry(e.to_string()))?
-        };
+            return Ok(());
+        }
+        tracing::warn!(challenge_id = %status.challenge_id, error = %status.error, "delivery failed; challenge fails");
+        let mut tx = connection.begin().await?;
+        let moved = self
+            .0
+            .complete(&mut tx, &row, next, Reason::DeliveryFailed, now)
+            .await
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
         tx.commit().await?;
         if moved {
-            // Wake the relay for the event written here.
             self.0.outbox.notify();
         }
         Ok(())

@@ -303,19 +303,48 @@ pub async fn transition(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
+    let no_events = OutboxRows {
+        ids: &[],
+        subjects: &[],
+        envelopes: &[],
+        traceparent: None,
+    };
+    transition_announcing(conn, id, state, reason, now, &no_events).await
+}
+
+/// [`transition`] and, only if the challenge moved, its events, in one
+/// statement: outside a transaction, one round trip and one commit.
+pub async fn transition_announcing(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state: ChallengeState,
+    reason: &str,
+    now: DateTime<Utc>,
+    events: &OutboxRows<'_>,
+) -> Result<bool, sqlx::Error> {
     let completed_at = state.is_terminal().then_some(now);
-    let updated = sqlx::query(
-        "UPDATE challenges SET state = $2, reason = $3, completed_at = $4
-         WHERE id = $1 AND state IN ('pending', 'delivered') AND ($2 <> 'delivered' OR state = 'pending')",
+    sqlx::query_scalar(
+        "WITH moved AS ( \
+           UPDATE challenges SET state = $2, reason = $3, completed_at = $4 \
+           WHERE id = $1 AND state IN ('pending', 'delivered') AND ($2 <> 'delivered' OR state = 'pending') \
+           RETURNING id), \
+         announced AS ( \
+           INSERT INTO vigil_outbox (id, subject, envelope, traceparent) \
+           SELECT e.id, e.subject, e.envelope, $8 \
+           FROM UNNEST($5::uuid[], $6::text[], $7::bytea[]) AS e (id, subject, envelope) \
+           WHERE EXISTS (SELECT 1 FROM moved)) \
+         SELECT EXISTS (SELECT 1 FROM moved)",
     )
     .bind(id)
     .bind(state.as_str())
     .bind(reason)
     .bind(completed_at)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
+    .bind(events.ids)
+    .bind(events.subjects)
+    .bind(events.envelopes)
+    .bind(events.traceparent.as_deref())
+    .fetch_one(conn)
+    .await
 }
 
 /// Writes what an answer to an open challenge (locked by the caller) did, in

@@ -38,7 +38,7 @@ pub async fn run_with_clock(
     config.validate()?;
     let pool = vigil_runtime::connect_postgres(
         &config.database_url,
-        crate::config::MAX_DB_CONNECTIONS,
+        config.database_max_connections,
         Duration::from_secs(30),
     )
     .await?;
@@ -66,6 +66,7 @@ pub async fn run_with_clock(
         http,
     );
     let sender = Arc::new(Sender {
+        pool: pool.clone(),
         outbox: outbox.clone(),
         carriers,
         push,

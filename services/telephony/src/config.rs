@@ -27,6 +27,11 @@ pub struct Config {
     pub http_addr: String,
     /// This service's own database (`VIGIL_DATABASE_URL`).
     pub database_url: String,
+    /// Connections the service keeps to it at most
+    /// (`VIGIL_DATABASE_MAX_CONNECTIONS`; see [`vigil_runtime::config::DEFAULT_DATABASE_MAX_CONNECTIONS`]).
+    /// A delivery takes one only for each of its short transactions, never
+    /// while a carrier answers, so this does not grow with `delivery_concurrency`.
+    pub database_max_connections: u32,
     /// `VIGIL_NATS_URL`.
     pub nats_url: String,
     /// JetStream replicas for the streams this service declares
@@ -68,15 +73,14 @@ pub struct Config {
     pub rpc_timeout_ms: u64,
     /// Deliveries sent side by side (`VIGIL_DELIVERY_CONCURRENCY`): each
     /// waits on a carrier's HTTP API, so this, not CPU, bounds how many
-    /// SMS a second one replica sends. Each holds up to two database
-    /// connections meanwhile, so it is kept within the pool.
+    /// SMS a second one replica sends. None holds a database connection
+    /// while it waits.
     pub delivery_concurrency: usize,
 }
 
-/// The telephony service's database connections. Each delivery handler uses
-/// two (the consumer's transaction and its own short ones), beside the
-/// webhooks and the relay.
-pub const MAX_DB_CONNECTIONS: u32 = 48;
+/// Most deliveries sent side by side: each is a task, an HTTP request in
+/// flight and a message JetStream waits to have acknowledged.
+pub const MAX_DELIVERY_CONCURRENCY: usize = 256;
 
 /// One Twilio-style carrier account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,6 +227,7 @@ impl Default for Config {
         Self {
             http_addr: "127.0.0.1:8083".into(),
             database_url: "postgres://postgres@127.0.0.1:5432/vigil_telephony".into(),
+            database_max_connections: vigil_runtime::config::DEFAULT_DATABASE_MAX_CONNECTIONS,
             nats_url: "nats://127.0.0.1:4222".into(),
             stream_replicas: 1,
             public_base_url: "http://127.0.0.1:8083".into(),
@@ -265,11 +270,10 @@ impl Config {
 
     /// Refuses settings the service could not work with, before it starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        // Two connections per delivery in flight, and room for the rest.
-        let most = (MAX_DB_CONNECTIONS as usize - 8) / 2;
-        if !(1..=most).contains(&self.delivery_concurrency) {
+        vigil_runtime::config::check_database_max_connections(self.database_max_connections)?;
+        if !(1..=MAX_DELIVERY_CONCURRENCY).contains(&self.delivery_concurrency) {
             return Err(ConfigError::new(format!(
-                "VIGIL_DELIVERY_CONCURRENCY must be between 1 and {most}"
+                "VIGIL_DELIVERY_CONCURRENCY must be between 1 and {MAX_DELIVERY_CONCURRENCY}"
             )));
         }
         http_url("VIGIL_PUBLIC_BASE_URL", &self.public_base_url)?;
@@ -443,13 +447,18 @@ mod tests {
     }
 
     #[test]
-    fn delivery_concurrency_stays_within_the_pool() -> Result<(), ConfigError> {
+    fn delivery_concurrency_and_pool_size_are_bounded() -> Result<(), ConfigError> {
         let with = |n: &str| Config::from_vars(vars(&[("VIGIL_DELIVERY_CONCURRENCY", n)]));
         assert_eq!(with("16")?.delivery_concurrency, 16);
         assert!(with("16")?.validate().is_ok());
         assert!(with("0")?.validate().is_err(), "nothing would ever be sent");
-        let over = ((MAX_DB_CONNECTIONS as usize - 8) / 2 + 1).to_string();
-        assert!(with(&over)?.validate().is_err(), "the pool would run dry");
+        assert!(with(&MAX_DELIVERY_CONCURRENCY.to_string())?.validate().is_ok());
+        let over = (MAX_DELIVERY_CONCURRENCY + 1).to_string();
+        assert!(with(&over)?.validate().is_err(), "unbounded sends");
+        let pool = |n: &str| Config::from_vars(vars(&[("VIGIL_DATABASE_MAX_CONNECTIONS", n)]));
+        assert_eq!(pool("3")?.database_max_connections, 3);
+        assert!(pool("3")?.validate().is_ok());
+        assert!(pool("0")?.validate().is_err(), "no connection at all");
         Ok(())
     }
 

@@ -5,14 +5,14 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
+use vigil_bus::outbox::OutboxRows;
 use vigil_core::DeliveryId;
 
 use crate::model::{Answer, Channel, Delivery, DeliveryState, VoiceMode};
 
 /// The columns [`DeliveryRow`] reads.
 const DELIVERY_COLUMNS: &str = "id, provider_id, challenge_id, channel, state, carrier, carrier_ref, destination, \
-     voice_mode, speak, device_id, device_public_key, expires_at, answered_at, answer_digest, last_error, \
-     usage_reported_at IS NOT NULL AS usage_reported";
+     voice_mode, speak, device_id, device_public_key, expires_at, answered_at, answer_digest, last_error";
 
 #[derive(sqlx::FromRow)]
 struct DeliveryRow {
@@ -32,7 +32,6 @@ struct DeliveryRow {
     answered_at: Option<DateTime<Utc>>,
     answer_digest: Option<Vec<u8>>,
     last_error: Option<String>,
-    usage_reported: bool,
 }
 
 impl TryFrom<DeliveryRow> for Delivery {
@@ -63,7 +62,6 @@ impl TryFrom<DeliveryRow> for Delivery {
             answered_at: row.answered_at,
             answer_digest: row.answer_digest,
             last_error: row.last_error,
-            usage_reported: row.usage_reported,
         })
     }
 }
@@ -141,31 +139,82 @@ pub async fn lock_delivery(tx: &mut PgConnection, id: DeliveryId) -> Result<Opti
     row.map(Delivery::try_from).transpose()
 }
 
-/// Like [`lock_delivery`], by the carrier's message id (`callback.carrier_ref`),
-/// and records `callback` against the delivery found, in the same statement
-/// (its `delivery` is the one found). Nothing is found, and nothing recorded,
-/// when no delivery has that id or the callback names none.
-pub async fn lock_by_carrier_ref_recording(
-    tx: &mut PgConnection,
-    callback: &Callback<'_>,
+/// Reads the delivery the carrier knows as `carrier_ref`, without locking
+/// it: the columns a status event names never change once a carrier took it.
+pub async fn delivery_by_carrier_ref(
+    connection: &mut PgConnection,
+    carrier_ref: &str,
 ) -> Result<Option<Delivery>, sqlx::Error> {
-    let sql = format!(
-        "WITH found AS (SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE carrier_ref = $1 FOR UPDATE), \
-         recorded AS ( \
-           INSERT INTO carrier_callbacks (id, delivery_id, carrier, kind, carrier_ref, status, detail) \
-           SELECT $2, id, $3, $4, $1, $5, $6 FROM found) \
-         SELECT * FROM found"
-    );
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE carrier_ref = $1");
     let row: Option<DeliveryRow> = sqlx::query_as(&sql)
-        .bind(callback.carrier_ref)
-        .bind(Uuid::now_v7())
-        .bind(callback.carrier)
-        .bind(callback.kind)
-        .bind(callback.status)
-        .bind(callback.detail)
-        .fetch_optional(tx)
+        .bind(carrier_ref)
+        .fetch_optional(connection)
         .await?;
     row.map(Delivery::try_from).transpose()
+}
+
+/// What [`record_status`] found and did.
+pub struct StatusRecorded {
+    /// The delivery's state before the callback.
+    pub previous: DeliveryState,
+    /// Whether it moved to the callback's state (and its event was written).
+    pub moved: bool,
+}
+
+/// One statement, so one commit and one round trip per callback: locks the
+/// delivery known as `callback.carrier_ref`, records `callback` against it,
+/// and, if its state still advances to `next`, moves it there (an `error`
+/// replaces the last one) and writes `events`, its announcement. States only
+/// move forward, so a repeated or late callback records itself and changes
+/// nothing. `None` when no delivery has that reference.
+pub async fn record_status(
+    connection: &mut PgConnection,
+    callback: &Callback<'_>,
+    next: DeliveryState,
+    error: Option<&str>,
+    events: &OutboxRows<'_>,
+) -> Result<Option<StatusRecorded>, sqlx::Error> {
+    let advancing: Vec<&str> = DeliveryState::ALL
+        .into_iter()
+        .filter(|s| s.advances_to(next))
+        .map(DeliveryState::as_str)
+        .collect();
+    let row: Option<(String, bool)> = sqlx::query_as(
+        "WITH found AS (SELECT id, state FROM deliveries WHERE carrier_ref = $1 FOR UPDATE), \
+         recorded AS ( \
+           INSERT INTO carrier_callbacks (id, delivery_id, carrier, kind, carrier_ref, status, detail) \
+           SELECT $2, id, $3, $4, $1, $5, $6 FROM found), \
+         moved AS ( \
+           UPDATE deliveries d SET state = $7, last_error = COALESCE($8, d.last_error), updated_at = now() \
+           FROM found WHERE d.id = found.id AND found.state = ANY($9::text[]) RETURNING d.id), \
+         announced AS ( \
+           INSERT INTO vigil_outbox (id, subject, envelope, traceparent) \
+           SELECT e.id, e.subject, e.envelope, $13 \
+           FROM UNNEST($10::uuid[], $11::text[], $12::bytea[]) AS e (id, subject, envelope) \
+           WHERE EXISTS (SELECT 1 FROM moved)) \
+         SELECT found.state, EXISTS (SELECT 1 FROM moved) FROM found",
+    )
+    .bind(callback.carrier_ref)
+    .bind(Uuid::now_v7())
+    .bind(callback.carrier)
+    .bind(callback.kind)
+    .bind(callback.status)
+    .bind(callback.detail)
+    .bind(next.as_str())
+    .bind(error)
+    .bind(&advancing)
+    .bind(events.ids)
+    .bind(events.subjects)
+    .bind(events.envelopes)
+    .bind(events.traceparent.as_deref())
+    .fetch_optional(connection)
+    .await?;
+    row.map(|(state, moved)| {
+        let previous = DeliveryState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("deliveries.state holds unknown value {state:?}").into()))?;
+        Ok(StatusRecorded { previous, moved })
+    })
+    .transpose()
 }
 
 /// The most recent delivery on `channel` to `destination` (E.164).
@@ -203,41 +252,74 @@ pub async fn record_sent(
     Ok(())
 }
 
+/// What [`record_accepted`] found.
+pub struct AcceptedRecorded {
+    /// The delivery was queued, so it moved to `sent` and `sent` was announced.
+    pub to_sent: bool,
+    /// Its usage was not reported yet and is now, with the usage event.
+    pub usage_claimed: bool,
+}
+
 /// Settles try `attempt` as accepted by `carrier` as `carrier_ref`, in one
-/// statement with the delivery: a queued one (`to_sent`) moves to `sent`
-/// under that carrier, any other keeps its state (a call's final status can
-/// outrun this) and learns the reference; with `claim_usage` its usage is
-/// marked reported. The caller holds the delivery's lock and has seen that
-/// usage was not reported yet.
+/// statement (one round trip, one commit) that locks the delivery and then
+/// decides: a queued delivery moves to `sent` under that carrier and
+/// `sent_event` is written; any other keeps its state (a call's final status
+/// can outrun this) and only learns the reference. With `usage_event`, the
+/// delivery's usage is marked reported and the event written, unless it was
+/// reported before. `None` if the delivery is gone.
 pub async fn record_accepted(
-    tx: &mut PgConnection,
+    connection: &mut PgConnection,
     id: DeliveryId,
     attempt: i32,
     carrier: &str,
     carrier_ref: &str,
-    to_sent: bool,
-    claim_usage: bool,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH settled AS ( \
+    sent_event: &OutboxRows<'_>,
+    usage_event: Option<&OutboxRows<'_>>,
+) -> Result<Option<AcceptedRecorded>, sqlx::Error> {
+    // The two events' rows side by side, each tagged with what it announces.
+    let rows = [Some(sent_event), usage_event].into_iter().flatten();
+    let (mut ids, mut subjects, mut envelopes, mut tags) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (events, tag) in rows.zip(["sent", "usage"]) {
+        ids.extend_from_slice(events.ids);
+        subjects.extend_from_slice(events.subjects);
+        envelopes.extend_from_slice(events.envelopes);
+        tags.extend(std::iter::repeat_n(tag, events.ids.len()));
+    }
+    let row: Option<(bool, bool)> = sqlx::query_as(
+        "WITH found AS ( \
+           SELECT id, state = $5 AS to_sent, $6 AND usage_reported_at IS NULL AS claim_usage \
+           FROM deliveries WHERE id = $1 FOR UPDATE), \
+         settled AS ( \
            UPDATE delivery_attempts SET outcome = 'accepted', carrier_ref = $4, finished_at = now() \
-           WHERE delivery_id = $1 AND attempt = $2) \
-         UPDATE deliveries SET carrier_ref = $4, updated_at = now(), \
-           state = CASE WHEN $5 THEN $6 ELSE state END, \
-           carrier = CASE WHEN $5 THEN $3 ELSE carrier END, \
-           usage_reported_at = CASE WHEN $7 THEN now() ELSE usage_reported_at END \
-         WHERE id = $1",
+           WHERE delivery_id = $1 AND attempt = $2 AND EXISTS (SELECT 1 FROM found)), \
+         updated AS ( \
+           UPDATE deliveries d SET carrier_ref = $4, updated_at = now(), \
+             state = CASE WHEN found.to_sent THEN $7 ELSE d.state END, \
+             carrier = CASE WHEN found.to_sent THEN $3 ELSE d.carrier END, \
+             usage_reported_at = CASE WHEN found.claim_usage THEN now() ELSE d.usage_reported_at END \
+           FROM found WHERE d.id = found.id), \
+         announced AS ( \
+           INSERT INTO vigil_outbox (id, subject, envelope, traceparent) \
+           SELECT e.id, e.subject, e.envelope, $12 \
+           FROM UNNEST($8::uuid[], $9::text[], $10::bytea[], $11::text[]) AS e (id, subject, envelope, tag), found \
+           WHERE (e.tag = 'sent' AND found.to_sent) OR (e.tag = 'usage' AND found.claim_usage)) \
+         SELECT to_sent, claim_usage FROM found",
     )
     .bind(id.as_uuid())
     .bind(attempt)
     .bind(carrier)
     .bind(carrier_ref)
-    .bind(to_sent)
+    .bind(DeliveryState::Queued.as_str())
+    .bind(usage_event.is_some())
     .bind(DeliveryState::Sent.as_str())
-    .bind(claim_usage)
-    .execute(tx)
+    .bind(&ids)
+    .bind(&subjects)
+    .bind(&envelopes)
+    .bind(&tags)
+    .bind(sent_event.traceparent.as_deref())
+    .fetch_optional(connection)
     .await?;
-    Ok(())
+    Ok(row.map(|(to_sent, usage_claimed)| AcceptedRecorded { to_sent, usage_claimed }))
 }
 
 /// Remembers the error a delivery will fail with if nothing better comes.

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use vigil_bus::{Handler, HandlerError, Received, envelope};
 use vigil_core::{ChallengeId, DeliveryId, PhoneNumber, ProviderId};
 use vigil_proto::events::DeliveryRequested;
@@ -32,19 +32,22 @@ pub struct DeliveryHandler {
 impl Handler for DeliveryHandler {
     const COMMITS_ITSELF: bool = true;
 
-    async fn handle(&self, connection: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
-        let request: DeliveryRequested = envelope::unwrap(event.envelope)?;
-        self.deliver(connection, &event.envelope.provider_id, &request).await
+    /// The consumer runs [`Self::handle_alone`]; the connection handed in
+    /// here is not used, as every step takes its own from the sender's pool.
+    async fn handle(&self, _connection: &mut PgConnection, event: Received<'_>) -> Result<(), HandlerError> {
+        self.deliver(event).await
+    }
+
+    async fn handle_alone(&self, _pool: &PgPool, event: Received<'_>) -> Result<(), HandlerError> {
+        self.deliver(event).await
     }
 }
 
 impl DeliveryHandler {
-    async fn deliver(
-        &self,
-        connection: &mut PgConnection,
-        provider_id: &str,
-        request: &DeliveryRequested,
-    ) -> Result<(), HandlerError> {
+    async fn deliver(&self, event: Received<'_>) -> Result<(), HandlerError> {
+        let request: DeliveryRequested = envelope::unwrap(event.envelope)?;
+        let provider_id = event.envelope.provider_id.as_str();
+        let request = &request;
         let id = DeliveryId::parse(&request.delivery_id)
             .map_err(|e| HandlerError::Reject(format!("delivery_id {:?}: {e}", request.delivery_id)))?;
         let challenge = ChallengeId::parse(&request.challenge_id)
@@ -60,8 +63,10 @@ impl DeliveryHandler {
         let expires_at = vigil_proto::from_timestamp(request.expires_at.as_ref())
             .map(DateTime::<Utc>::from)
             .unwrap_or(now + self.default_expiry);
+        // Recorded on one connection, given back before the carrier is called.
+        let mut connection = self.sender.pool.acquire().await?;
         // Worded as the provider wants it, before anything is recorded or sent.
-        let request = &crate::templates::apply(connection, &provider, request, now, expires_at).await?;
+        let request = &crate::templates::apply(&mut connection, &provider, request, now, expires_at).await?;
         let voice_mode = (channel == Channel::Voice).then(|| VoiceMode::from_wire(request.voice_mode));
         let is_push = channel == Channel::Push;
         let target = target(channel, request);
@@ -69,7 +74,7 @@ impl DeliveryHandler {
         let sendable = target.is_ok() && now < expires_at;
 
         let recorded = db::record_delivery(
-            connection,
+            &mut connection,
             &NewDelivery {
                 id,
                 provider_id: &provider,
@@ -96,20 +101,21 @@ impl DeliveryHandler {
         let (delivery, first_try) = match recorded {
             Some(delivery) => (delivery, sendable.then_some(1)),
             // Recorded before: `deliver` finds out whether anything is left to do.
-            None => match db::delivery(connection, id).await? {
+            None => match db::delivery(&mut connection, id).await? {
                 Some(delivery) => (delivery, None),
                 None => return Err(HandlerError::Retry(format!("delivery {id} vanished"))),
             },
         };
+        drop(connection);
         let target = match target {
             Ok(target) => target,
             Err(reason) => {
                 tracing::warn!(delivery_id = %id, error = reason, "delivery cannot be sent");
-                return self.sender.fail(connection, &delivery, reason).await;
+                return self.sender.fail(&delivery, reason).await;
             }
         };
         self.sender
-            .deliver(connection, &delivery, &target, request, expires_at, first_try)
+            .deliver(&delivery, &target, request, expires_at, first_try)
             .await
     }
 }

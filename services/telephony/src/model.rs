@@ -26,8 +26,6 @@ pub struct Delivery {
     pub answered_at: Option<DateTime<Utc>>,
     pub answer_digest: Option<Vec<u8>>,
     pub last_error: Option<String>,
-    /// Whether its `TelephonyUsage` has been written (that happens once).
-    pub usage_reported: bool,
 }
 
 // By hand: the destination is a phone number or a push token.
@@ -207,6 +205,15 @@ impl DeliveryState {
     pub fn advances_to(self, next: Self) -> bool {
         next.rank() > self.rank()
     }
+
+    /// Every state, in order.
+    pub const ALL: [Self; 5] = [
+        Self::Queued,
+        Self::Sent,
+        Self::Delivered,
+        Self::Undelivered,
+        Self::Failed,
+    ];
 }
 
 impl From<DeliveryState> for wire::DeliveryState {

@@ -16,7 +16,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgPool;
 use vigil_bus::{HandlerError, Outbox};
 use vigil_core::{Clock, PhoneNumber};
 use vigil_proto::events::DeliveryRequested;
@@ -42,6 +42,9 @@ pub enum Target {
 
 /// Everything that sends.
 pub struct Sender {
+    /// Each step takes a connection and gives it back before the next call
+    /// out: a slow carrier holds no connection while it answers.
+    pub pool: PgPool,
     pub outbox: Outbox,
     pub carriers: Vec<Carrier>,
     pub push: FcmClient,
@@ -78,11 +81,10 @@ impl Sender {
     /// Sends `delivery` (already recorded) until a carrier takes it, every
     /// carrier has given up, or it expires; the outcome is committed and
     /// announced before this returns. `first_try` is the attempt already
-    /// recorded as pending with the delivery, at the first route.
-    /// `connection` is outside any transaction: each step commits its own.
+    /// recorded as pending with the delivery, at the first route. Each
+    /// step commits its own transaction, on a connection of its own.
     pub async fn deliver(
         &self,
-        connection: &mut PgConnection,
         delivery: &Delivery,
         target: &Target,
         request: &DeliveryRequested,
@@ -101,11 +103,9 @@ impl Sender {
                     Some(attempt) => attempt,
                     None => {
                         if self.clock.now() >= expires_at {
-                            return self
-                                .fail(connection, delivery, "expired before a carrier accepted it")
-                                .await;
+                            return self.fail(delivery, "expired before a carrier accepted it").await;
                         }
-                        match self.claim(connection, delivery, name).await? {
+                        match self.claim(delivery, name).await? {
                             Claim::Go(attempt) => attempt,
                             Claim::Done => return Ok(()),
                         }
@@ -114,13 +114,13 @@ impl Sender {
                 let outcome = self.try_once(route, delivery, target, request).await;
                 metrics::attempt(delivery.channel, name, outcome.as_ref().map(|_| ()));
                 match outcome {
-                    Ok(accepted) => return self.accepted(connection, delivery, attempt, name, accepted).await,
+                    Ok(accepted) => return self.accepted(delivery, attempt, name, accepted).await,
                     Err(error) => {
-                        self.settle_failed(connection, delivery, attempt, &error).await?;
+                        self.settle_failed(delivery, attempt, &error).await?;
                         let give_up_here = !error.retryable || tried == self.retry.attempts;
                         last = error;
                         if last.request_invalid {
-                            return self.fail(connection, delivery, &last.reason).await;
+                            return self.fail(delivery, &last.reason).await;
                         }
                         if give_up_here {
                             break;
@@ -128,7 +128,7 @@ impl Sender {
                         let pause = self.retry.delay_after(tried);
                         let left = (expires_at - self.clock.now()).to_std().unwrap_or_default();
                         if pause >= left {
-                            return self.fail(connection, delivery, &last.reason).await;
+                            return self.fail(delivery, &last.reason).await;
                         }
                         tokio::time::sleep(pause).await;
                     }
@@ -138,7 +138,7 @@ impl Sender {
                 tracing::warn!(delivery_id = %delivery.id, carrier = name, error = %last.reason, "carrier gave up; failing over");
             }
         }
-        self.fail(connection, delivery, &last.reason).await
+        self.fail(delivery, &last.reason).await
     }
 
     async fn try_once(
@@ -170,13 +170,8 @@ impl Sender {
 
     /// Records the next try as pending, unless the delivery is settled or a
     /// try is in flight elsewhere (then the request is retried later).
-    async fn claim(
-        &self,
-        connection: &mut PgConnection,
-        delivery: &Delivery,
-        carrier: &str,
-    ) -> Result<Claim, HandlerError> {
-        let mut tx = connection.begin().await?;
+    async fn claim(&self, delivery: &Delivery, carrier: &str) -> Result<Claim, HandlerError> {
+        let mut tx = self.pool.begin().await?;
         let Some(current) = db::lock_delivery(&mut tx, delivery.id).await? else {
             return Err(HandlerError::Retry(format!("delivery {} vanished", delivery.id)));
         };
@@ -208,65 +203,56 @@ impl Sender {
         Ok(Claim::Go(next))
     }
 
-    async fn settle_failed(
-        &self,
-        connection: &mut PgConnection,
-        delivery: &Delivery,
-        attempt: i32,
-        error: &SendError,
-    ) -> Result<(), HandlerError> {
-        let mut tx = connection.begin().await?;
+    async fn settle_failed(&self, delivery: &Delivery, attempt: i32, error: &SendError) -> Result<(), HandlerError> {
+        let mut tx = self.pool.begin().await?;
         db::finish_attempt(&mut tx, delivery.id, attempt, "failed", None, Some(&error.reason)).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Settles the try, moves a queued delivery to `sent` and writes its
-    /// events: one transaction, three statements (lock, update, events).
+    /// events: one statement, which decides under the delivery's lock.
     async fn accepted(
         &self,
-        connection: &mut PgConnection,
         delivery: &Delivery,
         attempt: i32,
         carrier: &str,
         accepted: Accepted,
     ) -> Result<(), HandlerError> {
-        let mut tx = connection.begin().await?;
-        let Some(current) = db::lock_delivery(&mut tx, delivery.id).await? else {
-            return Err(HandlerError::Retry(format!("delivery {} vanished", delivery.id)));
+        let sent = Delivery {
+            carrier: carrier.to_owned(),
+            carrier_ref: Some(accepted.carrier_ref.clone()),
+            ..delivery.clone()
         };
-        // A call's final status may have outrun this commit; it keeps its outcome.
-        let to_sent = current.state == DeliveryState::Queued;
+        let mut sent_event = self.outbox.batch(&sent.provider_id);
+        sent_event.push(&sent.status_event(DeliveryState::Sent, None))?;
         // A call's cost is known when it ends (the status callback reports it).
-        let claim_usage = delivery.channel != Channel::Voice && !current.usage_reported;
-        db::record_accepted(
-            &mut tx,
+        let mut usage_event = self.outbox.batch(&sent.provider_id);
+        if delivery.channel != Channel::Voice {
+            usage_event.push(&usage::event(&sent, carrier, accepted.sms_segments, 0))?;
+        }
+        let usage_rows = usage_event.rows();
+        let mut connection = self.pool.acquire().await?;
+        let Some(recorded) = db::record_accepted(
+            &mut connection,
             delivery.id,
             attempt,
             carrier,
             &accepted.carrier_ref,
-            to_sent,
-            claim_usage,
+            &sent_event.rows(),
+            (!usage_rows.ids.is_empty()).then_some(&usage_rows),
         )
-        .await?;
-        let sent = Delivery {
-            carrier: carrier.to_owned(),
-            carrier_ref: Some(accepted.carrier_ref.clone()),
-            ..current
+        .await?
+        else {
+            return Err(HandlerError::Retry(format!("delivery {} vanished", delivery.id)));
         };
-        let mut events = self.outbox.batch(&sent.provider_id);
-        if to_sent {
-            events.push(&sent.status_event(DeliveryState::Sent, None))?;
-        }
-        if claim_usage {
-            events.push(&usage::event(&sent, carrier, accepted.sms_segments, 0))?;
-        }
-        events.write(&mut tx).await?;
-        tx.commit().await?;
-        if to_sent {
+        drop(connection);
+        if recorded.to_sent {
             metrics::delivery_state(&sent, DeliveryState::Sent);
         }
-        self.outbox.notify();
+        if recorded.to_sent || recorded.usage_claimed {
+            self.outbox.notify();
+        }
         tracing::info!(
             delivery_id = %delivery.id,
             challenge_id = %delivery.challenge_id,
@@ -280,13 +266,8 @@ impl Sender {
     }
 
     /// Marks the delivery failed and reports it, once.
-    pub async fn fail(
-        &self,
-        connection: &mut PgConnection,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> Result<(), HandlerError> {
-        let mut tx = connection.begin().await?;
+    pub async fn fail(&self, delivery: &Delivery, reason: &str) -> Result<(), HandlerError> {
+        let mut tx = self.pool.begin().await?;
         let Some(current) = db::lock_delivery(&mut tx, delivery.id).await? else {
             return Err(HandlerError::Retry(format!("delivery {} vanished", delivery.id)));
         };

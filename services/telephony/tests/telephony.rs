@@ -129,7 +129,7 @@ struct Stack {
 }
 
 /// How a [`Stack`] is set up beyond the defaults.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Options {
     /// How long the simulators wait before each status callback, before a
     /// called phone reacts and before a device answers.
@@ -137,6 +137,10 @@ struct Options {
     /// A second carrier (its own simulator) to fail over to.
     backup: bool,
     send_attempts: u32,
+    /// The service's pool size, when not the default.
+    database_max_connections: Option<u32>,
+    /// Where the carrier's API is, when not the simulator.
+    carrier_url: Option<String>,
 }
 
 impl Default for Options {
@@ -145,6 +149,8 @@ impl Default for Options {
             status_delay: Duration::from_millis(50),
             backup: false,
             send_attempts: 3,
+            database_max_connections: None,
+            carrier_url: None,
         }
     }
 }
@@ -192,8 +198,11 @@ impl Stack {
             send_attempts: options.send_attempts,
             ..Config::default()
         };
-        config.twilio.base_url = sim.clone();
+        config.twilio.base_url = options.carrier_url.clone().unwrap_or_else(|| sim.clone());
         config.push.base_url = sim.clone();
+        if let Some(max) = options.database_max_connections {
+            config.database_max_connections = max;
+        }
         let mut backup = None;
         let mut backup_task = None;
         if options.backup {

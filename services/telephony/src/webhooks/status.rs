@@ -7,7 +7,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
 };
 
-use sqlx::PgConnection;
+use sqlx::{PgPool, Postgres, pool::PoolConnection};
 
 use super::{Webhooks, form};
 use crate::{
@@ -52,33 +52,35 @@ pub async fn handle(
         return Ok(StatusCode::NO_CONTENT);
     };
 
-    let mut tx = app.pool.begin().await?;
+    let Some((mut connection, delivery)) = find_delivery(&app.pool, sid).await? else {
+        return Err(WebhookError::UnknownMessage(sid.to_owned()));
+    };
     let callback = db::Callback {
-        delivery: None,
+        delivery: Some(delivery.id),
         carrier,
         kind: "message_status",
         carrier_ref: Some(sid),
         status,
         detail: error.as_deref(),
     };
-    let Some(delivery) = find_delivery(&mut tx, &callback).await? else {
+    // Written only if the delivery still moves: the statement decides,
+    // under the delivery's lock.
+    let mut events = app.outbox.batch(&delivery.provider_id);
+    events.push(&delivery.status_event(next, error.as_deref()))?;
+    let Some(recorded) = db::record_status(&mut connection, &callback, next, error.as_deref(), &events.rows()).await?
+    else {
         return Err(WebhookError::UnknownMessage(sid.to_owned()));
     };
-    if !delivery.state.advances_to(next) {
-        tx.commit().await?;
-        tracing::debug!(delivery_id = %delivery.id, state = delivery.state.as_str(), status, "no change");
+    if !recorded.moved {
+        tracing::debug!(delivery_id = %delivery.id, state = recorded.previous.as_str(), status, "no change");
         return Ok(StatusCode::NO_CONTENT);
     }
-    db::set_state(&mut tx, delivery.id, next, error.as_deref(), 0).await?;
-    let event = delivery.status_event(next, error.as_deref());
-    app.outbox.enqueue(&mut tx, &delivery.provider_id, &event).await?;
     crate::metrics::delivery_state(&delivery, next);
-    tx.commit().await?;
     app.outbox.notify();
     tracing::info!(
         delivery_id = %delivery.id,
         challenge_id = %delivery.challenge_id,
-        from = delivery.state.as_str(),
+        from = recorded.previous.as_str(),
         to = next.as_str(),
         error = error.as_deref(),
         "delivery state changed"
@@ -86,16 +88,20 @@ pub async fn handle(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Locks the delivery the carrier knows by `callback.carrier_ref` and
-/// records `callback` against it, allowing for [`COMMIT_GRACE`]. Each statement of a
-/// read-committed transaction sees what committed before it, so retrying
-/// inside the transaction works.
-async fn find_delivery(tx: &mut PgConnection, callback: &db::Callback<'_>) -> Result<Option<Delivery>, sqlx::Error> {
-    for pause in COMMIT_GRACE {
-        if let Some(delivery) = db::lock_by_carrier_ref_recording(tx, callback).await? {
-            return Ok(Some(delivery));
+/// The delivery the carrier knows as `sid`, allowing for [`COMMIT_GRACE`]:
+/// read again after each pause, with no connection held while it waits.
+/// Returns the connection it was found on, for the write that follows.
+async fn find_delivery(pool: &PgPool, sid: &str) -> Result<Option<(PoolConnection<Postgres>, Delivery)>, sqlx::Error> {
+    let mut pauses = COMMIT_GRACE.iter();
+    loop {
+        let mut connection = pool.acquire().await?;
+        if let Some(delivery) = db::delivery_by_carrier_ref(&mut connection, sid).await? {
+            return Ok(Some((connection, delivery)));
         }
-        tokio::time::sleep(pause).await;
+        drop(connection);
+        let Some(pause) = pauses.next() else {
+            return Ok(None);
+        };
+        tokio::time::sleep(*pause).await;
     }
-    db::lock_by_carrier_ref_recording(tx, callback).await
 }

@@ -73,6 +73,7 @@ async fn a_carrier_that_stays_down_fails_over_to_the_next() -> anyhow::Result<()
                 status_delay: Duration::from_millis(20),
                 backup: true,
                 send_attempts: 2,
+                ..Options::default()
             },
         )
         .await?;
@@ -205,6 +206,62 @@ async fn a_redelivered_request_does_not_send_again() -> anyhow::Result<()> {
             stack.attempts(&lost.delivery_id).await?,
             tries(&[(1, "twilio", "unknown"), (2, "twilio", "accepted")])
         );
+        stack.stop().await
+    })
+    .await
+}
+
+/// A carrier whose API accepts connections and never answers: each send
+/// waits out the client's timeout.
+async fn hanging_carrier() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    Ok((url, task))
+}
+
+#[tokio::test]
+async fn a_hanging_carrier_holds_no_database_connection() -> anyhow::Result<()> {
+    local(async {
+        let (carrier, hang) = hanging_carrier().await?;
+        let stack = Stack::start_with(
+            "telephony_hanging_carrier",
+            Options {
+                send_attempts: 1,
+                database_max_connections: Some(1),
+                carrier_url: Some(carrier),
+                ..Options::default()
+            },
+        )
+        .await?;
+        let requests: Vec<_> = (0..3)
+            .map(|i| Stack::request(&format!("+1555012{i:04}"), "Your code is 314159"))
+            .collect();
+        for request in &requests {
+            stack.send(request).await?;
+        }
+        // One connection, three sends waiting on the carrier at once: each
+        // recorded its try and gave the connection back before calling out.
+        wait_until(PATIENCE, "three tries in flight", || async {
+            let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'pending'")
+                .fetch_one(&stack.pool)
+                .await?;
+            Ok((pending == 3).then_some(()))
+        })
+        .await?;
+        // The status callbacks, inbound replies and readiness still get it.
+        let ready = stack.http.get(format!("{}/readyz", stack.telephony)).send().await?;
+        assert_eq!(ready.status(), StatusCode::OK, "{}", ready.text().await?);
+        // The carrier goes away: every send fails, and each failure is recorded.
+        hang.abort();
+        for request in &requests {
+            stack.wait_status(&request.delivery_id, DeliveryState::Failed).await?;
+        }
         stack.stop().await
     })
     .await
