@@ -149,6 +149,8 @@ impl OutboxBatch {
 /// `INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
 ///  SELECT e.id, e.subject, e.envelope, $traceparent
 ///  FROM UNNEST($ids::uuid[], $subjects::text[], $envelopes::bytea[]) AS e (id, subject, envelope)`.
+/// The default is no rows.
+#[derive(Default)]
 pub struct OutboxRows<'a> {
     pub ids: &'a [Uuid],
     pub subjects: &'a [&'static str],

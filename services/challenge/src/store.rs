@@ -303,13 +303,7 @@ pub async fn transition(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let no_events = OutboxRows {
-        ids: &[],
-        subjects: &[],
-        envelopes: &[],
-        traceparent: None,
-    };
-    transition_announcing(conn, id, state, reason, now, &no_events).await
+    transition_announcing(conn, id, state, reason, now, &OutboxRows::default()).await
 }
 
 /// [`transition`] and, only if the challenge moved, its events, in one

@@ -277,9 +277,10 @@ pub async fn record_accepted(
     usage_event: Option<&OutboxRows<'_>>,
 ) -> Result<Option<AcceptedRecorded>, sqlx::Error> {
     // The two events' rows side by side, each tagged with what it announces.
-    let rows = [Some(sent_event), usage_event].into_iter().flatten();
+    let mut tagged = vec![(sent_event, "sent")];
+    tagged.extend(usage_event.map(|usage| (usage, "usage")));
     let (mut ids, mut subjects, mut envelopes, mut tags) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (events, tag) in rows.zip(["sent", "usage"]) {
+    for (events, tag) in tagged {
         ids.extend_from_slice(events.ids);
         subjects.extend_from_slice(events.subjects);
         envelopes.extend_from_slice(events.envelopes);

@@ -227,11 +227,14 @@ impl Sender {
         let mut sent_event = self.outbox.batch(&sent.provider_id);
         sent_event.push(&sent.status_event(DeliveryState::Sent, None))?;
         // A call's cost is known when it ends (the status callback reports it).
-        let mut usage_event = self.outbox.batch(&sent.provider_id);
-        if delivery.channel != Channel::Voice {
+        let usage_event = if delivery.channel == Channel::Voice {
+            None
+        } else {
+            let mut usage_event = self.outbox.batch(&sent.provider_id);
             usage_event.push(&usage::event(&sent, carrier, accepted.sms_segments, 0))?;
-        }
-        let usage_rows = usage_event.rows();
+            Some(usage_event)
+        };
+        let usage_rows = usage_event.as_ref().map(|events| events.rows());
         let mut connection = self.pool.acquire().await?;
         let Some(recorded) = db::record_accepted(
             &mut connection,
@@ -240,7 +243,7 @@ impl Sender {
             carrier,
             &accepted.carrier_ref,
             &sent_event.rows(),
-            (!usage_rows.ids.is_empty()).then_some(&usage_rows),
+            usage_rows.as_ref(),
         )
         .await?
         else {
