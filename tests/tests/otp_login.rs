@@ -196,19 +196,42 @@ async fn one_totp_code_raced_on_many_challenges_approves_once() {
                 .reason()
         })
     });
-    let mut reasons = Vec::new();
-    for answer in answers.collect::<Vec<_>>() {
-        reasons.push(answer.await.unwrap());
-    }
+    assert_approved_once(answers).await;
+}
+
+/// Answers raced with one code: one approves; each of the others is told
+/// the code was used or, since a replay counts as a failure and the fifth
+/// locks the user out, that the user is locked out.
+async fn assert_approved_once(answers: impl Iterator<Item = tokio::task::JoinHandle<Reason>>) {
+    let reasons: Vec<Reason> = futures::future::join_all(answers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let approved = reasons.iter().filter(|r| **r == Reason::Approved).count();
     assert_eq!(approved, 1, "{reasons:?}");
-    // A replayed code counts as a failure: the fifth locks the user out.
     assert!(
         reasons
             .iter()
             .all(|r| matches!(r, Reason::Approved | Reason::AlreadyUsed | Reason::LockedOut)),
         "{reasons:?}"
     );
+}
+
+/// Many logins in one call at once with the same TOTP code: however many
+/// are decided without the user's lock, one claims the code's step and the
+/// rest are told it was used.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_totp_code_raced_on_many_logins_in_one_call_approves_once() {
+    let (_stack, tenant, seed) = alice_with_totp("+15550003003").await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let code = Totp::default().generate(&seed, now);
+    let logins = (0..8).map(|_| {
+        let mut agent = tenant.agent.clone();
+        let passcode = code.as_str().to_owned();
+        tokio::spawn(async move { login_in_one_call(&mut agent, Factor::Totp, &passcode).await.reason() })
+    });
+    assert_approved_once(logins).await;
 }
 
 /// Authenticate carrying the code the user typed: one call, one final answer.

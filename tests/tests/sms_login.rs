@@ -175,6 +175,34 @@ async fn a_burst_of_sms_logins_each_shows_delivered() {
     }
 }
 
+/// The code of one SMS typed into many windows at once: one answer
+/// approves the challenge, and each of the others is told it was answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_sms_code_sent_many_times_at_once_approves_once() {
+    const ANSWERS: usize = 8;
+    let stack = Stack::start(StackOptions::default()).await.expect("stack starts");
+    let mut acme = Tenant::create(&stack, "Acme").await.unwrap();
+    acme.add_user("alice", "+15550300001").await.unwrap();
+    let started = acme.agent.authenticate(sms("alice")).await.unwrap().into_inner();
+    let code = code_from_sms(&stack, "+15550300001", 1).await.unwrap();
+    let answers = futures::future::join_all((0..ANSWERS).map(|_| {
+        let mut agent = acme.agent.clone();
+        let (challenge_id, code) = (started.challenge_id.clone(), code.clone());
+        async move { verify(&mut agent, &challenge_id, &code).await.unwrap().reason() }
+    }))
+    .await;
+    let approved = answers.iter().filter(|r| **r == Reason::Approved).count();
+    assert_eq!(approved, 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|r| matches!(r, Reason::Approved | Reason::AlreadyUsed)),
+        "{answers:?}"
+    );
+    let status = status_of(&mut acme.agent, &started.challenge_id).await.unwrap();
+    assert_eq!(status.state(), ChallengeState::Approved);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sms_login_is_challenged_answered_and_billed_once() {
     let mut stack = Stack::start(StackOptions::default()).await.expect("stack starts");

@@ -29,12 +29,6 @@ impl Service {
         let provider = parse_provider(&req.provider_id)?.to_string();
         let challenge_id = ChallengeId::parse(&req.challenge_id)
             .map_err(|e| ServiceError::InvalidArgument(format!("challenge_id: {e}")))?;
-        let deny = |reason: Reason, message: String| rpc::StartChallengeReply {
-            decision: Decision::Deny as i32,
-            reason: reason as i32,
-            message,
-            ..Default::default()
-        };
         let Ok(username) = Username::parse(&req.username) else {
             return Ok(deny(Reason::InvalidRequest, "the username is not valid".into()));
         };
@@ -49,22 +43,91 @@ impl Service {
         {
             return Ok(deny(Reason::RateLimited, message));
         }
+        let start = Start {
+            req: &req,
+            provider: &provider,
+            challenge_id,
+            username: &username,
+        };
+        // A code typed with the login and right, from a user with nothing to
+        // clear, is most logins: tried first without the user's lock, in
+        // statements of their own. The rest, and any doubt, take the lock.
+        let remembers = req.policy.as_ref().is_some_and(|p| p.remember_minutes > 0);
+        if !req.passcode.is_empty() && !remembers {
+            match self.start_as(&mut conn, &start, Lock::Optimistic).await? {
+                Outcome::Written { reply, urgent } => {
+                    self.wake_relay(urgent);
+                    return Ok(*reply);
+                }
+                Outcome::Refused(reply) => return Ok(*reply),
+                Outcome::TakeLock => {}
+            }
+        }
         let mut tx = Connection::begin(&mut *conn).await?;
+        match self.start_as(&mut tx, &start, Lock::User).await? {
+            Outcome::Written { reply, urgent } => {
+                tx.commit().await?;
+                self.wake_relay(urgent);
+                Ok(*reply)
+            }
+            Outcome::Refused(reply) => {
+                tx.rollback().await?;
+                Ok(*reply)
+            }
+            Outcome::TakeLock => {
+                // Only an optimistic try leaves a login to the lock: a
+                // locked one that asks is a bug, and the login is denied.
+                tx.rollback().await?;
+                tracing::error!(challenge_id = %challenge_id, "a start under the user's lock asked for the lock");
+                Ok(deny(Reason::Unavailable, "the login could not be decided".into()))
+            }
+        }
+    }
+
+    /// A delivery goes out at once: the user waits for it. Other events
+    /// (usage, a TOTP challenge's start, an end answered in the reply) no
+    /// login waits on, so they may share the relay's next batch.
+    fn wake_relay(&self, urgent: bool) {
+        if urgent {
+            self.outbox.notify();
+        } else {
+            self.outbox.notify_unhurried();
+        }
+    }
+
+    /// Decides a login and writes what it decided, on `db`: a transaction
+    /// holding the user's lock, or, for [`Lock::Optimistic`], the bare
+    /// connection, where the only write is the statement that writes the
+    /// challenge, guarded by the user's row as read (see
+    /// [`store::Unlocked`]). An optimistic try that would write anything
+    /// else returns [`Outcome::TakeLock`] before it writes.
+    async fn start_as(&self, db: &mut PgConnection, start: &Start<'_>, lock: Lock) -> Result<Outcome, ServiceError> {
+        let optimistic = lock == Lock::Optimistic;
+        let Start {
+            req,
+            provider,
+            challenge_id,
+            username,
+        } = *start;
+        let refuse = |reason: Reason, message: String| Ok(Outcome::Refused(Box::new(deny(reason, message))));
         let now = self.clock.now();
         let policy = req.policy.as_ref();
-        // The user row is locked so that a bypass is used once.
-        let facts = login::gather(&mut tx, &provider, &username, policy, true).await?;
+        // Under the lock the user row is locked so that a bypass is used once.
+        let facts = login::gather(db, provider, username, policy, !optimistic).await?;
         let verdict = policy::decide(facts.user_facts.as_ref(), facts.login, now);
         let user_id = facts.user.as_ref().map(|u| u.id);
         if verdict != Verdict::Challenge {
+            if optimistic {
+                return Ok(Outcome::TakeLock);
+            }
             if verdict.is_bypass_use()
                 && let Some(id) = user_id
             {
-                store::consume_bypass(&mut tx, id, now).await?;
+                store::consume_bypass(db, id, now).await?;
             }
             login::record(
-                &mut tx,
-                &provider,
+                db,
+                provider,
                 username.as_str(),
                 user_id,
                 "authenticate",
@@ -89,20 +152,21 @@ impl Service {
                     kind: kind as i32,
                     billable: false,
                 };
-                self.outbox.enqueue(&mut tx, &provider, &usage).await?;
+                self.outbox.enqueue(db, provider, &usage).await?;
             }
-            tx.commit().await?;
             // Only usage, and the answer is in this reply: nothing waits on it.
-            self.outbox.notify_unhurried();
-            return Ok(rpc::StartChallengeReply {
-                decision: verdict.decision() as i32,
-                reason: verdict.reason() as i32,
-                message: verdict.message().into(),
-                ..Default::default()
-            });
+            return Ok(Outcome::written(
+                rpc::StartChallengeReply {
+                    decision: verdict.decision() as i32,
+                    reason: verdict.reason() as i32,
+                    message: verdict.message().into(),
+                    ..Default::default()
+                },
+                false,
+            ));
         }
         let Some(user) = facts.user else {
-            return Ok(deny(Reason::UnknownUser, "the user is not enrolled in Vigil".into()));
+            return refuse(Reason::UnknownUser, "the user is not enrolled in Vigil".into());
         };
         let factors = facts.factors;
         let wanted = Factor::try_from(req.factor).unwrap_or(Factor::Unspecified);
@@ -119,33 +183,39 @@ impl Service {
                 .or_else(|| factors.iter().find(|f| usable(&f.kind))),
         };
         let Some(factor) = chosen else {
-            return Ok(deny(
+            return refuse(
                 Reason::NotEnrolled,
                 format!("the user has no {} factor", factor_kind(wanted).unwrap_or("second")),
-            ));
+            );
         };
+        // Without the lock: a TOTP code only (HOTP counters and backup codes
+        // are rarer and take the lock), from a user with no failures on
+        // record (an approval would clear them).
+        if optimistic && !(one_shot && factor.kind == "totp" && user.has_no_failures()) {
+            return Ok(Outcome::TakeLock);
+        }
         // Codes from an app or a backup list: nothing to deliver.
         let typed_by_user = is_typed(&factor.kind);
         if one_shot && !typed_by_user {
-            return Ok(deny(
+            return refuse(
                 Reason::InvalidRequest,
                 format!(
                     "a passcode answers a totp, hotp or backup code factor, not {}",
                     factor.kind
                 ),
-            ));
+            );
         }
         let is_push = factor.kind == "push";
         if !typed_by_user && !is_push && !matches!(factor.kind.as_str(), "sms" | "voice") {
-            return Ok(deny(
+            return refuse(
                 Reason::NotEnrolled,
                 format!("the {} factor cannot be challenged yet", factor.kind),
-            ));
+            );
         }
         let device = if is_push {
-            match self.push_device(&mut tx, &provider, user.id).await? {
+            match self.push_device(db, provider, user.id).await? {
                 Some(device) => Some(device),
-                None => return Ok(deny(Reason::NotEnrolled, "the user has no enrolled push device".into())),
+                None => return refuse(Reason::NotEnrolled, "the user has no enrolled push device".into()),
             }
         } else {
             None
@@ -168,8 +238,8 @@ impl Service {
         };
         if let Some(phone) = &phone
             && let Some(capped) = caps::take(
-                &mut tx,
-                &provider,
+                db,
+                provider,
                 &factor.kind,
                 phone,
                 policy.and_then(|p| p.delivery_caps.as_ref()),
@@ -179,13 +249,14 @@ impl Service {
         {
             // A retried request whose first try took the last delivery of
             // the hour: its challenge stands, and that is the answer.
-            if let Some(existing) = store::get_challenge(&mut tx, &provider, challenge_id.as_uuid(), false).await? {
-                tx.rollback().await?;
-                return Ok(self.start_reply(&existing, "challenge already started".into()));
+            if let Some(existing) = store::get_challenge(db, provider, challenge_id.as_uuid(), false).await? {
+                return Ok(Outcome::Refused(Box::new(
+                    self.start_reply(&existing, "challenge already started".into()),
+                )));
             }
             login::record(
-                &mut tx,
-                &provider,
+                db,
+                provider,
                 username.as_str(),
                 Some(user.id),
                 "authenticate",
@@ -195,12 +266,11 @@ impl Service {
                 now,
             )
             .await?;
-            tx.commit().await?;
-            return Ok(deny(Reason::DeliveryCapped, capped.message()));
+            return Ok(Outcome::written(deny(Reason::DeliveryCapped, capped.message()), false));
         }
         let mut row = ChallengeRow {
             id: challenge_id.as_uuid(),
-            provider_id: provider.clone(),
+            provider_id: provider.to_owned(),
             user_id: user.id,
             state: ChallengeState::Pending.as_str().to_owned(),
             reason: reason_str(Reason::Enrolled).to_owned(),
@@ -217,11 +287,29 @@ impl Service {
         };
         // A code typed with the login is checked first, so that the challenge
         // is written once, in the state its answer leaves it. One audit
-        // record, the answer's.
-        let answered = if one_shot {
-            let answered = self
-                .answer(&mut tx, &provider, (&row, &user, &factor.token), &req.passcode, now)
-                .await?;
+        // record, the answer's. Without the lock only a right code goes on,
+        // its step claimed by the statement that writes the challenge.
+        let mut unlocked = None;
+        let answered = if optimistic {
+            match self.totp_step(provider, user.id, &factor.token, &req.passcode, now)? {
+                Ok(step) => {
+                    unlocked = Some(store::Unlocked {
+                        user_version: user.version,
+                        step: Some(step),
+                    });
+                    Some(Answered::approved())
+                }
+                Err(_) => return Ok(Outcome::TakeLock),
+            }
+        } else if one_shot {
+            Some(
+                self.answer(db, provider, (&row, &user, &factor.token), &req.passcode, now)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        if let Some(answered) = &answered {
             row.attempts += i32::from(answered.wrong);
             // Left open after a wrong code, the reason still says why: a
             // retried request gets the answer its first try got.
@@ -230,12 +318,9 @@ impl Service {
                 .unwrap_or((row.state(), Reason::try_from(answered.reply.reason).unwrap_or_default()));
             row.state = state.as_str().to_owned();
             row.reason = reason_str(reason).to_owned();
-            Some(answered)
-        } else {
-            None
-        };
+        }
         let user_id = UserId::from_uuid(user.id).to_string();
-        let mut events = self.outbox.batch(&provider);
+        let mut events = self.outbox.batch(provider);
         events.push(&ChallengeCreated {
             challenge_id: id_text.clone(),
             user_id: user_id.clone(),
@@ -325,7 +410,7 @@ impl Service {
         let attempt = match &answered {
             Some(answered) => login::answer_attempt(&row, &user.username, "authenticate", answered.verdict(), now),
             None => login::attempt(
-                &provider,
+                provider,
                 username.as_str(),
                 Some(user.id),
                 "authenticate",
@@ -335,43 +420,44 @@ impl Service {
                 now,
             ),
         };
-        if !store::insert_challenge(&mut tx, &row, now, &attempt, &events.rows()).await? {
+        if !store::insert_challenge(db, &row, now, &attempt, &events.rows(), unlocked).await? {
+            // Without the lock: the step was claimed or the user changed
+            // since the read, or the challenge exists (a retried request).
+            // The lock sorts out which.
+            if optimistic {
+                return Ok(Outcome::TakeLock);
+            }
             // A retried request: the challenge it created the first time
             // stands, and nothing of this attempt is kept. (Found here rather
             // than looked up first: one statement fewer on every login.)
-            tx.rollback().await?;
-            let mut conn = self.pool.acquire().await?;
-            return match store::get_challenge(&mut conn, &provider, challenge_id.as_uuid(), false).await? {
-                Some(existing) => Ok(self.start_reply(&existing, "challenge already started".into())),
-                None => Ok(deny(Reason::ChallengeNotFound, "no such challenge".into())),
+            return match store::get_challenge(db, provider, challenge_id.as_uuid(), false).await? {
+                Some(existing) => Ok(Outcome::Refused(Box::new(
+                    self.start_reply(&existing, "challenge already started".into()),
+                ))),
+                None => refuse(Reason::ChallengeNotFound, "no such challenge".into()),
             };
         }
-        tx.commit().await?;
-        // A delivery goes out at once: the user waits for it. Other events
-        // (usage, a TOTP challenge's start, an end answered in this reply)
-        // no login waits on, so they may share the relay's next batch.
-        if delivery.is_some() {
-            self.outbox.notify();
-        } else {
-            self.outbox.notify_unhurried();
-        }
+        let urgent = delivery.is_some();
         if let Some(answered) = answered {
             if let Some((state, reason)) = end {
                 count_outcome(&row, state, reason, now);
             }
             let reply = answered.reply;
             tracing::info!(challenge_id = %id_text, factor = %factor.kind, reason = reason_str(Reason::try_from(reply.reason).unwrap_or_default()), "challenge started and answered");
-            return Ok(rpc::StartChallengeReply {
-                decision: reply.decision,
-                reason: reply.reason,
-                message: reply.message,
-                challenge_id: id_text,
-                state: reply.state,
-                expires_at: Some(timestamp(expires_at)),
-                match_number: 0,
-                attempts_remaining: reply.attempts_remaining,
-                error: None,
-            });
+            return Ok(Outcome::written(
+                rpc::StartChallengeReply {
+                    decision: reply.decision,
+                    reason: reply.reason,
+                    message: reply.message,
+                    challenge_id: id_text,
+                    state: reply.state,
+                    expires_at: Some(timestamp(expires_at)),
+                    match_number: 0,
+                    attempts_remaining: reply.attempts_remaining,
+                    error: None,
+                },
+                urgent,
+            ));
         }
         let match_number = matching.as_ref().map_or(0, |(right, _)| *right);
         let message = match (&phone, factor.kind.as_str()) {
@@ -385,17 +471,20 @@ impl Service {
             (None, _) => "Enter the code from your authenticator app".to_owned(),
         };
         tracing::info!(challenge_id = %id_text, factor = %factor.kind, to = %phone.as_ref().map(PhoneNumber::masked).unwrap_or_default(), "challenge started");
-        Ok(rpc::StartChallengeReply {
-            decision: Decision::Challenge as i32,
-            reason: Reason::Enrolled as i32,
-            message,
-            challenge_id: id_text,
-            state: ChallengeState::Pending.to_proto() as i32,
-            expires_at: Some(timestamp(expires_at)),
-            match_number,
-            attempts_remaining: 0,
-            error: None,
-        })
+        Ok(Outcome::written(
+            rpc::StartChallengeReply {
+                decision: Decision::Challenge as i32,
+                reason: Reason::Enrolled as i32,
+                message,
+                challenge_id: id_text,
+                state: ChallengeState::Pending.to_proto() as i32,
+                expires_at: Some(timestamp(expires_at)),
+                match_number,
+                attempts_remaining: 0,
+                error: None,
+            },
+            urgent,
+        ))
     }
 
     fn start_reply(&self, row: &ChallengeRow, message: String) -> rpc::StartChallengeReply {
@@ -441,28 +530,35 @@ impl Service {
         let Ok(challenge_id) = ChallengeId::parse(&req.challenge_id) else {
             return Ok(not_found);
         };
-        // The limits are counted before the transaction that locks the
-        // challenge, on the same connection: the counters commit on their own.
+        // Read without a lock first: the rate limits are keyed by it (they
+        // commit on their own, on the same connection), and a right code
+        // from a user with nothing to clear is settled from it.
         let mut conn = vigil_runtime::acquire(&self.pool).await?;
-        let peeked = store::peek_challenge(&mut conn, &provider, challenge_id.as_uuid()).await?;
-        let Some((peeked, username)) = peeked else {
+        let read = store::read_verification(&mut conn, &provider, challenge_id.as_uuid(), false).await?;
+        let Some(read) = read else {
             return Ok(not_found);
         };
-        if let Some((message, remaining)) = self.verify_rate_limited(&mut conn, &req, &peeked, &username).await? {
+        if let Some((message, remaining)) = self
+            .verify_rate_limited(&mut conn, &req, &read.challenge, &read.user.username)
+            .await?
+        {
             return Ok(reply(
                 Decision::Deny,
                 Reason::RateLimited,
-                peeked.state(),
+                read.challenge.state(),
                 &message,
                 remaining,
             ));
+        }
+        if let Some(approved) = self.approve_unlocked(&mut conn, &read, &req.passcode).await? {
+            return Ok(approved);
         }
         let mut tx = Connection::begin(&mut *conn).await?;
         let Some(store::Verification {
             challenge: row,
             user,
             token,
-        }) = store::lock_verification(&mut tx, &provider, challenge_id.as_uuid()).await?
+        }) = store::read_verification(&mut tx, &provider, challenge_id.as_uuid(), true).await?
         else {
             return Ok(not_found);
         };
@@ -495,26 +591,87 @@ impl Service {
         let answered = self
             .answer(&mut tx, &provider, (&row, &user, &token), &req.passcode, now)
             .await?;
-        // The audit record, the attempt, the end and its event: one statement.
-        let mut events = self.outbox.batch(&provider);
-        if let Some((state, reason)) = answered.end {
-            events.push(&completed_event(&row, state, reason))?;
-        }
-        let attempt = login::answer_attempt(&row, &user.username, "verify", answered.verdict(), now);
-        let end = answered.end.map(|(state, reason)| (state, reason_str(reason)));
-        let moved = store::settle_answer(&mut tx, row.id, &attempt, answered.wrong, end, &events.rows(), now).await?;
-        let response = answered.reply;
+        self.settle(&mut tx, &row, &user, &answered, None, now).await?;
         tx.commit().await?;
         // The answer is in this reply; its end's event is for watchers
         // (WatchAuth), which may wait for the relay's next batch.
         self.outbox.notify_unhurried();
+        tracing::info!(challenge_id = %challenge_id, reason = reason_str(Reason::try_from(answered.reply.reason).unwrap_or_default()), "passcode verified");
+        Ok(answered.reply)
+    }
+
+    /// A right code for an open challenge, from a user with nothing to clear
+    /// and no approval to remember, approved without the lock: one statement
+    /// that writes nothing if the challenge was answered, the user changed
+    /// or the TOTP step was used since `read` (see [`store::Unlocked`]).
+    /// `None`: nothing was written, and the locked path decides.
+    async fn approve_unlocked(
+        &self,
+        conn: &mut PgConnection,
+        read: &store::Verification,
+        passcode: &str,
+    ) -> Result<Option<rpc::VerifyReply>, ServiceError> {
+        let (row, user) = (&read.challenge, &read.user);
+        let now = self.clock.now();
+        let remembers = row.remember_minutes > 0 && !row.client_ip.is_empty();
+        if row.state().is_terminal() || now >= row.expires_at || !user.has_no_failures() || remembers {
+            return Ok(None);
+        }
+        let step = match row.factor.as_str() {
+            "totp" => match self.totp_step(&row.provider_id, row.user_id, &read.token, passcode, now)? {
+                Ok(step) => Some(step),
+                Err(_) => return Ok(None),
+            },
+            "sms" if self.code_matches(row, passcode) => None,
+            _ => return Ok(None),
+        };
+        let answered = Answered::approved();
+        let unlocked = store::Unlocked {
+            user_version: user.version,
+            step,
+        };
+        if !self.settle(conn, row, user, &answered, Some(unlocked), now).await? {
+            return Ok(None);
+        }
+        self.outbox.notify_unhurried();
+        tracing::info!(challenge_id = %ChallengeId::from_uuid(row.id), reason = reason_str(Reason::Approved), "passcode verified");
+        Ok(Some(answered.reply))
+    }
+
+    /// Writes an answer to `row` (see [`store::settle_answer`]): the audit
+    /// record, the attempt, the end and its event, in one statement.
+    /// Returns whether the challenge moved.
+    async fn settle(
+        &self,
+        conn: &mut PgConnection,
+        row: &ChallengeRow,
+        user: &UserDetail,
+        answered: &Answered,
+        unlocked: Option<store::Unlocked>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ServiceError> {
+        let mut events = self.outbox.batch(&row.provider_id);
+        if let Some((state, reason)) = answered.end {
+            events.push(&completed_event(row, state, reason))?;
+        }
+        let attempt = login::answer_attempt(row, &user.username, "verify", answered.verdict(), now);
+        let end = answered.end.map(|(state, reason)| (state, reason_str(reason)));
+        let moved =
+            store::settle_answer(conn, row, &attempt, answered.wrong, end, &events.rows(), now, unlocked).await?;
         if let Some((state, reason)) = answered.end
             && moved
         {
-            count_outcome(&row, state, reason, now);
+            count_outcome(row, state, reason, now);
         }
-        tracing::info!(challenge_id = %challenge_id, reason = reason_str(Reason::try_from(response.reason).unwrap_or_default()), "passcode verified");
-        Ok(response)
+        Ok(moved)
+    }
+
+    /// Whether `passcode` is the code sent for `row` (compared as keyed hashes).
+    fn code_matches(&self, row: &ChallengeRow, passcode: &str) -> bool {
+        let id_text = ChallengeId::from_uuid(row.id).to_string();
+        row.code_hash
+            .as_deref()
+            .is_some_and(|stored| self.codes.matches(&id_text, passcode, stored))
     }
 
     /// Checks `passcode` against `row`, an open challenge (locked in `tx`,
@@ -532,32 +689,17 @@ impl Service {
     ) -> Result<Answered, ServiceError> {
         let reply = verify_reply;
         let state = row.state();
-        let id_text = ChallengeId::from_uuid(row.id).to_string();
         let check = if is_typed(&row.factor) {
             self.check_otp(tx, provider, row.user_id, &row.factor, token, passcode, now)
                 .await?
-        } else if row
-            .code_hash
-            .as_deref()
-            .is_some_and(|stored| self.codes.matches(&id_text, passcode, stored))
-        {
+        } else if self.code_matches(row, passcode) {
             OtpCheck::Accepted
         } else {
             OtpCheck::Wrong
         };
         let answered = if check == OtpCheck::Accepted {
             self.approved(tx, row, Some(user), now).await?;
-            Answered {
-                reply: reply(
-                    Decision::Allow,
-                    Reason::Approved,
-                    ChallengeState::Approved,
-                    "approved",
-                    0,
-                ),
-                wrong: false,
-                end: Some((ChallengeState::Approved, Reason::Approved)),
-            }
+            Answered::approved()
         } else {
             let remaining = row.max_attempts - (row.attempts + 1);
             let locked = self.failed(tx, user, now).await?;
@@ -636,8 +778,7 @@ impl Service {
         user: Option<&UserDetail>,
         now: DateTime<Utc>,
     ) -> Result<(), ServiceError> {
-        let clean = user
-            .is_some_and(|u| u.failed_attempts == 0 && u.failure_window_start.is_none() && u.locked_until.is_none());
+        let clean = user.is_some_and(UserDetail::has_no_failures);
         if !clean {
             store::set_failures(tx, row.user_id, 0, None, None).await?;
         }
@@ -691,6 +832,56 @@ impl Service {
     }
 }
 
+/// Whether a start holds the user's lock (see [`Service::start_as`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// No lock and no transaction: only a right TOTP code goes through.
+    Optimistic,
+    /// In a transaction that locks the user's row.
+    User,
+}
+
+/// A start request, parsed and past the rate limits.
+#[derive(Clone, Copy)]
+struct Start<'a> {
+    req: &'a rpc::StartChallengeRequest,
+    provider: &'a str,
+    challenge_id: ChallengeId,
+    username: &'a Username,
+}
+
+/// What a try at a start came to.
+enum Outcome {
+    /// Written: kept (committed, under the lock), then this answer.
+    /// `urgent` when a delivery waits on the relay.
+    Written {
+        reply: Box<rpc::StartChallengeReply>,
+        urgent: bool,
+    },
+    /// Nothing of this try is kept, and this is the answer.
+    Refused(Box<rpc::StartChallengeReply>),
+    /// The optimistic try wrote nothing and leaves the login to the lock.
+    TakeLock,
+}
+
+impl Outcome {
+    fn written(reply: rpc::StartChallengeReply, urgent: bool) -> Self {
+        Self::Written {
+            reply: Box::new(reply),
+            urgent,
+        }
+    }
+}
+
+fn deny(reason: Reason, message: String) -> rpc::StartChallengeReply {
+    rpc::StartChallengeReply {
+        decision: Decision::Deny as i32,
+        reason: reason as i32,
+        message,
+        ..Default::default()
+    }
+}
+
 /// What answering a challenge decided for the challenge itself.
 struct Answered {
     reply: rpc::VerifyReply,
@@ -701,6 +892,20 @@ struct Answered {
 }
 
 impl Answered {
+    fn approved() -> Self {
+        Self {
+            reply: verify_reply(
+                Decision::Allow,
+                Reason::Approved,
+                ChallengeState::Approved,
+                "approved",
+                0,
+            ),
+            wrong: false,
+            end: Some((ChallengeState::Approved, Reason::Approved)),
+        }
+    }
+
     /// The decision and its reason, as the audit trail records them.
     fn verdict(&self) -> (Decision, Reason) {
         (

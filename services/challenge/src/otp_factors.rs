@@ -215,47 +215,80 @@ impl Service {
                 }
             });
         }
-        // No factor of that kind (removed since the challenge began).
-        if token.secret_ciphertext.is_none() {
-            return Ok(OtpCheck::Wrong);
-        }
-        let row = token;
-        let secret = self.decrypt_seed(provider, user_id, kind, row)?;
-        let Ok(code) = Code::parse(typed, Digits::Six) else {
-            return Ok(OtpCheck::Wrong);
-        };
         if kind == "hotp" {
-            let counter = u64::try_from(row.counter.unwrap_or(0)).unwrap_or(0);
+            let Some((secret, code)) = self.seed_and_code(provider, user_id, kind, token, typed)? else {
+                return Ok(OtpCheck::Wrong);
+            };
+            let counter = u64::try_from(token.counter.unwrap_or(0)).unwrap_or(0);
             return Ok(match Hotp::default().verify(&secret, &code, counter) {
-                Ok(next) if set_counter(tx, user_id, kind, row.counter, next).await? => OtpCheck::Accepted,
+                Ok(next) if set_counter(tx, user_id, kind, token.counter, next).await? => OtpCheck::Accepted,
                 Ok(_) => OtpCheck::AlreadyUsed,
                 Err(_) => OtpCheck::Wrong,
             });
         }
-        let now_secs = u64::try_from(now.timestamp()).unwrap_or(0);
-        let last = row.last_step.and_then(|s| u64::try_from(s).ok());
-        Ok(match Totp::default().verify(&secret, &code, now_secs, last) {
-            Ok(m) => {
-                let moved = sqlx::query(
-                    "UPDATE factors SET last_step = $3
-                     WHERE user_id = $1 AND kind = $2 AND (last_step IS NULL OR last_step < $3)",
-                )
-                .bind(user_id)
-                .bind(kind)
-                .bind(i64::try_from(m.step).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if moved == 1 {
-                    OtpCheck::Accepted
-                } else {
-                    OtpCheck::AlreadyUsed
-                }
-            }
-            Err(VerifyError::Replayed) => OtpCheck::AlreadyUsed,
-            Err(_) => OtpCheck::Wrong,
+        Ok(match self.totp_step(provider, user_id, token, typed, now)? {
+            Ok(step) if claim_step(tx, user_id, step).await? => OtpCheck::Accepted,
+            Ok(_) => OtpCheck::AlreadyUsed,
+            Err(refused) => refused,
         })
     }
+
+    /// The TOTP step `typed` matches, if the clock allows it and it is later
+    /// than the last step used; else why not. The step is not claimed here:
+    /// that is a write of the caller's ([`claim_step`], or the statement
+    /// that writes the challenge, see `store::Unlocked`).
+    pub fn totp_step(
+        &self,
+        provider: &str,
+        user_id: Uuid,
+        token: &store::OtpToken,
+        typed: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Result<i64, OtpCheck>, ServiceError> {
+        let Some((secret, code)) = self.seed_and_code(provider, user_id, "totp", token, typed)? else {
+            return Ok(Err(OtpCheck::Wrong));
+        };
+        let now_secs = u64::try_from(now.timestamp()).unwrap_or(0);
+        let last = token.last_step.and_then(|s| u64::try_from(s).ok());
+        Ok(match Totp::default().verify(&secret, &code, now_secs, last) {
+            Ok(m) => Ok(i64::try_from(m.step).unwrap_or(i64::MAX)),
+            Err(VerifyError::Replayed) => Err(OtpCheck::AlreadyUsed),
+            Err(_) => Err(OtpCheck::Wrong),
+        })
+    }
+
+    /// The token's seed and the typed code, or `None` when there is no seed
+    /// (the factor was removed since the challenge began) or the code is not
+    /// six digits.
+    fn seed_and_code(
+        &self,
+        provider: &str,
+        user_id: Uuid,
+        kind: &str,
+        token: &store::OtpToken,
+        typed: &str,
+    ) -> Result<Option<(OtpSecret, Code)>, ServiceError> {
+        if token.secret_ciphertext.is_none() {
+            return Ok(None);
+        }
+        let secret = self.decrypt_seed(provider, user_id, kind, token)?;
+        Ok(Code::parse(typed, Digits::Six).ok().map(|code| (secret, code)))
+    }
+}
+
+/// Moves the TOTP factor's last step to `step`; `false` if it is there or
+/// past it already (the code was used meanwhile).
+async fn claim_step(conn: &mut PgConnection, user_id: Uuid, step: i64) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(
+        "UPDATE factors SET last_step = $2
+         WHERE user_id = $1 AND kind = 'totp' AND (last_step IS NULL OR last_step < $2)",
+    )
+    .bind(user_id)
+    .bind(step)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
 }
 
 async fn replace_factor(

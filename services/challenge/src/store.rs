@@ -98,24 +98,63 @@ pub async fn user_factors(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<
         .await
 }
 
+/// An answer decided without the user's lock, as the statement that writes
+/// it checks it: nothing is written unless the user's row is still the
+/// version the answer was decided on (policy, failures, lockout) and, for a
+/// TOTP code, the code's step is still unused, claimed by that statement.
+/// Of two answers with one code, the second's claim waits for the first's
+/// and then finds the step used.
+#[derive(Debug, Clone, Copy)]
+pub struct Unlocked {
+    /// [`UserDetail::version`] as read.
+    pub user_version: i64,
+    /// The TOTP step the code matched, for a TOTP code.
+    pub step: Option<i64>,
+}
+
+impl Unlocked {
+    fn user_version(unlocked: Option<Self>) -> Option<i64> {
+        unlocked.map(|u| u.user_version)
+    }
+
+    fn step(unlocked: Option<Self>) -> Option<i64> {
+        unlocked.and_then(|u| u.step)
+    }
+}
+
 /// Writes a new challenge as `row` says, in whatever state it starts (a
 /// login answered in the same call is written final, never pending and then
 /// updated), together with its audit record and its events, in one
 /// statement: a start is on every login, and each round trip is CPU on both
 /// ends. Nothing is written when that id exists already (a retried
-/// request); returns whether it was written.
+/// request), nor when an `unlocked` answer's checks fail; returns whether
+/// it was written.
 pub async fn insert_challenge(
     conn: &mut PgConnection,
     row: &ChallengeRow,
     now: DateTime<Utc>,
     attempt: &NewAttempt<'_>,
     events: &OutboxRows<'_>,
+    unlocked: Option<Unlocked>,
 ) -> Result<bool, sqlx::Error> {
     let completed_at = row.state().is_terminal().then_some(now);
+    // Under the lock ($33 and $34 NULL) the statement reads neither factors
+    // nor users. The claim checks that the challenge is new: a retried
+    // request must not spend a step it then writes nothing for.
     let query = sqlx::query_as::<_, (i64,)>(
-        "WITH challenge AS (
+        "WITH claim AS (
+           UPDATE factors SET last_step = $33
+           WHERE $33::bigint IS NOT NULL AND user_id = $3 AND kind = 'totp'
+             AND (last_step IS NULL OR last_step < $33)
+             AND EXISTS (SELECT 1 FROM users WHERE id = $3 AND xmin::text::bigint = $34)
+             AND NOT EXISTS (SELECT 1 FROM challenges WHERE id = $1)
+           RETURNING 1
+         ), challenge AS (
            INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, attempts, max_attempts, client_ip, created_at, expires_at, completed_at, remember_minutes, block_user_on_fraud, match_number)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (id) DO NOTHING
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
+           WHERE ($34::bigint IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = $3 AND xmin::text::bigint = $34))
+             AND ($33::bigint IS NULL OR EXISTS (SELECT 1 FROM claim))
+           ON CONFLICT (id) DO NOTHING
            RETURNING id
          ), attempt AS (
            INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
@@ -144,7 +183,11 @@ pub async fn insert_challenge(
     .bind(row.remember_minutes)
     .bind(row.block_user_on_fraud)
     .bind(row.match_number);
-    let (written,) = bind_attempt_and_events(query, attempt, events).fetch_one(conn).await?;
+    let (written,) = bind_attempt_and_events(query, attempt, events)
+        .bind(Unlocked::step(unlocked))
+        .bind(Unlocked::user_version(unlocked))
+        .fetch_one(conn)
+        .await?;
     Ok(written == 1)
 }
 
@@ -235,64 +278,42 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Verification {
                 failure_window_start: row.try_get("failure_window_start")?,
                 locked_until: row.try_get("locked_until")?,
                 created_at: row.try_get("created_at")?,
+                version: row.try_get("version")?,
             },
             token: OtpToken::from_row(row)?,
         })
     }
 }
 
-pub async fn lock_verification(
+/// A challenge of `provider_id`, its user and the user's token for the
+/// challenge's factor, locked (the challenge and the user) or not.
+pub async fn read_verification(
     conn: &mut PgConnection,
     provider_id: &str,
     id: Uuid,
+    lock: bool,
 ) -> Result<Option<Verification>, sqlx::Error> {
     // Every challenge has its user (ON DELETE CASCADE), so the join is inner.
     // The token is on the nullable side of an outer join and cannot be
     // locked here; its writers guard themselves (see otp_factors).
-    sqlx::query_as(
-        "SELECT c.id, c.provider_id, c.user_id, c.state, c.reason, c.code_hash, c.max_attempts, c.expires_at,
+    static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        let sql = "SELECT c.id, c.provider_id, c.user_id, c.state, c.reason, c.code_hash, c.max_attempts, c.expires_at,
                 c.agent_id, c.client_ip, c.remember_minutes, c.factor, c.block_user_on_fraud, c.match_number, c.attempts,
                 u.id AS u_id, u.provider_id AS u_provider_id, u.username, u.display_name, u.status, u.phone, u.email,
                 u.pin_hash, u.default_factor, u.bypass_until, u.bypass_remaining, u.failed_attempts,
-                u.failure_window_start, u.locked_until, u.created_at,
+                u.failure_window_start, u.locked_until, u.created_at, u.xmin::text::bigint AS version,
                 f.secret_ciphertext, f.counter, f.last_step
          FROM challenges c
          JOIN users u ON u.id = c.user_id
          LEFT JOIN factors f ON f.user_id = c.user_id AND f.kind = c.factor
-         WHERE c.id = $1 AND c.provider_id = $2
-         FOR UPDATE OF c, u",
-    )
-    .bind(id)
-    .bind(provider_id)
-    .fetch_optional(conn)
-    .await
-}
-
-/// A challenge of `provider_id` and its user's name, unlocked: what the rate
-/// limits of a passcode check are keyed by.
-pub async fn peek_challenge(
-    conn: &mut PgConnection,
-    provider_id: &str,
-    id: Uuid,
-) -> Result<Option<(ChallengeRow, String)>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        challenge: ChallengeRow,
-        username: String,
-    }
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT c.id, c.provider_id, c.user_id, c.state, c.reason, c.code_hash, c.max_attempts, c.expires_at,
-                c.agent_id, c.client_ip, c.remember_minutes, c.factor, c.block_user_on_fraud, c.match_number, c.attempts,
-                u.username
-         FROM challenges c JOIN users u ON u.id = c.user_id
-         WHERE c.id = $1 AND c.provider_id = $2",
-    )
-    .bind(id)
-    .bind(provider_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| (r.challenge, r.username)))
+         WHERE c.id = $1 AND c.provider_id = $2";
+        [format!("{sql} FOR UPDATE OF c, u"), sql.to_owned()]
+    });
+    sqlx::query_as(&SQL[usize::from(!lock)])
+        .bind(id)
+        .bind(provider_id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Moves an open challenge to `state`; `false` if it was no longer open.
@@ -341,31 +362,45 @@ pub async fn transition_announcing(
     .await
 }
 
-/// Writes what an answer to an open challenge (locked by the caller) did, in
-/// one statement: its audit record, one more attempt if the code was wrong,
-/// the challenge's end if it ends there (guarded as [`transition`] is), and
-/// the events, written only if the challenge moved. Returns whether it did.
+/// Writes what an answer to an open challenge did, in one statement: its
+/// audit record, one more attempt if the code was wrong, the challenge's end
+/// if it ends there (guarded as [`transition`] is), and the events, written
+/// only if the challenge moved. Returns whether it did. The challenge is
+/// locked by the caller, or the answer is `unlocked`: then nothing at all
+/// is written, not even the audit record, unless its checks hold.
+#[allow(clippy::too_many_arguments)]
 pub async fn settle_answer(
     conn: &mut PgConnection,
-    id: Uuid,
+    row: &ChallengeRow,
     attempt: &NewAttempt<'_>,
     wrong: bool,
     end: Option<(ChallengeState, &str)>,
     events: &OutboxRows<'_>,
     now: DateTime<Utc>,
+    unlocked: Option<Unlocked>,
 ) -> Result<bool, sqlx::Error> {
     let (state, reason) = end.map_or((None, None), |(state, reason)| (Some(state.as_str()), Some(reason)));
     let completed_at = end.filter(|(state, _)| state.is_terminal()).map(|_| now);
     let query = sqlx::query_as::<_, (i64,)>(
-        "WITH settled AS (
+        "WITH claim AS (
+           UPDATE factors SET last_step = $21
+           WHERE $21::bigint IS NOT NULL AND user_id = $23 AND kind = 'totp'
+             AND (last_step IS NULL OR last_step < $21)
+             AND EXISTS (SELECT 1 FROM users WHERE id = $23 AND xmin::text::bigint = $22)
+             AND EXISTS (SELECT 1 FROM challenges WHERE id = $1 AND state IN ('pending', 'delivered'))
+           RETURNING 1
+         ), settled AS (
            UPDATE challenges SET attempts = attempts + $2, state = COALESCE($3, state),
              reason = COALESCE($4, reason), completed_at = COALESCE($5, completed_at)
            WHERE id = $1
              AND ($3::text IS NULL OR (state IN ('pending', 'delivered') AND ($3 <> 'delivered' OR state = 'pending')))
+             AND ($22::bigint IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = $23 AND xmin::text::bigint = $22))
+             AND ($21::bigint IS NULL OR EXISTS (SELECT 1 FROM claim))
            RETURNING id
          ), attempt AS (
            INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
-           VALUES ($6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+           SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16
+           WHERE $22::bigint IS NULL OR EXISTS (SELECT 1 FROM settled)
          ), events AS (
            INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
            SELECT e.id, e.subject, e.envelope, $20 FROM settled,
@@ -373,12 +408,17 @@ pub async fn settle_answer(
          )
          SELECT count(*) FROM settled",
     )
-    .bind(id)
+    .bind(row.id)
     .bind(i32::from(wrong))
     .bind(state)
     .bind(reason)
     .bind(completed_at);
-    let (settled,) = bind_attempt_and_events(query, attempt, events).fetch_one(conn).await?;
+    let (settled,) = bind_attempt_and_events(query, attempt, events)
+        .bind(Unlocked::step(unlocked))
+        .bind(Unlocked::user_version(unlocked))
+        .bind(row.user_id)
+        .fetch_one(conn)
+        .await?;
     Ok(settled == 1)
 }
 
@@ -430,10 +470,14 @@ pub struct UserDetail {
     pub failure_window_start: Option<DateTime<Utc>>,
     pub locked_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The row's version as read (PostgreSQL's `xmin`, which every update
+    /// of the row changes): see [`Unlocked`].
+    pub version: i64,
 }
 
 const USER_COLUMNS: &str = "id, provider_id, username, display_name, status, phone, email, pin_hash, default_factor, \
-     bypass_until, bypass_remaining, failed_attempts, failure_window_start, locked_until, created_at";
+     bypass_until, bypass_remaining, failed_attempts, failure_window_start, locked_until, created_at, \
+     xmin::text::bigint AS version";
 
 /// A user of `provider_id` by username, optionally locked for update.
 pub async fn user_by_name(
@@ -701,6 +745,12 @@ pub struct Audited<'a> {
 }
 
 impl UserDetail {
+    /// No failed attempts on record and no lockout: an approval has nothing
+    /// to clear.
+    pub fn has_no_failures(&self) -> bool {
+        self.failed_attempts == 0 && self.failure_window_start.is_none() && self.locked_until.is_none()
+    }
+
     pub fn audited(&self) -> Audited<'_> {
         Audited {
             provider_id: &self.provider_id,
@@ -735,4 +785,252 @@ pub async fn audit_user(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sqlx::{Connection, PgConnection};
+    use vigil_testkit::PgServer;
+
+    use super::*;
+
+    const PROVIDER: &str = "prv_test";
+
+    async fn database() -> (PgServer, PgConnection) {
+        let pg = PgServer::start().await.unwrap();
+        let url = pg.create_database("vigil_challenge").await.unwrap();
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::migrate!().run(&pool).await.unwrap();
+        vigil_bus::schema::install(&pool).await.unwrap();
+        (pg, PgConnection::connect(&url).await.unwrap())
+    }
+
+    /// A TOTP challenge answered with a right code, as a login in one call
+    /// writes it.
+    fn approved_challenge(user: &UserDetail, now: DateTime<Utc>) -> ChallengeRow {
+        ChallengeRow {
+            id: Uuid::now_v7(),
+            provider_id: PROVIDER.into(),
+            user_id: user.id,
+            state: "approved".into(),
+            reason: "approved".into(),
+            code_hash: None,
+            max_attempts: 5,
+            expires_at: now + chrono::Duration::minutes(5),
+            agent_id: String::new(),
+            client_ip: String::new(),
+            remember_minutes: 0,
+            factor: "totp".into(),
+            block_user_on_fraud: true,
+            match_number: None,
+            attempts: 0,
+        }
+    }
+
+    fn approval(row: &ChallengeRow, operation: &'static str) -> NewAttempt<'static> {
+        NewAttempt {
+            provider_id: PROVIDER,
+            user_id: Some(row.user_id),
+            username: "alice",
+            operation,
+            agent_id: "",
+            client_ip: "",
+            decision: "ALLOW",
+            reason: "APPROVED",
+            challenge_id: Some(row.id),
+            at: Utc::now(),
+        }
+    }
+
+    async fn write(conn: &mut PgConnection, row: &ChallengeRow, unlocked: Unlocked) -> bool {
+        let attempt = approval(row, "authenticate");
+        insert_challenge(conn, row, Utc::now(), &attempt, &OutboxRows::default(), Some(unlocked))
+            .await
+            .unwrap()
+    }
+
+    /// Alice, with a TOTP factor, as read without a lock.
+    async fn enrolled_alice(conn: &mut PgConnection) -> UserDetail {
+        let now = Utc::now();
+        let user_id = Uuid::now_v7();
+        let new_user = NewUser {
+            id: user_id,
+            provider_id: PROVIDER,
+            username: "alice",
+            display_name: "Alice",
+            now,
+        };
+        assert!(insert_user(conn, new_user).await.unwrap());
+        insert_factor(conn, user_id, "totp", "", now).await.unwrap();
+        alice(conn).await
+    }
+
+    async fn disable_alice(conn: &mut PgConnection) {
+        sqlx::query("UPDATE users SET status = 'disabled' WHERE username = 'alice'")
+            .execute(conn)
+            .await
+            .unwrap();
+    }
+
+    async fn audit_records(conn: &mut PgConnection) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM auth_attempts")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    async fn alice(conn: &mut PgConnection) -> UserDetail {
+        user_and_factors_by_name(conn, PROVIDER, "alice", false)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    async fn last_step(conn: &mut PgConnection) -> Option<i64> {
+        sqlx::query_scalar("SELECT last_step FROM factors WHERE kind = 'totp'")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    async fn challenges(conn: &mut PgConnection) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM challenges")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    /// A login decided without the user's lock writes its challenge only if
+    /// the code's step is unused and the user is as read; otherwise it
+    /// writes nothing at all, and the locked path decides again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_step_claim_writes_only_for_an_unused_step_and_an_unchanged_user() {
+        let (_pg, mut conn) = database().await;
+        let now = Utc::now();
+        let read = enrolled_alice(&mut conn).await;
+
+        // The first use of a step: written, and the step moves.
+        let first = approved_challenge(&read, now);
+        let claim = |step| Unlocked {
+            step: Some(step),
+            user_version: read.version,
+        };
+        assert!(write(&mut conn, &first, claim(100)).await);
+        assert_eq!(last_step(&mut conn).await, Some(100));
+
+        // The same step again, or an earlier one: nothing.
+        assert!(!write(&mut conn, &approved_challenge(&read, now), claim(100)).await);
+        assert!(!write(&mut conn, &approved_challenge(&read, now), claim(99)).await);
+        // A retried request (its challenge exists): nothing, the step stays.
+        assert!(!write(&mut conn, &first, claim(101)).await);
+        assert_eq!(last_step(&mut conn).await, Some(100));
+        assert_eq!(challenges(&mut conn).await, 1);
+
+        // Locking the user's row (another login under the lock) is no change.
+        let mut tx = conn.begin().await.unwrap();
+        user_and_factors_by_name(&mut tx, PROVIDER, "alice", true)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(alice(&mut conn).await.version, read.version);
+
+        // The user disabled since the read: the claim does not hold.
+        disable_alice(&mut conn).await;
+        assert!(!write(&mut conn, &approved_challenge(&read, now), claim(101)).await);
+        assert_eq!(last_step(&mut conn).await, Some(100));
+        assert_eq!(challenges(&mut conn).await, 1);
+
+        // Read again, the user's new version holds.
+        let reread = alice(&mut conn).await;
+        assert_ne!(reread.version, read.version);
+        let claim = Unlocked {
+            step: Some(101),
+            user_version: reread.version,
+        };
+        assert!(write(&mut conn, &approved_challenge(&reread, now), claim).await);
+        assert_eq!(last_step(&mut conn).await, Some(101));
+        assert_eq!(challenges(&mut conn).await, 2);
+    }
+
+    /// An answer to an open challenge settled without the lock: written
+    /// whole (the end, the audit record) only while the challenge is open,
+    /// the user as read and the step unused; otherwise nothing at all.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unlocked_answer_settles_only_an_open_challenge_of_an_unchanged_user() {
+        let (_pg, mut conn) = database().await;
+        let now = Utc::now();
+        let read = enrolled_alice(&mut conn).await;
+        let mut open = approved_challenge(&read, now);
+        open.state = "pending".into();
+        open.reason = "ENROLLED".into();
+        let attempt = approval(&open, "authenticate");
+        assert!(
+            insert_challenge(&mut conn, &open, now, &attempt, &OutboxRows::default(), None)
+                .await
+                .unwrap()
+        );
+        let settle = async |conn: &mut PgConnection, unlocked: Unlocked| {
+            let attempt = approval(&open, "verify");
+            let end = Some((ChallengeState::Approved, "APPROVED"));
+            settle_answer(
+                conn,
+                &open,
+                &attempt,
+                false,
+                end,
+                &OutboxRows::default(),
+                now,
+                Some(unlocked),
+            )
+            .await
+            .unwrap()
+        };
+        let state = async |conn: &mut PgConnection| -> String {
+            sqlx::query_scalar("SELECT state FROM challenges")
+                .fetch_one(conn)
+                .await
+                .unwrap()
+        };
+        let as_read = |step| Unlocked {
+            user_version: read.version,
+            step,
+        };
+
+        // A step used already: nothing, not even the audit record.
+        sqlx::query("UPDATE factors SET last_step = 100")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert!(!settle(&mut conn, as_read(Some(100))).await);
+        assert_eq!(state(&mut conn).await, "pending");
+        assert_eq!(audit_records(&mut conn).await, 1);
+
+        // The user changed since the read: nothing, and the step stays unused.
+        disable_alice(&mut conn).await;
+        assert!(!settle(&mut conn, as_read(Some(101))).await);
+        assert!(!settle(&mut conn, as_read(None)).await);
+        assert_eq!(last_step(&mut conn).await, Some(100));
+        assert_eq!(state(&mut conn).await, "pending");
+        assert_eq!(audit_records(&mut conn).await, 1);
+
+        // As read: approved, the step claimed, one audit record.
+        let reread = alice(&mut conn).await;
+        let current = |step| Unlocked {
+            user_version: reread.version,
+            step,
+        };
+        assert!(settle(&mut conn, current(Some(101))).await);
+        assert_eq!(state(&mut conn).await, "approved");
+        assert_eq!(last_step(&mut conn).await, Some(101));
+        assert_eq!(audit_records(&mut conn).await, 2);
+
+        // Answered already: nothing more, and a later step is not spent.
+        assert!(!settle(&mut conn, current(Some(102))).await);
+        assert!(!settle(&mut conn, current(None)).await);
+        assert_eq!(last_step(&mut conn).await, Some(101));
+        assert_eq!(audit_records(&mut conn).await, 2);
+    }
 }
