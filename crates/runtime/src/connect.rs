@@ -13,12 +13,30 @@ pub enum ConnectError {
     Nats(String),
 }
 
+/// A pooled connection idle this long is checked (a ping, one round trip)
+/// before the pool hands it out. sqlx checks every one by default: a round
+/// trip more on each login for a connection that was in use a moment ago.
+/// A server restart takes longer than this, so the connections it closed
+/// have been idle long enough to be checked and replaced. One broken
+/// otherwise fails its statement (the login is denied, never allowed) and
+/// the pool drops it when it comes back.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 pub async fn connect_postgres(url: &str, max_connections: u32, patience: Duration) -> Result<PgPool, ConnectError> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         let attempt = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await;
         match attempt {
@@ -34,8 +52,8 @@ pub async fn connect_postgres(url: &str, max_connections: u32, patience: Duratio
 
 /// A connection from `pool`, the wait for it timed in
 /// `vigil_db_acquire_seconds`: a login held up by a busy pool shows there,
-/// not as a slow statement. (The time includes sqlx's ping of the
-/// connection it hands out.)
+/// not as a slow statement. (The time includes the ping of a connection
+/// idle for [`PING_IF_IDLE_FOR`] or more.)
 pub async fn acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, sqlx::Error> {
     let asked = std::time::Instant::now();
     let connection = pool.acquire().await;

@@ -219,13 +219,21 @@ impl PgServer {
     }
 
     /// Stops the server, e.g. to see how services fare without their
-    /// database (it cannot be started again). SIGINT is PostgreSQL's "fast
-    /// shutdown": it disconnects clients. SIGTERM ("smart") would wait for
-    /// every open pool to go away first.
+    /// database ([`Self::restart`] starts it again). SIGINT is PostgreSQL's
+    /// "fast shutdown": it disconnects clients. SIGTERM ("smart") would wait
+    /// for every open pool to go away first.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child, libc::SIGINT, STOP_GRACE);
         }
+    }
+
+    /// Stops the server as [`Self::stop`] does and starts it again, with
+    /// its data, on the same port: every client's connection is cut, as by
+    /// a database restart.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.launch().await
     }
 
     fn port_clash(&self) -> bool {

@@ -112,14 +112,61 @@ pub struct Unlocked {
     pub step: Option<i64>,
 }
 
-impl Unlocked {
-    fn user_version(unlocked: Option<Self>) -> Option<i64> {
-        unlocked.map(|u| u.user_version)
+/// The checks a statement that writes an answer makes, each variant its
+/// own statement text: a parameter that switched a part on or off made
+/// PostgreSQL plan the statement anew on every call (it folds a NULL
+/// parameter into each custom plan, which then always looks cheaper than
+/// the generic one).
+#[derive(Debug, Clone, Copy)]
+enum Checks {
+    /// Under the caller's lock: none.
+    Locked,
+    /// The user's version.
+    UserVersion,
+    /// The user's version, and a TOTP step claimed.
+    UserVersionAndStep,
+}
+
+impl Checks {
+    const ALL: [Self; 3] = [Self::Locked, Self::UserVersion, Self::UserVersionAndStep];
+
+    fn of(unlocked: Option<Unlocked>) -> Self {
+        match unlocked {
+            None => Self::Locked,
+            Some(Unlocked { step: None, .. }) => Self::UserVersion,
+            Some(Unlocked { step: Some(_), .. }) => Self::UserVersionAndStep,
+        }
     }
 
-    fn step(unlocked: Option<Self>) -> Option<i64> {
-        unlocked.and_then(|u| u.step)
+    /// The statement's text for each variant, in [`Self::ALL`]'s order.
+    fn texts(statement: impl Fn(Self) -> String) -> [String; 3] {
+        Self::ALL.map(statement)
     }
+
+    fn text(self, texts: &[String; 3]) -> &str {
+        &texts[self as usize]
+    }
+}
+
+/// `claim`: the TOTP step `$step` taken for user `$user` if it is later than
+/// the last one used and the user's row is still version `$version`, and
+/// `challenge` holds (a condition on the challenge). Its update waits for a
+/// concurrent claim of the same factor and then checks the step again.
+fn claim_cte(user: &str, version: &str, step: &str, challenge: &str) -> String {
+    format!(
+        "claim AS (
+           UPDATE factors SET last_step = {step}
+           WHERE user_id = {user} AND kind = 'totp' AND (last_step IS NULL OR last_step < {step})
+             AND EXISTS (SELECT 1 FROM users WHERE id = {user} AND xmin::text::bigint = {version})
+             AND {challenge}
+           RETURNING 1
+         ), "
+    )
+}
+
+/// The user's row is still version `$version`.
+fn user_is_version(user: &str, version: &str) -> String {
+    format!("EXISTS (SELECT 1 FROM users WHERE id = {user} AND xmin::text::bigint = {version})")
 }
 
 /// Writes a new challenge as `row` says, in whatever state it starts (a
@@ -137,58 +184,81 @@ pub async fn insert_challenge(
     events: &OutboxRows<'_>,
     unlocked: Option<Unlocked>,
 ) -> Result<bool, sqlx::Error> {
+    // Under the lock the statement reads neither factors nor users. The
+    // claim checks that the challenge is new: a retried request must not
+    // spend a step it then writes nothing for.
+    static SQL: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
+        Checks::texts(|checks| {
+            let (claim, condition) = match checks {
+                Checks::Locked => (String::new(), String::new()),
+                Checks::UserVersion => (String::new(), format!("WHERE {}", user_is_version("$3", "$33"))),
+                Checks::UserVersionAndStep => (
+                    claim_cte(
+                        "$3",
+                        "$33",
+                        "$34",
+                        "NOT EXISTS (SELECT 1 FROM challenges WHERE id = $1)",
+                    ),
+                    "WHERE EXISTS (SELECT 1 FROM claim)".to_owned(),
+                ),
+            };
+            format!(
+                "WITH {claim}challenge AS (
+                   INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, attempts, max_attempts, client_ip, created_at, expires_at, completed_at, remember_minutes, block_user_on_fraud, match_number)
+                   SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 {condition}
+                   ON CONFLICT (id) DO NOTHING
+                   RETURNING id
+                 ), attempt AS (
+                   INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
+                   SELECT $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 FROM challenge
+                 ), events AS (
+                   INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
+                   SELECT e.id, e.subject, e.envelope, $32 FROM challenge,
+                     UNNEST($29::uuid[], $30::text[], $31::bytea[]) AS e (id, subject, envelope)
+                 )
+                 SELECT count(*) FROM challenge"
+            )
+        })
+    });
     let completed_at = row.state().is_terminal().then_some(now);
-    // Under the lock ($33 and $34 NULL) the statement reads neither factors
-    // nor users. The claim checks that the challenge is new: a retried
-    // request must not spend a step it then writes nothing for.
-    let query = sqlx::query_as::<_, (i64,)>(
-        "WITH claim AS (
-           UPDATE factors SET last_step = $33
-           WHERE $33::bigint IS NOT NULL AND user_id = $3 AND kind = 'totp'
-             AND (last_step IS NULL OR last_step < $33)
-             AND EXISTS (SELECT 1 FROM users WHERE id = $3 AND xmin::text::bigint = $34)
-             AND NOT EXISTS (SELECT 1 FROM challenges WHERE id = $1)
-           RETURNING 1
-         ), challenge AS (
-           INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, attempts, max_attempts, client_ip, created_at, expires_at, completed_at, remember_minutes, block_user_on_fraud, match_number)
-           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
-           WHERE ($34::bigint IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = $3 AND xmin::text::bigint = $34))
-             AND ($33::bigint IS NULL OR EXISTS (SELECT 1 FROM claim))
-           ON CONFLICT (id) DO NOTHING
-           RETURNING id
-         ), attempt AS (
-           INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
-           SELECT $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 FROM challenge
-         ), events AS (
-           INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
-           SELECT e.id, e.subject, e.envelope, $32 FROM challenge,
-             UNNEST($29::uuid[], $30::text[], $31::bytea[]) AS e (id, subject, envelope)
-         )
-         SELECT count(*) FROM challenge",
-    )
-    .bind(row.id)
-    .bind(&row.provider_id)
-    .bind(row.user_id)
-    .bind(&row.agent_id)
-    .bind(&row.factor)
-    .bind(&row.state)
-    .bind(&row.reason)
-    .bind(&row.code_hash)
-    .bind(row.attempts)
-    .bind(row.max_attempts)
-    .bind(&row.client_ip)
-    .bind(now)
-    .bind(row.expires_at)
-    .bind(completed_at)
-    .bind(row.remember_minutes)
-    .bind(row.block_user_on_fraud)
-    .bind(row.match_number);
-    let (written,) = bind_attempt_and_events(query, attempt, events)
-        .bind(Unlocked::step(unlocked))
-        .bind(Unlocked::user_version(unlocked))
+    let query = sqlx::query_as::<_, (i64,)>(Checks::of(unlocked).text(&SQL))
+        .bind(row.id)
+        .bind(&row.provider_id)
+        .bind(row.user_id)
+        .bind(&row.agent_id)
+        .bind(&row.factor)
+        .bind(&row.state)
+        .bind(&row.reason)
+        .bind(&row.code_hash)
+        .bind(row.attempts)
+        .bind(row.max_attempts)
+        .bind(&row.client_ip)
+        .bind(now)
+        .bind(row.expires_at)
+        .bind(completed_at)
+        .bind(row.remember_minutes)
+        .bind(row.block_user_on_fraud)
+        .bind(row.match_number);
+    let (written,) = bind_unlocked(bind_attempt_and_events(query, attempt, events), unlocked, &[])
         .fetch_one(conn)
         .await?;
     Ok(written == 1)
+}
+
+/// Binds an unlocked answer's checks after a statement's other parameters:
+/// the user's version, `between` (parameters of the statement's own), then
+/// the step, as many as [`Checks::of`] the answer has.
+fn bind_unlocked<'q>(mut query: CountQuery<'q>, unlocked: Option<Unlocked>, between: &[Uuid]) -> CountQuery<'q> {
+    if let Some(Unlocked { user_version, step }) = unlocked {
+        query = query.bind(user_version);
+        for id in between {
+            query = query.bind(*id);
+        }
+        if let Some(step) = step {
+            query = query.bind(step);
+        }
+    }
+    query
 }
 
 type CountQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, (i64,), sqlx::postgres::PgArguments>;
@@ -379,46 +449,62 @@ pub async fn settle_answer(
     now: DateTime<Utc>,
     unlocked: Option<Unlocked>,
 ) -> Result<bool, sqlx::Error> {
+    static SQL: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
+        Checks::texts(|checks| {
+            let (claim, condition) = match checks {
+                Checks::Locked => (String::new(), String::new()),
+                Checks::UserVersion => (String::new(), format!("AND {}", user_is_version("$22", "$21"))),
+                Checks::UserVersionAndStep => (
+                    claim_cte(
+                        "$22",
+                        "$21",
+                        "$23",
+                        "EXISTS (SELECT 1 FROM challenges WHERE id = $1 AND state IN ('pending', 'delivered'))",
+                    ),
+                    "AND EXISTS (SELECT 1 FROM claim)".to_owned(),
+                ),
+            };
+            // Under the lock the audit record is written whatever happens
+            // to the challenge (a wrong code counts); unlocked, only with it.
+            let recorded = match checks {
+                Checks::Locked => "",
+                Checks::UserVersion | Checks::UserVersionAndStep => "WHERE EXISTS (SELECT 1 FROM settled)",
+            };
+            format!(
+                "WITH {claim}settled AS (
+                   UPDATE challenges SET attempts = attempts + $2, state = COALESCE($3, state),
+                     reason = COALESCE($4, reason), completed_at = COALESCE($5, completed_at)
+                   WHERE id = $1
+                     AND ($3::text IS NULL OR (state IN ('pending', 'delivered') AND ($3 <> 'delivered' OR state = 'pending')))
+                     {condition}
+                   RETURNING id
+                 ), attempt AS (
+                   INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
+                   SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 {recorded}
+                 ), events AS (
+                   INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
+                   SELECT e.id, e.subject, e.envelope, $20 FROM settled,
+                     UNNEST($17::uuid[], $18::text[], $19::bytea[]) AS e (id, subject, envelope)
+                 )
+                 SELECT count(*) FROM settled"
+            )
+        })
+    });
     let (state, reason) = end.map_or((None, None), |(state, reason)| (Some(state.as_str()), Some(reason)));
     let completed_at = end.filter(|(state, _)| state.is_terminal()).map(|_| now);
-    let query = sqlx::query_as::<_, (i64,)>(
-        "WITH claim AS (
-           UPDATE factors SET last_step = $21
-           WHERE $21::bigint IS NOT NULL AND user_id = $23 AND kind = 'totp'
-             AND (last_step IS NULL OR last_step < $21)
-             AND EXISTS (SELECT 1 FROM users WHERE id = $23 AND xmin::text::bigint = $22)
-             AND EXISTS (SELECT 1 FROM challenges WHERE id = $1 AND state IN ('pending', 'delivered'))
-           RETURNING 1
-         ), settled AS (
-           UPDATE challenges SET attempts = attempts + $2, state = COALESCE($3, state),
-             reason = COALESCE($4, reason), completed_at = COALESCE($5, completed_at)
-           WHERE id = $1
-             AND ($3::text IS NULL OR (state IN ('pending', 'delivered') AND ($3 <> 'delivered' OR state = 'pending')))
-             AND ($22::bigint IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = $23 AND xmin::text::bigint = $22))
-             AND ($21::bigint IS NULL OR EXISTS (SELECT 1 FROM claim))
-           RETURNING id
-         ), attempt AS (
-           INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
-           SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16
-           WHERE $22::bigint IS NULL OR EXISTS (SELECT 1 FROM settled)
-         ), events AS (
-           INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
-           SELECT e.id, e.subject, e.envelope, $20 FROM settled,
-             UNNEST($17::uuid[], $18::text[], $19::bytea[]) AS e (id, subject, envelope)
-         )
-         SELECT count(*) FROM settled",
+    let query = sqlx::query_as::<_, (i64,)>(Checks::of(unlocked).text(&SQL))
+        .bind(row.id)
+        .bind(i32::from(wrong))
+        .bind(state)
+        .bind(reason)
+        .bind(completed_at);
+    let (settled,) = bind_unlocked(
+        bind_attempt_and_events(query, attempt, events),
+        unlocked,
+        &[row.user_id],
     )
-    .bind(row.id)
-    .bind(i32::from(wrong))
-    .bind(state)
-    .bind(reason)
-    .bind(completed_at);
-    let (settled,) = bind_attempt_and_events(query, attempt, events)
-        .bind(Unlocked::step(unlocked))
-        .bind(Unlocked::user_version(unlocked))
-        .bind(row.user_id)
-        .fetch_one(conn)
-        .await?;
+    .fetch_one(conn)
+    .await?;
     Ok(settled == 1)
 }
 
