@@ -153,12 +153,12 @@ impl Checks {
 /// `challenge` holds (a condition on the challenge). Its update waits for a
 /// concurrent claim of the same factor and then checks the step again.
 fn claim_cte(user: &str, version: &str, step: &str, challenge: &str) -> String {
+    let unchanged = user_is_version(user, version);
     format!(
         "claim AS (
            UPDATE factors SET last_step = {step}
            WHERE user_id = {user} AND kind = 'totp' AND (last_step IS NULL OR last_step < {step})
-             AND EXISTS (SELECT 1 FROM users WHERE id = {user} AND xmin::text::bigint = {version})
-             AND {challenge}
+             AND {unchanged} AND {challenge}
            RETURNING 1
          ), "
     )
