@@ -16,10 +16,10 @@ pub enum ConnectError {
 /// A pooled connection idle this long is checked (a ping, one round trip)
 /// before the pool hands it out. sqlx checks every one by default: a round
 /// trip more on each login for a connection that was in use a moment ago.
-/// A server restart takes longer than this, so the connections it closed
-/// have been idle long enough to be checked and replaced. One broken
-/// otherwise fails its statement (the login is denied, never allowed) and
-/// the pool drops it when it comes back.
+/// A database restart usually takes longer than this, so the connections
+/// it cut are checked and replaced before use. One cut within a second of
+/// its last use fails its statement instead (the login is denied, never
+/// allowed), and the pool drops it when it comes back.
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 pub async fn connect_postgres(url: &str, max_connections: u32, patience: Duration) -> Result<PgPool, ConnectError> {
