@@ -116,17 +116,15 @@ impl OutboxBatch {
         if self.ids.is_empty() {
             return Ok(());
         }
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_rows_sql(1, ""));
         let rows = self.rows();
-        sqlx::query(
-            "INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
-             SELECT id, subject, envelope, $4 FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) AS e (id, subject, envelope)",
-        )
-        .bind(rows.ids)
-        .bind(rows.subjects)
-        .bind(rows.envelopes)
-        .bind(rows.traceparent)
-        .execute(tx)
-        .await?;
+        sqlx::query(&SQL)
+            .bind(rows.ids)
+            .bind(rows.subjects)
+            .bind(rows.envelopes)
+            .bind(rows.traceparent)
+            .execute(tx)
+            .await?;
         Ok(())
     }
 
@@ -145,17 +143,29 @@ impl OutboxBatch {
     }
 }
 
-/// An [`OutboxBatch`]'s rows as parameters of
-/// `INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
-///  SELECT e.id, e.subject, e.envelope, $traceparent
-///  FROM UNNEST($ids::uuid[], $subjects::text[], $envelopes::bytea[]) AS e (id, subject, envelope)`.
-/// The default is no rows.
+/// An [`OutboxBatch`]'s rows as the four parameters of [`insert_rows_sql`]:
+/// ids, subjects, envelopes, then the trace context. The default is no rows.
 #[derive(Default)]
 pub struct OutboxRows<'a> {
     pub ids: &'a [Uuid],
     pub subjects: &'a [&'static str],
     pub envelopes: &'a [Vec<u8>],
     pub traceparent: Option<String>,
+}
+
+/// The statement that writes [`OutboxRows`] bound from parameter `$first`
+/// on (four parameters), if `condition` holds (`""`: always). A statement
+/// that changes a state and writes its events in one round trip uses it as
+/// one of its parts: `… announced AS ({insert_rows_sql(5, "WHERE EXISTS
+/// (SELECT 1 FROM moved)")}) …`.
+pub fn insert_rows_sql(first: usize, condition: &str) -> String {
+    let (ids, subjects, envelopes, traceparent) = (first, first + 1, first + 2, first + 3);
+    format!(
+        "INSERT INTO vigil_outbox (id, subject, envelope, traceparent) \
+         SELECT e.id, e.subject, e.envelope, ${traceparent} \
+         FROM UNNEST(${ids}::uuid[], ${subjects}::text[], ${envelopes}::bytea[]) AS e (id, subject, envelope) \
+         {condition}"
+    )
 }
 
 /// Publishes committed outbox rows to JetStream; their deletion commits

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
-use vigil_bus::outbox::OutboxRows;
+use vigil_bus::outbox::{OutboxRows, insert_rows_sql};
 
 use crate::state::ChallengeState;
 
@@ -202,6 +202,7 @@ pub async fn insert_challenge(
                     "WHERE EXISTS (SELECT 1 FROM claim)".to_owned(),
                 ),
             };
+            let events = insert_rows_sql(29, "WHERE EXISTS (SELECT 1 FROM challenge)");
             format!(
                 "WITH {claim}challenge AS (
                    INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, attempts, max_attempts, client_ip, created_at, expires_at, completed_at, remember_minutes, block_user_on_fraud, match_number)
@@ -211,11 +212,7 @@ pub async fn insert_challenge(
                  ), attempt AS (
                    INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
                    SELECT $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 FROM challenge
-                 ), events AS (
-                   INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
-                   SELECT e.id, e.subject, e.envelope, $32 FROM challenge,
-                     UNNEST($29::uuid[], $30::text[], $31::bytea[]) AS e (id, subject, envelope)
-                 )
+                 ), events AS ({events})
                  SELECT count(*) FROM challenge"
             )
         })
@@ -407,29 +404,29 @@ pub async fn transition_announcing(
     now: DateTime<Utc>,
     events: &OutboxRows<'_>,
 ) -> Result<bool, sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let announced = insert_rows_sql(5, "WHERE EXISTS (SELECT 1 FROM moved)");
+        format!(
+            "WITH moved AS ( \
+               UPDATE challenges SET state = $2, reason = $3, completed_at = $4 \
+               WHERE id = $1 AND state IN ('pending', 'delivered') AND ($2 <> 'delivered' OR state = 'pending') \
+               RETURNING id), \
+             announced AS ({announced}) \
+             SELECT EXISTS (SELECT 1 FROM moved)"
+        )
+    });
     let completed_at = state.is_terminal().then_some(now);
-    sqlx::query_scalar(
-        "WITH moved AS ( \
-           UPDATE challenges SET state = $2, reason = $3, completed_at = $4 \
-           WHERE id = $1 AND state IN ('pending', 'delivered') AND ($2 <> 'delivered' OR state = 'pending') \
-           RETURNING id), \
-         announced AS ( \
-           INSERT INTO vigil_outbox (id, subject, envelope, traceparent) \
-           SELECT e.id, e.subject, e.envelope, $8 \
-           FROM UNNEST($5::uuid[], $6::text[], $7::bytea[]) AS e (id, subject, envelope) \
-           WHERE EXISTS (SELECT 1 FROM moved)) \
-         SELECT EXISTS (SELECT 1 FROM moved)",
-    )
-    .bind(id)
-    .bind(state.as_str())
-    .bind(reason)
-    .bind(completed_at)
-    .bind(events.ids)
-    .bind(events.subjects)
-    .bind(events.envelopes)
-    .bind(events.traceparent.as_deref())
-    .fetch_one(conn)
-    .await
+    sqlx::query_scalar(&SQL)
+        .bind(id)
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(completed_at)
+        .bind(events.ids)
+        .bind(events.subjects)
+        .bind(events.envelopes)
+        .bind(events.traceparent.as_deref())
+        .fetch_one(conn)
+        .await
 }
 
 /// Writes what an answer to an open challenge did, in one statement: its
@@ -470,6 +467,7 @@ pub async fn settle_answer(
                 Checks::Locked => "",
                 Checks::UserVersion | Checks::UserVersionAndStep => "WHERE EXISTS (SELECT 1 FROM settled)",
             };
+            let events = insert_rows_sql(17, "WHERE EXISTS (SELECT 1 FROM settled)");
             format!(
                 "WITH {claim}settled AS (
                    UPDATE challenges SET attempts = attempts + $2, state = COALESCE($3, state),
@@ -481,11 +479,7 @@ pub async fn settle_answer(
                  ), attempt AS (
                    INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
                    SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 {recorded}
-                 ), events AS (
-                   INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
-                   SELECT e.id, e.subject, e.envelope, $20 FROM settled,
-                     UNNEST($17::uuid[], $18::text[], $19::bytea[]) AS e (id, subject, envelope)
-                 )
+                 ), events AS ({events})
                  SELECT count(*) FROM settled"
             )
         })

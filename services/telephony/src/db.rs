@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
-use vigil_bus::outbox::OutboxRows;
+use vigil_bus::outbox::{OutboxRows, insert_rows_sql};
 use vigil_core::DeliveryId;
 
 use crate::model::{Answer, Channel, Delivery, DeliveryState, VoiceMode};
@@ -179,36 +179,36 @@ pub async fn record_status(
         .filter(|s| s.advances_to(next))
         .map(DeliveryState::as_str)
         .collect();
-    let row: Option<(String, bool)> = sqlx::query_as(
-        "WITH found AS (SELECT id, state FROM deliveries WHERE carrier_ref = $1 FOR UPDATE), \
-         recorded AS ( \
-           INSERT INTO carrier_callbacks (id, delivery_id, carrier, kind, carrier_ref, status, detail) \
-           SELECT $2, id, $3, $4, $1, $5, $6 FROM found), \
-         moved AS ( \
-           UPDATE deliveries d SET state = $7, last_error = COALESCE($8, d.last_error), updated_at = now() \
-           FROM found WHERE d.id = found.id AND found.state = ANY($9::text[]) RETURNING d.id), \
-         announced AS ( \
-           INSERT INTO vigil_outbox (id, subject, envelope, traceparent) \
-           SELECT e.id, e.subject, e.envelope, $13 \
-           FROM UNNEST($10::uuid[], $11::text[], $12::bytea[]) AS e (id, subject, envelope) \
-           WHERE EXISTS (SELECT 1 FROM moved)) \
-         SELECT found.state, EXISTS (SELECT 1 FROM moved) FROM found",
-    )
-    .bind(callback.carrier_ref)
-    .bind(Uuid::now_v7())
-    .bind(callback.carrier)
-    .bind(callback.kind)
-    .bind(callback.status)
-    .bind(callback.detail)
-    .bind(next.as_str())
-    .bind(error)
-    .bind(&advancing)
-    .bind(events.ids)
-    .bind(events.subjects)
-    .bind(events.envelopes)
-    .bind(events.traceparent.as_deref())
-    .fetch_optional(connection)
-    .await?;
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let announced = insert_rows_sql(10, "WHERE EXISTS (SELECT 1 FROM moved)");
+        format!(
+            "WITH found AS (SELECT id, state FROM deliveries WHERE carrier_ref = $1 FOR UPDATE), \
+             recorded AS ( \
+               INSERT INTO carrier_callbacks (id, delivery_id, carrier, kind, carrier_ref, status, detail) \
+               SELECT $2, id, $3, $4, $1, $5, $6 FROM found), \
+             moved AS ( \
+               UPDATE deliveries d SET state = $7, last_error = COALESCE($8, d.last_error), updated_at = now() \
+               FROM found WHERE d.id = found.id AND found.state = ANY($9::text[]) RETURNING d.id), \
+             announced AS ({announced}) \
+             SELECT found.state, EXISTS (SELECT 1 FROM moved) FROM found"
+        )
+    });
+    let row: Option<(String, bool)> = sqlx::query_as(&SQL)
+        .bind(callback.carrier_ref)
+        .bind(Uuid::now_v7())
+        .bind(callback.carrier)
+        .bind(callback.kind)
+        .bind(callback.status)
+        .bind(callback.detail)
+        .bind(next.as_str())
+        .bind(error)
+        .bind(&advancing)
+        .bind(events.ids)
+        .bind(events.subjects)
+        .bind(events.envelopes)
+        .bind(events.traceparent.as_deref())
+        .fetch_optional(connection)
+        .await?;
     row.map(|(state, moved)| {
         let previous = DeliveryState::parse(&state)
             .ok_or_else(|| sqlx::Error::Decode(format!("deliveries.state holds unknown value {state:?}").into()))?;
