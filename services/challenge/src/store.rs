@@ -146,6 +146,22 @@ impl Checks {
     fn text(self, texts: &[String; 3]) -> &str {
         &texts[self as usize]
     }
+
+    /// The two parts these checks add to a statement that writes an
+    /// answer: the `claim` CTE to put first (see [`claim_cte`]), and the
+    /// condition on the write itself, after `keyword` (`WHERE` or `AND`).
+    /// `(user, version, step)` are the statement's parameters; `challenge`
+    /// is the claim's condition on the challenge. Both empty under the lock.
+    fn parts(self, keyword: &str, (user, version, step): (&str, &str, &str), challenge: &str) -> (String, String) {
+        match self {
+            Self::Locked => (String::new(), String::new()),
+            Self::UserVersion => (String::new(), format!("{keyword} {}", user_is_version(user, version))),
+            Self::UserVersionAndStep => (
+                claim_cte(user, version, step, challenge),
+                format!("{keyword} EXISTS (SELECT 1 FROM claim)"),
+            ),
+        }
+    }
 }
 
 /// `claim`: the TOTP step `$step` taken for user `$user` if it is later than
@@ -189,19 +205,11 @@ pub async fn insert_challenge(
     // spend a step it then writes nothing for.
     static SQL: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
         Checks::texts(|checks| {
-            let (claim, condition) = match checks {
-                Checks::Locked => (String::new(), String::new()),
-                Checks::UserVersion => (String::new(), format!("WHERE {}", user_is_version("$3", "$33"))),
-                Checks::UserVersionAndStep => (
-                    claim_cte(
-                        "$3",
-                        "$33",
-                        "$34",
-                        "NOT EXISTS (SELECT 1 FROM challenges WHERE id = $1)",
-                    ),
-                    "WHERE EXISTS (SELECT 1 FROM claim)".to_owned(),
-                ),
-            };
+            let (claim, condition) = checks.parts(
+                "WHERE",
+                ("$3", "$33", "$34"),
+                "NOT EXISTS (SELECT 1 FROM challenges WHERE id = $1)",
+            );
             let events = insert_rows_sql(29, "WHERE EXISTS (SELECT 1 FROM challenge)");
             format!(
                 "WITH {claim}challenge AS (
@@ -448,19 +456,11 @@ pub async fn settle_answer(
 ) -> Result<bool, sqlx::Error> {
     static SQL: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
         Checks::texts(|checks| {
-            let (claim, condition) = match checks {
-                Checks::Locked => (String::new(), String::new()),
-                Checks::UserVersion => (String::new(), format!("AND {}", user_is_version("$22", "$21"))),
-                Checks::UserVersionAndStep => (
-                    claim_cte(
-                        "$22",
-                        "$21",
-                        "$23",
-                        "EXISTS (SELECT 1 FROM challenges WHERE id = $1 AND state IN ('pending', 'delivered'))",
-                    ),
-                    "AND EXISTS (SELECT 1 FROM claim)".to_owned(),
-                ),
-            };
+            let (claim, condition) = checks.parts(
+                "AND",
+                ("$22", "$21", "$23"),
+                "EXISTS (SELECT 1 FROM challenges WHERE id = $1 AND state IN ('pending', 'delivered'))",
+            );
             // Under the lock the audit record is written whatever happens
             // to the challenge (a wrong code counts); unlocked, only with it.
             let recorded = match checks {
