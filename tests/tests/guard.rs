@@ -4,10 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vigil_core::ChallengeId;
 use vigil_e2e::{AgentClient, Stack, StackOptions, Tenant, agent_client};
+use vigil_otp::{OtpSecret, Totp};
 use vigil_proto::rpc;
 use vigil_proto::v1::{
     AgentKind, AuthenticateRequest, CreateAgentRequest, Decision, ExplainLoginRequest, Factor, PreauthRequest, Reason,
@@ -59,19 +60,45 @@ fn retry_seconds(message: &str) -> u64 {
         .unwrap_or_else(|| panic!("no retry time in {message:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rate_limits_per_user_and_per_agent() {
-    let stack = Stack::start(StackOptions {
+/// A stack whose challenge service allows each user and each agent
+/// `(max, window seconds)` login calls.
+async fn stack_with_limits(user: (u32, u32), agent: (u32, u32)) -> Stack {
+    Stack::start(StackOptions {
         env: vec![
-            ("challenge", "VIGIL_RATE_LIMIT_USER_MAX", "3".into()),
-            ("challenge", "VIGIL_RATE_LIMIT_USER_WINDOW_SECS", "4".into()),
-            ("challenge", "VIGIL_RATE_LIMIT_AGENT_MAX", "16".into()),
-            ("challenge", "VIGIL_RATE_LIMIT_AGENT_WINDOW_SECS", "600".into()),
+            ("challenge", "VIGIL_RATE_LIMIT_USER_MAX", user.0.to_string()),
+            ("challenge", "VIGIL_RATE_LIMIT_USER_WINDOW_SECS", user.1.to_string()),
+            ("challenge", "VIGIL_RATE_LIMIT_AGENT_MAX", agent.0.to_string()),
+            ("challenge", "VIGIL_RATE_LIMIT_AGENT_WINDOW_SECS", agent.1.to_string()),
         ],
         ..Default::default()
     })
     .await
-    .expect("stack starts");
+    .expect("stack starts")
+}
+
+/// How many of `username`'s recent attempts were decided for `reason`
+/// (refusals are audited like every decision).
+async fn attempts_for(tenant: &mut Tenant, username: &str, reason: Reason) -> anyhow::Result<usize> {
+    let explained = tenant
+        .admin
+        .explain_login(ExplainLoginRequest {
+            provider_id: tenant.provider_id.clone(),
+            username: username.into(),
+            agent_id: String::new(),
+            client_ip: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok(explained
+        .recent_attempts
+        .iter()
+        .filter(|a| a.reason() == reason)
+        .count())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_per_user_and_per_agent() {
+    let stack = stack_with_limits((3, 4), (16, 600)).await;
     if let Err(error) = rate_limits(&stack).await {
         panic!("{error:#}\n\n{}", stack.log_tails(40));
     }
@@ -99,22 +126,7 @@ async fn rate_limits(stack: &Stack) -> anyhow::Result<()> {
     assert!(stack.sim_inbox("+15550200001").await?.is_empty());
 
     // The refusal is in the audit trail, like every decision.
-    let explained = acme
-        .admin
-        .explain_login(ExplainLoginRequest {
-            provider_id: acme.provider_id.clone(),
-            username: "carol".into(),
-            agent_id: String::new(),
-            client_ip: String::new(),
-        })
-        .await?
-        .into_inner();
-    let limited = explained
-        .recent_attempts
-        .iter()
-        .filter(|a| a.reason() == Reason::RateLimited)
-        .count();
-    assert_eq!(limited, 2, "{:?}", explained.recent_attempts);
+    assert_eq!(attempts_for(&mut acme, "carol", Reason::RateLimited).await?, 2);
 
     // Another user is not held back by carol's limit.
     acme.add_user("erin", "+15550200003").await?;
@@ -179,6 +191,81 @@ async fn rate_limits(stack: &Stack) -> anyhow::Result<()> {
 }
 
 /// The carrier simulator's counters.
+/// A code typed with the login counts once against the limits, also when a
+/// wrong code takes the login from the unlocked try to the user's lock, and
+/// unknown users count against their agent; past the limit even the right
+/// code is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_in_one_call_counts_once_against_the_limits() {
+    let stack = stack_with_limits((3, 600), (7, 600)).await;
+    if let Err(error) = one_call_limits(&stack).await {
+        panic!("{error:#}\n\n{}", stack.log_tails(40));
+    }
+}
+
+async fn one_call_limits(stack: &Stack) -> anyhow::Result<()> {
+    let mut acme = Tenant::create(stack, "Acme").await?;
+    acme.add_user("frank", "+15550200101").await?;
+    let enrolled = acme.enroll("frank", Factor::Totp).await?;
+    let seed = OtpSecret::from_base32(&enrolled.secret_base32)?;
+    let code = || {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Totp::default().generate(&seed, now).as_str().to_owned()
+    };
+    let in_one_call = |username: &str, passcode: String| AuthenticateRequest {
+        username: username.into(),
+        factor: Factor::Totp as i32,
+        client_ip: "192.0.2.10".into(),
+        passcode,
+    };
+    // Three wrong codes: each is counted once, though each goes on to the
+    // user's lock after the unlocked try.
+    for _ in 0..3 {
+        let right = code();
+        let wrong = if right == "000000" { "111111" } else { "000000" };
+        let denied = acme
+            .agent
+            .authenticate(in_one_call("frank", wrong.into()))
+            .await?
+            .into_inner();
+        assert_eq!(denied.reason(), Reason::WrongCode, "{denied:?}");
+    }
+    let refused = acme
+        .agent
+        .authenticate(in_one_call("frank", code()))
+        .await?
+        .into_inner();
+    assert_eq!(
+        (refused.decision(), refused.reason()),
+        (Decision::Deny, Reason::RateLimited),
+        "{refused:?}"
+    );
+    assert!(refused.message.contains("for this user"), "{}", refused.message);
+    assert!(refused.challenge_id.is_empty(), "{refused:?}");
+    assert_eq!(attempts_for(&mut acme, "frank", Reason::RateLimited).await?, 1);
+
+    // The agent counted those four; unknown users count against it too.
+    for n in 0..3 {
+        let unknown = acme
+            .agent
+            .authenticate(in_one_call(&format!("nobody{n}"), "123456".into()))
+            .await?
+            .into_inner();
+        assert_eq!(unknown.reason(), Reason::UnknownUser, "call {n}: {unknown:?}");
+    }
+    let refused = acme
+        .agent
+        .authenticate(in_one_call("nobody3", "123456".into()))
+        .await?
+        .into_inner();
+    assert_eq!(refused.reason(), Reason::RateLimited, "{refused:?}");
+    assert!(refused.message.contains("from this agent"), "{}", refused.message);
+    Ok(())
+}
+
 async fn sim_stats(stack: &Stack) -> anyhow::Result<serde_json::Value> {
     Ok(reqwest::get(format!("{}/sim/stats", stack.sim_url))
         .await?
@@ -301,24 +388,7 @@ async fn caps(stack: &Stack) -> anyhow::Result<()> {
     assert!(capped.message.contains("calls"), "{}", capped.message);
 
     // The refusal is audited like every decision.
-    let explained = acme
-        .admin
-        .explain_login(ExplainLoginRequest {
-            provider_id: acme.provider_id.clone(),
-            username: "u1".into(),
-            agent_id: String::new(),
-            client_ip: String::new(),
-        })
-        .await?
-        .into_inner();
-    assert!(
-        explained
-            .recent_attempts
-            .iter()
-            .any(|a| a.reason() == Reason::DeliveryCapped),
-        "{:?}",
-        explained.recent_attempts
-    );
+    assert!(attempts_for(&mut acme, "u1", Reason::DeliveryCapped).await? > 0);
 
     // Raising the cap (with the CLI) lets the next one through.
     let shown = stack.vigil(&["providers", "caps", &acme.provider_id, "--sms-per-hour", "3"])?;
