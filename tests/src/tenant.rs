@@ -2,8 +2,8 @@
 //! point of most end-to-end tests.
 
 use vigil_proto::v1::{
-    AgentKind, CreateAgentRequest, CreateProviderRequest, CreateUserRequest, EnrollFactorRequest, EnrollFactorResponse,
-    Factor, UsageModel,
+    AgentKind, AuditEntry, AuditKind, CreateAgentRequest, CreateProviderRequest, CreateUserRequest, Decision,
+    EnrollFactorRequest, EnrollFactorResponse, Factor, ListAuditRequest, Reason, UsageModel,
 };
 
 use crate::{Admin, AgentClient, Stack, admin_client, agent_client};
@@ -65,5 +65,29 @@ impl Tenant {
             })
             .await?;
         Ok(enrolled.into_inner())
+    }
+
+    /// The authentication audit records of one challenge, oldest first:
+    /// what was done, decided and why.
+    pub async fn audited(&mut self, challenge_id: &str) -> anyhow::Result<Vec<(String, Decision, Reason)>> {
+        let mut entries: Vec<AuditEntry> = self
+            .admin
+            .list_audit(ListAuditRequest {
+                provider_id: self.provider_id.clone(),
+                kind: AuditKind::Authentication as i32,
+                page_size: 500,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .entries
+            .into_iter()
+            .filter(|e| e.target == challenge_id)
+            .collect();
+        entries.reverse();
+        Ok(entries
+            .into_iter()
+            .map(|e| (e.action.clone(), e.decision(), e.reason()))
+            .collect())
     }
 }

@@ -11,8 +11,8 @@ use vigil_otp::{Hotp, OtpSecret, Totp};
 use vigil_proto::events::ChallengeCompleted;
 use vigil_proto::rpc;
 use vigil_proto::v1::{
-    AuditEntry, AuditKind, AuthenticateRequest, AuthenticateResponse, ChallengeState, Decision, EnrollFactorRequest,
-    EnrollFactorResponse, Factor, ListAuditRequest, Reason, ResyncHotpRequest, VerifyPasscodeRequest,
+    AuthenticateRequest, AuthenticateResponse, ChallengeState, Decision, EnrollFactorRequest, EnrollFactorResponse,
+    Factor, Reason, ResyncHotpRequest, VerifyPasscodeRequest,
 };
 
 async fn enroll(admin: &mut Admin, provider_id: &str, factor: Factor) -> EnrollFactorResponse {
@@ -248,31 +248,6 @@ async fn login_in_one_call(agent: &mut AgentClient, factor: Factor, code: &str) 
         .into_inner()
 }
 
-/// The authentication audit records of one challenge, oldest first: what
-/// was done, decided and why.
-async fn audited(tenant: &mut Tenant, challenge_id: &str) -> Vec<(String, Decision, Reason)> {
-    let mut entries: Vec<AuditEntry> = tenant
-        .admin
-        .list_audit(ListAuditRequest {
-            provider_id: tenant.provider_id.clone(),
-            kind: AuditKind::Authentication as i32,
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
-        .into_iter()
-        .filter(|e| e.target == challenge_id)
-        .collect();
-    entries.reverse();
-    entries
-        .into_iter()
-        .map(|e| (e.action.clone(), e.decision(), e.reason()))
-        .collect()
-}
-
 /// A code sent with Authenticate starts and answers the challenge at once:
 /// the answer is final, the code works once, a wrong one leaves the challenge
 /// open to VerifyPasscode, a factor that takes no typed code is refused
@@ -313,7 +288,7 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
     assert!(!approved.challenge_id.is_empty());
     // One call, one audit record: the answer, under `authenticate`.
     assert_eq!(
-        audited(&mut tenant, &approved.challenge_id).await,
+        tenant.audited(&approved.challenge_id).await.unwrap(),
         [("authenticate".to_owned(), Decision::Allow, Reason::Approved)]
     );
     let replayed = login_in_one_call(&mut tenant.agent, Factor::Totp, code.as_str()).await;
@@ -344,7 +319,7 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
     assert_eq!(second_try.reason(), Reason::WrongCode, "{second_try:?}");
     assert_eq!(second_try.attempts_remaining, first_try.attempts_remaining - 1);
     assert_eq!(
-        audited(&mut tenant, &first_try.challenge_id).await,
+        tenant.audited(&first_try.challenge_id).await.unwrap(),
         [
             ("authenticate".to_owned(), Decision::Deny, Reason::WrongCode),
             ("verify".to_owned(), Decision::Deny, Reason::WrongCode),
@@ -369,7 +344,7 @@ async fn a_code_sent_with_authenticate_is_answered_in_one_call() {
     // Started without a code: recorded as challenged.
     let started = start(&mut tenant.agent, Factor::Sms).await;
     assert_eq!(
-        audited(&mut tenant, &started).await,
+        tenant.audited(&started).await.unwrap(),
         [("authenticate".to_owned(), Decision::Challenge, Reason::Enrolled)]
     );
 }
@@ -449,11 +424,11 @@ async fn a_retried_login_in_one_call_gets_its_first_answer() {
 
     // Each resend left no audit record of its own.
     assert_eq!(
-        audited(&mut tenant, &approved_id).await,
+        tenant.audited(&approved_id).await.unwrap(),
         [("authenticate".to_owned(), Decision::Allow, Reason::Approved)]
     );
     assert_eq!(
-        audited(&mut tenant, &wrong_id).await,
+        tenant.audited(&wrong_id).await.unwrap(),
         [
             ("authenticate".to_owned(), Decision::Deny, Reason::WrongCode),
             ("verify".to_owned(), Decision::Deny, Reason::WrongCode),
@@ -536,11 +511,13 @@ async fn wrong_codes_end_a_challenge_after_its_attempts() {
         "{late:?}"
     );
     assert_eq!(
-        audited(&mut tenant, &challenge_id).await,
+        tenant.audited(&challenge_id).await.unwrap(),
         [
             ("authenticate".to_owned(), Decision::Challenge, Reason::Enrolled),
             ("verify".to_owned(), Decision::Deny, Reason::WrongCode),
             ("verify".to_owned(), Decision::Deny, Reason::WrongCode),
+            ("verify".to_owned(), Decision::Deny, Reason::TooManyAttempts),
+            // The right code, too late: audited all the same.
             ("verify".to_owned(), Decision::Deny, Reason::TooManyAttempts),
         ]
     );

@@ -268,6 +268,17 @@ async fn sms_login(stack: &mut Stack) -> anyhow::Result<()> {
         (replay.decision(), replay.reason()),
         (Decision::Deny, Reason::AlreadyUsed)
     );
+    // Every answer is audited, the replay too; the other provider's try
+    // found no challenge of its own to be recorded against.
+    assert_eq!(
+        acme.audited(&started.challenge_id).await?,
+        [
+            ("authenticate".to_owned(), Decision::Challenge, Reason::Enrolled),
+            ("verify".to_owned(), Decision::Deny, Reason::WrongCode),
+            ("verify".to_owned(), Decision::Allow, Reason::Approved),
+            ("verify".to_owned(), Decision::Deny, Reason::AlreadyUsed),
+        ]
+    );
 
     // Late and repeated carrier reports (a second `sent`, a `failed` after
     // the login ended) change nothing: the challenge stays approved.

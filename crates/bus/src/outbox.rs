@@ -320,14 +320,23 @@ impl OutboxRelay {
         // Bounded: a publish that never settles fails the batch (its delete
         // rolls back and the relay retries) instead of holding the relay,
         // and the outbox behind it, forever.
-        tokio::time::timeout(self.publish_timeout, self.publish(&rows))
+        let published = tokio::time::timeout(self.publish_timeout, self.publish(&rows))
             .await
-            .map_err(|_| {
-                BusError::Publish(format!(
+            .unwrap_or_else(|_| {
+                Err(BusError::Publish(format!(
                     "JetStream did not take the batch within {:?}",
                     self.publish_timeout
-                ))
-            })??;
+                )))
+            });
+        if let Err(error) = published {
+            // Rolled back now, not when the pool gets round to it: until
+            // then the batch stays locked, and the next try (this relay's
+            // or another replica's) would skip it and find nothing to do.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rolling back a batch that was not relayed failed");
+            }
+            return Err(error);
+        }
         tx.commit().await?;
         metrics::counter!("vigil_outbox_relayed_total").increment(rows.len() as u64);
         tracing::debug!(count = rows.len(), "relayed outbox events");

@@ -572,6 +572,18 @@ impl Service {
                 ChallengeState::Expired => (Reason::Expired, "the challenge expired"),
                 _ => (parse_reason(&row.reason), "the challenge has ended"),
             };
+            // A late or replayed answer is audited like every decision: an
+            // admin looking at a login sees the code tried again.
+            login::record_answer(
+                &mut tx,
+                &row,
+                &user.username,
+                "verify",
+                (Decision::Deny, reason),
+                self.clock.now(),
+            )
+            .await?;
+            tx.commit().await?;
             return Ok(reply(Decision::Deny, reason, state, message, 0));
         }
         let now = self.clock.now();
