@@ -106,6 +106,27 @@ async fn provider(admin: &mut Admin, name: &str) -> String {
 }
 
 /// Enrols `username` in TOTP; the seed the authenticator app would get.
+/// `username`'s authentication audit records, oldest first: what was done,
+/// decided and why.
+async fn audited(admin: &mut Admin, provider_id: &str, username: &str) -> Vec<(String, Decision, Reason)> {
+    let entries = admin
+        .list_audit(ListAuditRequest {
+            provider_id: provider_id.into(),
+            user: username.into(),
+            kind: AuditKind::Authentication as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    entries
+        .iter()
+        .rev()
+        .map(|e| (e.action.clone(), e.decision(), e.reason()))
+        .collect()
+}
+
 async fn totp_seed(admin: &mut Admin, provider_id: &str, username: &str) -> OtpSecret {
     let enrolled = admin
         .enroll_factor(EnrollFactorRequest {
@@ -680,6 +701,23 @@ async fn password_code_mode_asks_policy_before_the_directory() {
     let code = Totp::default().generate(&seed, now + 30);
     let limited = login(&stack, "alice", &format!("hunter2{}", code.as_str())).await;
     assert_rejected(&stack, &limited, "rate_limited");
+    // Each login is recorded once: the policy check before the password is
+    // recorded only when it is what refuses the login.
+    let audited = audited(&mut admin, &acme, "alice").await;
+    let approved = ("authenticate".to_owned(), Decision::Allow, Reason::Approved);
+    assert_eq!(audited.iter().filter(|a| **a == approved).count(), 2, "{audited:?}");
+    assert!(
+        audited
+            .iter()
+            .all(|(action, decision, _)| action != "preauth" || *decision == Decision::Deny),
+        "{audited:?}"
+    );
+    assert_eq!(
+        audited.last(),
+        Some(&("preauth".to_owned(), Decision::Deny, Reason::RateLimited)),
+        "{audited:?}"
+    );
+    assert_eq!(audited.len(), 4, "{audited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

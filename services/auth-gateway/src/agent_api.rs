@@ -121,12 +121,22 @@ async fn ask<Req: prost::Message, Rep: Reply>(gateway: &Gateway, subject: &'stat
 }
 
 /// The policy decision for `username`, without starting a challenge.
-pub async fn preauth(gateway: &Gateway, agent: &AgentIdentity, username: String, client_ip: &str) -> rpc::PreauthReply {
+/// Policy for a login, counted against the rate limits. With
+/// `record_denials_only`, only a deny is audited: for a check whose login
+/// goes on to a step that records its own decision.
+pub async fn preauth(
+    gateway: &Gateway,
+    agent: &AgentIdentity,
+    username: String,
+    client_ip: &str,
+    record_denials_only: bool,
+) -> rpc::PreauthReply {
     let ask_for = rpc::PreauthRequest {
         provider_id: agent.provider_id.to_string(),
         username,
         policy: Some(policy_context(agent, client_ip)),
         dry_run: false,
+        record_denials_only,
     };
     ask(gateway, subjects::RPC_CHALLENGE_PREAUTH, &ask_for).await
 }
@@ -258,7 +268,7 @@ impl AuthGateway for AgentApi {
                 let agent = self.agent(&request, credentials, methods::PREAUTH).await?;
                 let req = request.into_inner();
                 require_username(&req.username)?;
-                let reply = preauth(&self.0, &agent, req.username, &req.client_ip).await;
+                let reply = preauth(&self.0, &agent, req.username, &req.client_ip, false).await;
                 record(&agent, reply.reason);
                 reply
             }

@@ -215,7 +215,8 @@ impl Service {
         let now = self.clock.now();
         let facts = gather(&mut conn, &provider, &username, req.policy.as_ref(), false).await?;
         let verdict = policy::decide(facts.user_facts.as_ref(), facts.login, now);
-        if !req.dry_run {
+        let recorded = !req.dry_run && (!req.record_denials_only || verdict.decision() == Decision::Deny);
+        if recorded {
             record(
                 &mut conn,
                 &provider,

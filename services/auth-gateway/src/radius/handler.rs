@@ -306,8 +306,9 @@ async fn password_code(
     // limits: a rate-limited, locked, blocked or disabled user never reaches
     // the directory, so RADIUS cannot spray passwords at it. Other refusals
     // (unknown user, not enrolled) come after the password check, so they
-    // tell nothing to someone who does not know the password.
-    let policy = preauth(gateway, &client.agent, username.to_owned(), client_ip).await;
+    // tell nothing to someone who does not know the password. A login that
+    // goes on is recorded once, by its refusal or its start below.
+    let policy = preauth(gateway, &client.agent, username.to_owned(), client_ip, true).await;
     if policy.decision == Decision::Deny as i32 && refused_before_password(policy.reason()) {
         return Answer::decided(policy.decision, policy.reason, policy.message);
     }
