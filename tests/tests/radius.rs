@@ -105,7 +105,6 @@ async fn provider(admin: &mut Admin, name: &str) -> String {
         .id
 }
 
-/// Enrols `username` in TOTP; the seed the authenticator app would get.
 /// `username`'s authentication audit records, oldest first: what was done,
 /// decided and why.
 async fn audited(admin: &mut Admin, provider_id: &str, username: &str) -> Vec<(String, Decision, Reason)> {
@@ -127,6 +126,7 @@ async fn audited(admin: &mut Admin, provider_id: &str, username: &str) -> Vec<(S
         .collect()
 }
 
+/// Enrols `username` in TOTP; the seed the authenticator app would get.
 async fn totp_seed(admin: &mut Admin, provider_id: &str, username: &str) -> OtpSecret {
     let enrolled = admin
         .enroll_factor(EnrollFactorRequest {

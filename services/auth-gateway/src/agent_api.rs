@@ -120,10 +120,10 @@ async fn ask<Req: prost::Message, Rep: Reply>(gateway: &Gateway, subject: &'stat
     }
 }
 
-/// The policy decision for `username`, without starting a challenge.
-/// Policy for a login, counted against the rate limits. With
-/// `record_denials_only`, only a deny is audited: for a check whose login
-/// goes on to a step that records its own decision.
+/// The policy decision for `username`, without starting a challenge,
+/// counted against the rate limits. With `record_denials_only`, only a deny
+/// is audited: for a check whose login goes on to a step that records its
+/// own decision.
 pub async fn preauth(
     gateway: &Gateway,
     agent: &AgentIdentity,
