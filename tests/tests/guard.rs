@@ -190,7 +190,6 @@ async fn rate_limits(stack: &Stack) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The carrier simulator's counters.
 /// A code typed with the login counts once against the limits, also when a
 /// wrong code takes the login from the unlocked try to the user's lock, and
 /// unknown users count against their agent; past the limit even the right
@@ -266,6 +265,7 @@ async fn one_call_limits(stack: &Stack) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The carrier simulator's counters.
 async fn sim_stats(stack: &Stack) -> anyhow::Result<serde_json::Value> {
     Ok(reqwest::get(format!("{}/sim/stats", stack.sim_url))
         .await?

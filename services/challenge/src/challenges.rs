@@ -563,6 +563,7 @@ impl Service {
             return Ok(not_found);
         };
         let state = row.state();
+        let now = self.clock.now();
         if state.is_terminal() {
             let (reason, message) = match state {
                 ChallengeState::Approved => (
@@ -574,19 +575,10 @@ impl Service {
             };
             // A late or replayed answer is audited like every decision: an
             // admin looking at a login sees the code tried again.
-            login::record_answer(
-                &mut tx,
-                &row,
-                &user.username,
-                "verify",
-                (Decision::Deny, reason),
-                self.clock.now(),
-            )
-            .await?;
+            login::record_answer(&mut tx, &row, &user.username, "verify", (Decision::Deny, reason), now).await?;
             tx.commit().await?;
             return Ok(reply(Decision::Deny, reason, state, message, 0));
         }
-        let now = self.clock.now();
         if now >= row.expires_at {
             self.complete(&mut tx, &row, ChallengeState::Expired, Reason::Expired, now)
                 .await?;
