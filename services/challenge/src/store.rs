@@ -516,15 +516,16 @@ pub async fn expire_overdue(
     limit: i64,
 ) -> Result<Vec<ExpiredRow>, sqlx::Error> {
     sqlx::query_as(
-        // A MATERIALIZED batch, picked once: as `id IN (subquery)` a plan
-        // may run the locking subquery again and take more than `limit`
-        // (see the outbox relay).
-        "WITH batch AS MATERIALIZED
-           (SELECT id FROM challenges WHERE state IN ('pending', 'delivered') AND expires_at <= $1
-            ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-         UPDATE challenges c SET state = 'expired', reason = 'EXPIRED', completed_at = $1
-         FROM batch WHERE c.id = batch.id
-         RETURNING c.id, c.provider_id, c.user_id",
+        // The batch is picked once, in an `ARRAY(...)` evaluated before the
+        // update: as `id IN (subquery)` a plan may run the locking subquery
+        // again and take more than `limit`, and as a join with the picked
+        // rows a plan made while the table was small may look each one up
+        // by reading the whole table (see the outbox relay).
+        "UPDATE challenges SET state = 'expired', reason = 'EXPIRED', completed_at = $1
+         WHERE id = ANY (ARRAY (
+             SELECT id FROM challenges WHERE state IN ('pending', 'delivered') AND expires_at <= $1
+             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))
+         RETURNING id, provider_id, user_id",
     )
     .bind(now)
     .bind(limit)
