@@ -2,6 +2,8 @@
 //! transaction that also records its envelope id; the message is acknowledged
 //! only after that commit. A redelivery (after a crash, a lost ack, a relay
 //! retry) finds the id already recorded and is acknowledged without effect.
+//! The record of processed ids is pruned once their events can no longer
+//! come back ([`crate::processed`]).
 //! A handler that commits its own work and bears repeats by itself
 //! ([`Handler::COMMITS_ITSELF`]) is run on a bare connection instead.
 //!
@@ -171,19 +173,29 @@ pub async fn run<H: Handler>(
     shutdown: CancellationToken,
 ) {
     let handler = Arc::new(handler);
+    let pruner = tokio::spawn(crate::processed::keep_pruned(
+        pool.clone(),
+        spec.durable.clone(),
+        spec.stream,
+        shutdown.clone(),
+    ));
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
         match consume(&js, &pool, &spec, handler.clone(), &shutdown).await {
-            Ok(()) => return,
+            Ok(()) => break,
             Err(error) => {
                 tracing::warn!(consumer = %spec.durable, error = %error, "consumer interrupted; resuming");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => break,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+    // Not cut off mid-statement: it stops between prunes, at `shutdown`.
+    if let Err(error) = pruner.await {
+        tracing::warn!(consumer = %spec.durable, %error, "processed-event pruner failed");
     }
 }
 

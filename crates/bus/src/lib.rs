@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod error;
 pub mod events;
 pub mod outbox;
+pub mod processed;
 pub mod rpc;
 pub mod schema;
 pub mod streams;
@@ -24,3 +25,13 @@ pub use consumer::{ConsumerSpec, Handler, HandlerError, Received};
 pub use envelope::Event;
 pub use error::BusError;
 pub use outbox::{Outbox, OutboxRelay};
+
+/// A fresh database with the bus's tables, for this crate's own tests.
+#[cfg(test)]
+pub(crate) async fn test_database(name: &str) -> anyhow::Result<(vigil_testkit::PgServer, sqlx::PgPool)> {
+    vigil_testkit::init_test_logging();
+    let pg = vigil_testkit::PgServer::start().await?;
+    let pool = sqlx::PgPool::connect(&pg.create_database(name).await?).await?;
+    schema::install(&pool).await?;
+    Ok((pg, pool))
+}

@@ -396,8 +396,6 @@ impl OutboxRelay {
 #[cfg(test)]
 mod tests {
     use super::{RELAY_BATCH, RELAY_TRANSACTION};
-    use sqlx::PgPool;
-    use vigil_testkit::PgServer;
 
     /// The relay's plan keys on the primary key however stale the table's
     /// statistics: here they say "empty" (what autovacuum records of an
@@ -405,10 +403,7 @@ mod tests {
     /// made for one call and the one cached for every call are checked.
     #[tokio::test]
     async fn a_batch_is_found_by_the_primary_key_when_the_statistics_say_empty() -> anyhow::Result<()> {
-        vigil_testkit::init_test_logging();
-        let pg = PgServer::start().await?;
-        let pool = PgPool::connect(&pg.create_database("vigil_relay_plan").await?).await?;
-        crate::schema::install(&pool).await?;
+        let (_pg, pool) = crate::test_database("vigil_relay_plan").await?;
         // One at a time: VACUUM cannot run in the implicit transaction of
         // several statements sent together.
         for statement in [
