@@ -36,12 +36,19 @@ pub fn retention(stream: &str) -> Duration {
 }
 
 /// Deletes `durable`'s records of events created and processed before
-/// `before`; returns how many. Envelope ids are UUIDv7, whose first 48 bits
-/// are their creation time in milliseconds, so "created before" is a range
-/// of the primary key (consumer, event_id) and needs no index of its own.
-/// `processed_at` is checked too, so an id that is not a UUIDv7 (nothing of
-/// Vigil's writes one) is never pruned early.
-pub async fn prune(pool: &PgPool, durable: &str, before: SystemTime) -> Result<u64, sqlx::Error> {
+/// `before`, a batch at a time until none is left or `stop` is cancelled
+/// (a first prune of a large table must not hold up a shutdown); returns
+/// how many. Envelope ids are UUIDv7, whose first 48 bits are their
+/// creation time in milliseconds, so "created before" is a range of the
+/// primary key (consumer, event_id) and needs no index of its own.
+/// `processed_at` is checked too, so an id that is not a UUIDv7 (Vigil
+/// writes none) is never pruned early.
+pub async fn prune(
+    pool: &PgPool,
+    durable: &str,
+    before: SystemTime,
+    stop: &CancellationToken,
+) -> Result<u64, sqlx::Error> {
     let millis = before.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
     let first_id_at = Uuid::from_u128((millis & ((1 << 48) - 1)) << 80);
     let processed_before = DateTime::<Utc>::from(before);
@@ -62,7 +69,7 @@ pub async fn prune(pool: &PgPool, durable: &str, before: SystemTime) -> Result<u
         .await?
         .rows_affected();
         pruned += deleted;
-        if deleted < PRUNE_BATCH as u64 {
+        if deleted < PRUNE_BATCH as u64 || stop.is_cancelled() {
             return Ok(pruned);
         }
     }
@@ -77,7 +84,7 @@ pub(crate) async fn keep_pruned(pool: PgPool, durable: String, stream: &'static 
             () = shutdown.cancelled() => return,
         }
         let before = SystemTime::now().checked_sub(kept_for).unwrap_or(UNIX_EPOCH);
-        match prune(&pool, &durable, before).await {
+        match prune(&pool, &durable, before, &shutdown).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(consumer = %durable, pruned, "old processed-event records pruned"),
             Err(error) => tracing::warn!(consumer = %durable, %error, "processed-event records not pruned"),
@@ -91,6 +98,7 @@ mod tests {
 
     use chrono::{DateTime, Utc};
     use sqlx::PgPool;
+    use tokio_util::sync::CancellationToken;
     use uuid::{NoContext, Timestamp, Uuid};
 
     use super::{DAY, prune, retention};
@@ -151,10 +159,21 @@ mod tests {
         let other_consumers = v7_at(long_ago);
         record(&pool, "challenge", &[other_consumers], long_ago).await?;
 
-        assert_eq!(prune(&pool, "billing", cut).await?, 25_001);
+        let running = CancellationToken::new();
+        assert_eq!(prune(&pool, "billing", cut, &running).await?, 25_001);
         assert_eq!(kept(&pool, "billing").await?, vec![not_v7, recent]);
         assert_eq!(kept(&pool, "challenge").await?, vec![other_consumers]);
-        assert_eq!(prune(&pool, "billing", cut).await?, 0, "nothing left to prune");
+        assert_eq!(
+            prune(&pool, "billing", cut, &running).await?,
+            0,
+            "nothing left to prune"
+        );
+
+        // Stopping: the batch under way finishes, no other starts.
+        record(&pool, "billing", &old, long_ago).await?;
+        let stopping = CancellationToken::new();
+        stopping.cancel();
+        assert_eq!(prune(&pool, "billing", cut, &stopping).await?, 10_000);
         Ok(())
     }
 }
