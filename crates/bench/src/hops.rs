@@ -53,30 +53,92 @@ impl Metrics {
     pub async fn snapshot(&self) -> Snapshot {
         scrape(&self.client, &self.targets).await
     }
+
+    /// Every target's backlog gauges now.
+    pub async fn backlog(&self) -> Backlog {
+        let mut backlog = Backlog::new();
+        for (service, text) in fetch(&self.client, &self.targets).await {
+            for (series, value) in parse_backlog(&text) {
+                backlog.push((service.clone(), series, value));
+            }
+        }
+        backlog
+    }
 }
 
 /// Reads the `/metrics` of each (name, url); a service that does not answer
 /// is left out with a note, so a partial stack still gets a report.
-async fn scrape(client: &reqwest::Client, targets: &[(String, String)]) -> Snapshot {
-    let mut snapshot = Snapshot::new();
+async fn fetch(client: &reqwest::Client, targets: &[(String, String)]) -> Vec<(String, String)> {
+    let mut texts = Vec::with_capacity(targets.len());
     for (service, url) in targets {
-        let text = match client
+        match client
             .get(url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
         {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(e) => {
-                eprintln!("hops: {service}'s metrics ({url}) not read: {e}");
-                continue;
-            }
-        };
+            Ok(response) => texts.push((service.clone(), response.text().await.unwrap_or_default())),
+            Err(e) => eprintln!("hops: {service}'s metrics ({url}) not read: {e}"),
+        }
+    }
+    texts
+}
+
+async fn scrape(client: &reqwest::Client, targets: &[(String, String)]) -> Snapshot {
+    let mut snapshot = Snapshot::new();
+    for (service, text) in fetch(client, targets).await {
         for (series, histogram) in parse(&text) {
             snapshot.insert((service.clone(), series), histogram);
         }
     }
     snapshot
+}
+
+/// The gauges that say whether the event pipeline kept up with the logins:
+/// rows waiting in each outbox, and events waiting for each consumer.
+const BACKLOG_GAUGES: [&str; 4] = [
+    "vigil_outbox_backlog",
+    "vigil_outbox_oldest_age_seconds",
+    "vigil_consumer_pending_messages",
+    "vigil_consumer_ack_pending_messages",
+];
+
+/// Backlog gauges as (service, `metric{labels}`, value).
+pub type Backlog = Vec<(String, String, f64)>;
+
+/// The [`BACKLOG_GAUGES`] in a Prometheus text exposition.
+pub fn parse_backlog(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let metric = series.split_once('{').map_or(series, |(metric, _)| metric);
+            BACKLOG_GAUGES.contains(&metric).then_some(())?;
+            Some((series.to_owned(), value.parse::<f64>().ok()?))
+        })
+        .collect()
+}
+
+/// The backlog of events not yet relayed or consumed, as the services last
+/// sampled it (every 10 s): a relay or consumer that falls behind shows here
+/// while the logins still look fast.
+pub fn report_backlog(backlog: &Backlog) -> String {
+    if backlog.is_empty() {
+        return String::new();
+    }
+    let waiting: Vec<String> = backlog
+        .iter()
+        .filter(|(_, _, value)| *value > 0.0)
+        .map(|(service, series, value)| format!("    {service} {series} {value}\n"))
+        .collect();
+    if waiting.is_empty() {
+        "  backlog at the end (as last sampled): none\n".to_owned()
+    } else {
+        format!(
+            "  backlog at the end (as last sampled, every 10 s):\n{}",
+            waiting.concat()
+        )
+    }
 }
 
 /// The `*_seconds` histograms in a Prometheus text exposition.
@@ -238,6 +300,39 @@ vigil_decisions_total{api="grpc"} 107
             .into_iter()
             .map(|(series, h)| (("challenge".to_owned(), series), h))
             .collect()
+    }
+
+    #[test]
+    fn backlog_gauges_are_read_and_only_what_waits_is_reported() {
+        let text = "# TYPE vigil_outbox_backlog gauge\nvigil_outbox_backlog 50941\n\
+                    vigil_outbox_oldest_age_seconds 12.5\n\
+                    vigil_consumer_pending_messages{consumer=\"billing-usage\"} 0\n\
+                    vigil_outbox_relayed_total 9\n";
+        let parsed = super::parse_backlog(text);
+        assert_eq!(
+            parsed,
+            vec![
+                ("vigil_outbox_backlog".to_owned(), 50941.0),
+                ("vigil_outbox_oldest_age_seconds".to_owned(), 12.5),
+                (
+                    "vigil_consumer_pending_messages{consumer=\"billing-usage\"}".to_owned(),
+                    0.0
+                ),
+            ]
+        );
+        let backlog: super::Backlog = parsed
+            .into_iter()
+            .map(|(s, v)| ("challenge".to_owned(), s, v))
+            .collect();
+        let report = super::report_backlog(&backlog);
+        assert!(report.contains("challenge vigil_outbox_backlog 50941"), "{report}");
+        assert!(
+            !report.contains("billing-usage"),
+            "an empty queue is not listed: {report}"
+        );
+        let empty: super::Backlog = vec![("billing".to_owned(), "vigil_outbox_backlog".to_owned(), 0.0)];
+        assert!(super::report_backlog(&empty).contains("none"));
+        assert_eq!(super::report_backlog(&Vec::new()), "", "no metrics read, no line");
     }
 
     #[test]

@@ -246,6 +246,7 @@ async fn measure<S: Scenario, U>(
     let run = driver::run(name, Arc::clone(&scenario), load, bounds).await;
     let usage = monitor.usage();
     let hops = hops::between(&before, &metrics.snapshot().await);
+    let backlog = metrics.backlog().await;
     ScenarioReport {
         name: name.to_owned(),
         load,
@@ -255,6 +256,7 @@ async fn measure<S: Scenario, U>(
         usage,
         timeline: monitor.timeline(),
         hops,
+        backlog,
     }
 }
 

@@ -26,6 +26,8 @@ pub struct ScenarioReport {
     pub timeline: (Vec<String>, Vec<Point>),
     /// The services' own latency histograms over the run (`--metrics`).
     pub hops: Vec<crate::hops::Hop>,
+    /// Events not yet relayed or consumed when the run ended (`--metrics`).
+    pub backlog: crate::hops::Backlog,
 }
 
 impl ScenarioReport {
@@ -166,6 +168,7 @@ pub fn scenario(r: &ScenarioReport, ceilings: &Ceilings) -> String {
     }
     out.push_str(&processes("process (MiB)", &r.usage, Some(t.ok)));
     out.push_str(&crate::hops::report(&r.hops));
+    out.push_str(&crate::hops::report_backlog(&r.backlog));
     out.push_str(&timeline(&r.timeline.0, &r.timeline.1));
     out
 }
