@@ -51,18 +51,20 @@ impl Metrics {
 
     /// Reads every target now.
     pub async fn snapshot(&self) -> Snapshot {
-        scrape(&self.client, &self.targets).await
+        histograms(fetch(&self.client, &self.targets).await)
     }
 
-    /// Every target's backlog gauges now.
-    pub async fn backlog(&self) -> Backlog {
+    /// Every target's latency histograms and backlog gauges now, from one
+    /// read of each `/metrics`.
+    pub async fn snapshot_and_backlog(&self) -> (Snapshot, Backlog) {
+        let texts = fetch(&self.client, &self.targets).await;
         let mut backlog = Backlog::new();
-        for (service, text) in fetch(&self.client, &self.targets).await {
-            for (series, value) in parse_backlog(&text) {
+        for (service, text) in &texts {
+            for (series, value) in parse_backlog(text) {
                 backlog.push((service.clone(), series, value));
             }
         }
-        backlog
+        (histograms(texts), backlog)
     }
 }
 
@@ -84,9 +86,10 @@ async fn fetch(client: &reqwest::Client, targets: &[(String, String)]) -> Vec<(S
     texts
 }
 
-async fn scrape(client: &reqwest::Client, targets: &[(String, String)]) -> Snapshot {
+/// The latency histograms of each (service, `/metrics` text).
+fn histograms(texts: Vec<(String, String)>) -> Snapshot {
     let mut snapshot = Snapshot::new();
-    for (service, text) in fetch(client, targets).await {
+    for (service, text) in texts {
         for (series, histogram) in parse(&text) {
             snapshot.insert((service.clone(), series), histogram);
         }

@@ -245,8 +245,8 @@ async fn measure<S: Scenario, U>(
     monitor.mark();
     let run = driver::run(name, Arc::clone(&scenario), load, bounds).await;
     let usage = monitor.usage();
-    let hops = hops::between(&before, &metrics.snapshot().await);
-    let backlog = metrics.backlog().await;
+    let (after, backlog) = metrics.snapshot_and_backlog().await;
+    let hops = hops::between(&before, &after);
     ScenarioReport {
         name: name.to_owned(),
         load,

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::streams::STREAMS;
+use crate::streams::{DAY, STREAMS};
 
 /// How often a consumer prunes its records.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(10 * 60);
@@ -24,8 +24,6 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// Records deleted per statement, so that pruning a long backlog never holds
 /// many locks or one long transaction.
 const PRUNE_BATCH: i64 = 10_000;
-
-const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How long a consumer of `stream` keeps its records: the stream's
 /// `max_age` and a day (for a relay that republishes after a crash). An

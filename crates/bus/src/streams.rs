@@ -14,7 +14,7 @@ pub struct StreamSpec {
     pub max_age: Duration,
 }
 
-const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Window in which JetStream drops a second publish with the same
 /// `Nats-Msg-Id`; it covers an outbox relay retrying after a crash.
