@@ -50,6 +50,13 @@ pub async fn connect_postgres(url: &str, max_connections: u32, patience: Duratio
     }
 }
 
+/// The connections of a service's statement batches (`crate::batch`), a pool
+/// of their own: a batch must never wait for a connection held by a caller
+/// that waits for that batch.
+pub async fn connect_batch_pool(url: &str) -> Result<PgPool, ConnectError> {
+    connect_postgres(url, crate::batch::WORKERS as u32, Duration::from_secs(30)).await
+}
+
 /// A connection from `pool`, the wait for it timed in
 /// `vigil_db_acquire_seconds`: a login held up by a busy pool shows there,
 /// not as a slow statement. (The time includes the ping of a connection

@@ -1,6 +1,7 @@
 //! The shared frame of a Vigil service binary: `main` reads its config,
 //! initialises telemetry, connects, serves health, and runs until SIGTERM.
 
+pub mod batch;
 pub mod config;
 pub mod connect;
 pub mod health;
@@ -9,8 +10,9 @@ pub mod otlp;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use batch::{BatchError, BatchOptions, Batcher, RunBatch};
 pub use config::{ConfigError, load_config, load_config_from};
-pub use connect::{ConnectError, acquire, connect_nats, connect_postgres};
+pub use connect::{ConnectError, acquire, connect_batch_pool, connect_nats, connect_postgres};
 pub use health::{HealthState, serve_health};
 pub use shutdown::shutdown_on_signal;
 

@@ -45,6 +45,8 @@ pub struct Gateway {
     pub radius_changed: tokio::sync::Notify,
     /// Agents and RADIUS logins waiting for a challenge to move.
     pub watchers: Arc<Watchers>,
+    /// Spends signed requests' nonces, many in one statement under load.
+    pub nonces: crate::store::NonceSpender,
     /// Agents lately read, for the signature check of their requests.
     pub agents: crate::known_agents::KnownAgents,
     /// The providers' directories (password checks), with open connections.
@@ -76,6 +78,7 @@ pub async fn run(
     let js = async_nats::jetstream::new(nats.clone());
     streams::ensure_streams(&js, config.stream_replicas).await?;
 
+    let batch_pool = vigil_runtime::connect_batch_pool(&config.database_url).await?;
     let outbox = Outbox::new();
     let gateway = Arc::new(Gateway {
         pool: pool.clone(),
@@ -91,6 +94,7 @@ pub async fn run(
         activation_ttl: chrono::Duration::seconds(i64::from(config.activation_ttl_secs)),
         radius_changed: tokio::sync::Notify::new(),
         watchers: Arc::new(Watchers::default()),
+        nonces: crate::store::nonce_spender(batch_pool),
         agents: Default::default(),
         directories: Default::default(),
         shutdown: shutdown.clone(),

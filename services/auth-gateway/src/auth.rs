@@ -212,8 +212,12 @@ pub async fn authenticate_agent(
             Refusal::Refused(why) => refused(&why),
         },
     )?;
-    let mut conn = vigil_runtime::acquire(&gateway.pool).await?;
-    match store::spend_nonce(&mut conn, agent.row.id, &presented.nonce, now).await? {
+    let spend = store::NonceToSpend {
+        agent_id: agent.row.id,
+        nonce: presented.nonce,
+        at: now,
+    };
+    match gateway.nonces.call(spend).await? {
         store::NonceSpent::Fresh => Ok(agent.identity.clone()),
         store::NonceSpent::Replayed => Err(refused("nonce replayed")),
         store::NonceSpent::AgentGone => {

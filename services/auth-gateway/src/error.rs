@@ -23,6 +23,9 @@ pub enum GatewayError {
     Unavailable(String),
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// A statement shared with other requests (`vigil_runtime::batch`) failed.
+    #[error("database error")]
+    Batch(#[from] vigil_runtime::BatchError<sqlx::Error>),
     #[error("bus error")]
     Bus(#[from] vigil_bus::BusError),
 }
@@ -37,7 +40,7 @@ impl From<GatewayError> for Status {
             GatewayError::PermissionDenied(_) => Code::PermissionDenied,
             GatewayError::FailedPrecondition(_) => Code::FailedPrecondition,
             GatewayError::Unavailable(_) => Code::Unavailable,
-            GatewayError::Database(_) | GatewayError::Bus(_) | GatewayError::Secret(_) => {
+            GatewayError::Database(_) | GatewayError::Batch(_) | GatewayError::Bus(_) | GatewayError::Secret(_) => {
                 // Internal causes are logged with their chain, returned opaque.
                 tracing::error!(error = ?error, "internal error");
                 return Status::internal("internal error");

@@ -210,32 +210,76 @@ pub enum NonceSpent {
     AgentGone,
 }
 
-/// Spends a signed request's nonce, if its agent still exists and is
-/// enabled: one statement, the only one an agent request whose agent is
-/// known in memory costs before the login itself.
-pub async fn spend_nonce(
-    conn: &mut PgConnection,
-    agent_id: Uuid,
-    nonce: &str,
-    now: DateTime<Utc>,
-) -> Result<NonceSpent, sqlx::Error> {
-    let (fresh, enabled): (bool, bool) = sqlx::query_as(
-        "WITH spent AS (
-             INSERT INTO agent_nonces (agent_id, nonce, seen_at)
-             SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM agents WHERE id = $1 AND enabled)
-             ON CONFLICT DO NOTHING RETURNING 1)
-         SELECT EXISTS (SELECT 1 FROM spent), EXISTS (SELECT 1 FROM agents WHERE id = $1 AND enabled)",
-    )
-    .bind(agent_id)
-    .bind(nonce)
-    .bind(now)
-    .fetch_one(conn)
-    .await?;
-    Ok(match (fresh, enabled) {
-        (true, _) => NonceSpent::Fresh,
-        (false, true) => NonceSpent::Replayed,
-        (false, false) => NonceSpent::AgentGone,
+/// One signed request's nonce, to spend (see [`spend_nonces`]).
+#[derive(Debug, Clone)]
+pub struct NonceToSpend {
+    pub agent_id: Uuid,
+    pub nonce: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Spends the nonces of the signed requests waiting at the moment in one
+/// statement (see `vigil_runtime::batch`): under load, the one statement
+/// each agent request cost before the login itself is shared by all of them.
+pub type NonceSpender = vigil_runtime::Batcher<NonceToSpend, NonceSpent, sqlx::Error>;
+
+/// `pool` must be the batches' own (`vigil_runtime::connect_batch_pool`).
+pub fn nonce_spender(pool: sqlx::PgPool) -> NonceSpender {
+    vigil_runtime::Batcher::statements("agent_nonces", 128, pool, |conn, requests| {
+        Box::pin(spend_nonces(conn, requests))
     })
+}
+
+/// Spends each request's nonce, if its agent still exists and is enabled,
+/// and says for each what it found, in the requests' order. A nonce twice
+/// in one batch (a replay racing its original) is spent by the first only.
+pub async fn spend_nonces(conn: &mut PgConnection, requests: &[NonceToSpend]) -> Result<Vec<NonceSpent>, sqlx::Error> {
+    let mut seen = std::collections::HashSet::with_capacity(requests.len());
+    let first: Vec<bool> = requests
+        .iter()
+        .map(|r| seen.insert((r.agent_id, r.nonce.as_str())))
+        .collect();
+    let unique: Vec<&NonceToSpend> = requests
+        .iter()
+        .zip(&first)
+        .filter(|(_, f)| **f)
+        .map(|(r, _)| r)
+        .collect();
+    let agents: Vec<Uuid> = unique.iter().map(|r| r.agent_id).collect();
+    let nonces: Vec<&str> = unique.iter().map(|r| r.nonce.as_str()).collect();
+    let ats: Vec<DateTime<Utc>> = unique.iter().map(|r| r.at).collect();
+    // Inserted in key order, so that two batches never wait on each other's
+    // rows in opposite orders.
+    let found: Vec<(bool, bool)> = sqlx::query_as(
+        "WITH asked AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS a(agent_id, nonce, seen_at, i)),
+         spent AS (
+             INSERT INTO agent_nonces (agent_id, nonce, seen_at)
+             SELECT a.agent_id, a.nonce, a.seen_at FROM asked a
+             WHERE EXISTS (SELECT 1 FROM agents g WHERE g.id = a.agent_id AND g.enabled)
+             ORDER BY a.agent_id, a.nonce
+             ON CONFLICT DO NOTHING RETURNING agent_id, nonce)
+         SELECT s.agent_id IS NOT NULL, g.id IS NOT NULL
+         FROM asked a
+         LEFT JOIN spent s ON s.agent_id = a.agent_id AND s.nonce = a.nonce
+         LEFT JOIN agents g ON g.id = a.agent_id AND g.enabled
+         ORDER BY a.i",
+    )
+    .bind(&agents)
+    .bind(&nonces)
+    .bind(&ats)
+    .fetch_all(conn)
+    .await?;
+    let mut found = found.into_iter();
+    Ok(first
+        .into_iter()
+        .map(|first| match first.then(|| found.next()).flatten() {
+            Some((true, _)) => NonceSpent::Fresh,
+            Some((false, false)) => NonceSpent::AgentGone,
+            // Spent before, or by a request earlier in this batch.
+            _ => NonceSpent::Replayed,
+        })
+        .collect())
 }
 
 pub async fn list_agents(conn: &mut PgConnection, provider_id: Uuid) -> Result<Vec<AgentRow>, sqlx::Error> {
@@ -380,4 +424,116 @@ pub async fn find_admin_token(conn: &mut PgConnection, token_hash: &[u8]) -> Res
         .bind(token_hash)
         .fetch_optional(conn)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    async fn database() -> (vigil_testkit::PgServer, sqlx::PgPool) {
+        let pg = vigil_testkit::PgServer::start().await.unwrap();
+        let pool = sqlx::PgPool::connect(&pg.create_database("vigil_gateway").await.unwrap())
+            .await
+            .unwrap();
+        sqlx::migrate!().run(&pool).await.unwrap();
+        (pg, pool)
+    }
+
+    async fn agent(pool: &sqlx::PgPool, enabled: bool) -> Uuid {
+        let (provider, agent) = (Uuid::now_v7(), Uuid::now_v7());
+        sqlx::query(
+            "INSERT INTO providers (id, name, usage_model, created_at) VALUES ($1, 'p', 'per_authentication', now())",
+        )
+        .bind(provider)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO agents (id, provider_id, name, kind, key_hash, enabled, created_at)
+             VALUES ($1, $2, 'a', 'app', '\\x00', $3, now())",
+        )
+        .bind(agent)
+        .bind(provider)
+        .bind(enabled)
+        .execute(pool)
+        .await
+        .unwrap();
+        agent
+    }
+
+    fn spend(agent_id: Uuid, nonce: &str) -> NonceToSpend {
+        NonceToSpend {
+            agent_id,
+            nonce: nonce.into(),
+            at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_nonces_answers_each_request_for_itself() {
+        let (_pg, pool) = database().await;
+        let (on, off) = (agent(&pool, true).await, agent(&pool, false).await);
+        let mut conn = pool.acquire().await.unwrap();
+        assert_eq!(
+            spend_nonces(&mut conn, &[spend(on, "spent-before")]).await.unwrap(),
+            [NonceSpent::Fresh]
+        );
+        let found = spend_nonces(
+            &mut conn,
+            &[
+                spend(on, "new-1"),
+                spend(on, "spent-before"),
+                spend(off, "new-2"),
+                spend(on, "twice"),
+                spend(Uuid::now_v7(), "new-3"),
+                spend(on, "twice"),
+                // The same nonce from another agent is that agent's own.
+                spend(agent(&pool, true).await, "twice"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            found,
+            [
+                NonceSpent::Fresh,
+                NonceSpent::Replayed,
+                NonceSpent::AgentGone,
+                NonceSpent::Fresh,
+                NonceSpent::AgentGone,
+                NonceSpent::Replayed,
+                NonceSpent::Fresh,
+            ]
+        );
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_nonces")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(stored, 4, "a disabled or unknown agent spends nothing");
+    }
+
+    #[tokio::test]
+    async fn of_many_requests_with_one_nonce_at_once_exactly_one_is_fresh() {
+        let (_pg, pool) = database().await;
+        let on = agent(&pool, true).await;
+        let spender = nonce_spender(pool.clone());
+        let found = futures::future::join_all((0..200).map(|i| {
+            let spender = spender.clone();
+            async move {
+                // Every tenth request replays one nonce; the rest are new.
+                let nonce = if i % 10 == 0 {
+                    "replayed".to_string()
+                } else {
+                    format!("n-{i}")
+                };
+                spender.call(spend(on, &nonce)).await.unwrap()
+            }
+        }))
+        .await;
+        let fresh = found.iter().filter(|f| **f == NonceSpent::Fresh).count();
+        let replayed = found.iter().filter(|f| **f == NonceSpent::Replayed).count();
+        assert_eq!((fresh, replayed), (181, 19));
+    }
 }

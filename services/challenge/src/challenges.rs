@@ -32,17 +32,17 @@ impl Service {
         let Ok(username) = Username::parse(&req.username) else {
             return Ok(deny(Reason::InvalidRequest, "the username is not valid".into()));
         };
-        let mut conn = vigil_runtime::acquire(&self.pool).await?;
         if !req.counted_by_preauth
             && let Some(message) = self
                 .rate_limited(
-                    &mut conn,
+                    None,
                     ratelimit::Request::login(&provider, username.as_str(), "authenticate", req.policy.as_ref()),
                 )
                 .await?
         {
             return Ok(deny(Reason::RateLimited, message));
         }
+        let mut conn = vigil_runtime::acquire(&self.pool).await?;
         let start = Start {
             req: &req,
             provider: &provider,

@@ -196,11 +196,10 @@ impl Service {
                 ..Default::default()
             });
         };
-        let mut conn = vigil_runtime::acquire(&self.pool).await?;
         if !req.dry_run
             && let Some(message) = self
                 .rate_limited(
-                    &mut conn,
+                    None,
                     ratelimit::Request::login(&provider, username.as_str(), "preauth", req.policy.as_ref()),
                 )
                 .await?
@@ -212,6 +211,7 @@ impl Service {
                 ..Default::default()
             });
         }
+        let mut conn = vigil_runtime::acquire(&self.pool).await?;
         let now = self.clock.now();
         let facts = gather(&mut conn, &provider, &username, req.policy.as_ref(), false).await?;
         let verdict = policy::decide(facts.user_facts.as_ref(), facts.login, now);

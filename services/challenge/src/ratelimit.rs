@@ -3,7 +3,8 @@
 //! reason `rate_limited` and the time to try again.
 //!
 //! Where the counters live: PostgreSQL, one row per key, updated by one
-//! upsert. The challenge service runs several replicas, so the counters must
+//! upsert for all the requests counted at one moment ([`Counter`]). The
+//! challenge service runs several replicas, so the counters must
 //! be shared; the database is already on every one of these paths (the
 //! decision is recorded there), so a row costs one more statement and no new
 //! moving part, and the upsert is atomic per key under any number of
@@ -101,29 +102,59 @@ struct Counted {
     previous: i32,
 }
 
-/// Counts one request against each `(scope, key, limit)` in one upsert and
-/// returns the first limit it exceeds.
-pub async fn hit(
-    conn: &mut PgConnection,
-    keys: &[(&'static str, String, Limit)],
-    now: DateTime<Utc>,
-) -> Result<Option<Limited>, sqlx::Error> {
-    let active: Vec<_> = keys.iter().filter(|(_, key, l)| l.max > 0 && !key.is_empty()).collect();
-    if active.is_empty() {
-        return Ok(None);
+/// One request's counters: each `(scope, key, limit)` is counted once.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub keys: Vec<(&'static str, String, Limit)>,
+    pub now: DateTime<Utc>,
+}
+
+/// Counts the requests waiting at the moment in one upsert (see
+/// `vigil_runtime::batch`). Every login of an agent bumps that agent's
+/// counter: one upsert per batch also means the row is locked once per
+/// batch instead of once per login.
+pub type Counter = vigil_runtime::Batcher<Hit, Option<Limited>, sqlx::Error>;
+
+/// `pool` must be the batches' own (`vigil_runtime::connect_batch_pool`).
+pub fn counter(pool: sqlx::PgPool) -> Counter {
+    vigil_runtime::Batcher::statements("rate_limit_windows", 128, pool, |conn, hits| Box::pin(hit(conn, hits)))
+}
+
+/// Counts each request against each of its keys, in the requests' order (as
+/// if one upsert ran per request), and returns for each the first limit it
+/// exceeds.
+pub async fn hit(conn: &mut PgConnection, hits: &[Hit]) -> Result<Vec<Option<Limited>>, sqlx::Error> {
+    let active = |hit: &Hit| -> Vec<(&'static str, String, Limit)> {
+        hit.keys
+            .iter()
+            .filter(|(_, key, l)| l.max > 0 && !key.is_empty())
+            .cloned()
+            .collect()
+    };
+    // Each key once, with how many requests count against it and the
+    // latest window any of them is in.
+    let mut counted: std::collections::BTreeMap<String, (DateTime<Utc>, i64, i32)> = Default::default();
+    for hit in hits {
+        for (_, key, limit) in active(hit) {
+            let start = window_start(hit.now, limit.window);
+            let entry = counted
+                .entry(key)
+                .or_insert((start, limit.window.num_milliseconds().max(1), 0));
+            entry.0 = entry.0.max(start);
+            entry.2 += 1;
+        }
     }
-    let names: Vec<&str> = active.iter().map(|(_, key, _)| key.as_str()).collect();
-    let starts: Vec<DateTime<Utc>> = active.iter().map(|(_, _, l)| window_start(now, l.window)).collect();
-    let lengths: Vec<i64> = active
-        .iter()
-        .map(|(_, _, l)| l.window.num_milliseconds().max(1))
-        .collect();
-    // Old values on the right-hand side: a row from the window just before
-    // becomes `previous`; an older one is forgotten. A replica whose clock
-    // lags counts into the newer window another replica already opened.
+    if counted.is_empty() {
+        return Ok(vec![None; hits.len()]);
+    }
+    // Keys in order (the map's), so that two batches never wait on each
+    // other's rows in opposite orders. Old values on the right-hand side:
+    // a row from the window just before becomes `previous`; an older one is
+    // forgotten. A replica whose clock lags counts into the newer window
+    // another replica already opened.
     let rows: Vec<Counted> = sqlx::query_as(
         "INSERT INTO rate_limit_windows AS r (key, window_start, window_ms, count, previous)
-         SELECT * , 1, 0 FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[])
+         SELECT u.*, 0 FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::int[]) AS u
          ON CONFLICT (key) DO UPDATE SET
              previous = CASE
                  WHEN r.window_start >= EXCLUDED.window_start THEN r.previous
@@ -131,29 +162,46 @@ pub async fn hit(
                       AND r.window_start + EXCLUDED.window_ms * INTERVAL '1 millisecond' = EXCLUDED.window_start
                      THEN r.count
                  ELSE 0 END,
-             count = CASE WHEN r.window_start >= EXCLUDED.window_start THEN r.count + 1 ELSE 1 END,
+             count = CASE WHEN r.window_start >= EXCLUDED.window_start THEN r.count + EXCLUDED.count
+                          ELSE EXCLUDED.count END,
              window_start = GREATEST(r.window_start, EXCLUDED.window_start),
              window_ms = EXCLUDED.window_ms
          RETURNING key, window_start, count, previous",
     )
-    .bind(&names)
-    .bind(&starts)
-    .bind(&lengths)
+    .bind(counted.keys().collect::<Vec<_>>())
+    .bind(counted.values().map(|c| c.0).collect::<Vec<_>>())
+    .bind(counted.values().map(|c| c.1).collect::<Vec<_>>())
+    .bind(counted.values().map(|c| c.2).collect::<Vec<_>>())
     .fetch_all(conn)
     .await?;
-    for (scope, key, limit) in active {
-        let Some(row) = rows.iter().find(|r| &r.key == key) else {
-            continue;
-        };
-        let elapsed = now - row.window_start;
-        if let Some(wait) = over_limit(*limit, i64::from(row.count), i64::from(row.previous), elapsed) {
-            return Ok(Some(Limited {
-                scope,
-                retry_at: now + wait,
-            }));
-        }
-    }
-    Ok(None)
+    let rows: std::collections::HashMap<&str, &Counted> = rows.iter().map(|r| (r.key.as_str(), r)).collect();
+    // The requests of a batch are counted in their order: the first of n
+    // against one key sees the count before the batch plus one.
+    let mut before: std::collections::HashMap<&str, i32> = Default::default();
+    Ok(hits
+        .iter()
+        .map(|hit| {
+            let mut limited = None;
+            for (scope, key, limit) in hit.keys.iter().filter(|(_, key, l)| l.max > 0 && !key.is_empty()) {
+                let (Some(row), Some(batch)) = (rows.get(key.as_str()), counted.get(key)) else {
+                    continue;
+                };
+                let seen = before.entry(key.as_str()).or_insert(0);
+                *seen += 1;
+                let count = row.count - batch.2 + *seen;
+                let elapsed = hit.now - row.window_start;
+                if limited.is_none()
+                    && let Some(wait) = over_limit(*limit, i64::from(count), i64::from(row.previous), elapsed)
+                {
+                    limited = Some(Limited {
+                        scope,
+                        retry_at: hit.now + wait,
+                    });
+                }
+            }
+            limited
+        })
+        .collect())
 }
 
 /// Forgets rate-limit counters whose windows no longer overlap the present,
@@ -217,20 +265,22 @@ impl<'a> Request<'a> {
 
 impl Service {
     /// Counts `request` against its user's and its agent's limits. Over
-    /// either, the deny is recorded like every decision and its message
-    /// returned. The counters commit on their own (`conn` must not be in a
-    /// transaction): a request that later fails still counted, and the
-    /// agent's counter, which all its logins share, is never held locked
-    /// for the length of a login's transaction. The caller goes on with the
-    /// same connection, so a login takes one from the pool, not two.
+    /// either, the deny is recorded like every decision (on `conn`, or on a
+    /// connection taken for it) and its message returned. A login counts
+    /// before it takes a connection, so that the logins waiting for one
+    /// are counted together, in one batch. The counters commit on their own, in a statement
+    /// shared with the other requests counted at that moment ([`Counter`],
+    /// on connections of its own): a request that later fails still
+    /// counted, and the agent's counter, which all its logins share, is
+    /// never held locked for the length of a login's transaction.
     pub(crate) async fn rate_limited(
         &self,
-        conn: &mut PgConnection,
+        conn: Option<&mut PgConnection>,
         request: Request<'_>,
     ) -> Result<Option<String>, ServiceError> {
         let now = self.clock.now();
         let agent = request.policy.map_or("", |p| p.agent_id.as_str());
-        let keys = [
+        let keys = vec![
             (
                 "user",
                 format!("user:{}:{}", request.provider, request.username),
@@ -246,8 +296,14 @@ impl Service {
                 self.limits.agent,
             ),
         ];
-        let Some(limited) = hit(conn, &keys, now).await? else {
+        let counted = self.counter.call(Hit { keys, now }).await?;
+        let Some(limited) = counted else {
             return Ok(None);
+        };
+        let mut taken = None;
+        let conn = match conn {
+            Some(conn) => conn,
+            None => &mut **taken.insert(vigil_runtime::acquire(&self.pool).await?),
         };
         login::record(
             conn,
@@ -287,7 +343,7 @@ impl Service {
         };
         let Some(message) = self
             .rate_limited(
-                conn,
+                Some(conn),
                 Request {
                     provider: &row.provider_id,
                     username,

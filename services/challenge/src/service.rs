@@ -16,6 +16,9 @@ use crate::{codes::CodeHasher, policy::Lockout};
 pub enum ServiceError {
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// A statement shared with other requests (`vigil_runtime::batch`) failed.
+    #[error("database error")]
+    Batch(#[from] vigil_runtime::BatchError<sqlx::Error>),
     #[error("bus error")]
     Bus(#[from] BusError),
     #[error("secret handling failed")]
@@ -33,7 +36,7 @@ pub enum ServiceError {
 impl ServiceError {
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Database(_) | Self::Bus(_) | Self::Secret(_) => "internal",
+            Self::Database(_) | Self::Batch(_) | Self::Bus(_) | Self::Secret(_) => "internal",
             Self::InvalidArgument(_) => "invalid_argument",
             Self::AlreadyExists(_) => "already_exists",
             Self::NotFound(_) => "not_found",
@@ -59,6 +62,8 @@ pub struct Service {
     pub otp_issuer: String,
     /// Requests per user and per agent on the login paths.
     pub limits: crate::ratelimit::Limits,
+    /// Counts requests against those limits, many in one statement under load.
+    pub counter: crate::ratelimit::Counter,
     /// Telephony's public URL devices enrol at, put in the enrolment QR payload.
     pub push_enroll_url: String,
     /// How long a push enrolment code works (10 minutes).
