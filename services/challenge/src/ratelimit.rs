@@ -120,17 +120,19 @@ pub fn counter(pool: sqlx::PgPool) -> Counter {
     vigil_runtime::Batcher::statements("rate_limit_windows", 128, pool, |conn, hits| Box::pin(hit(conn, hits)))
 }
 
+/// The keys `hit` counts against: a limit of 0 is off, and a request
+/// without an agent has no agent key.
+fn active(hit: &Hit) -> impl Iterator<Item = (&'static str, &String, Limit)> {
+    hit.keys
+        .iter()
+        .filter(|(_, key, l)| l.max > 0 && !key.is_empty())
+        .map(|(scope, key, limit)| (*scope, key, *limit))
+}
+
 /// Counts each request against each of its keys, in the requests' order (as
 /// if one upsert ran per request), and returns for each the first limit it
 /// exceeds.
 pub async fn hit(conn: &mut PgConnection, hits: &[Hit]) -> Result<Vec<Option<Limited>>, sqlx::Error> {
-    let active = |hit: &Hit| -> Vec<(&'static str, String, Limit)> {
-        hit.keys
-            .iter()
-            .filter(|(_, key, l)| l.max > 0 && !key.is_empty())
-            .cloned()
-            .collect()
-    };
     // Each key once, with how many requests count against it and the
     // latest window any of them is in.
     let mut counted: std::collections::BTreeMap<String, (DateTime<Utc>, i64, i32)> = Default::default();
@@ -138,7 +140,7 @@ pub async fn hit(conn: &mut PgConnection, hits: &[Hit]) -> Result<Vec<Option<Lim
         for (_, key, limit) in active(hit) {
             let start = window_start(hit.now, limit.window);
             let entry = counted
-                .entry(key)
+                .entry(key.clone())
                 .or_insert((start, limit.window.num_milliseconds().max(1), 0));
             entry.0 = entry.0.max(start);
             entry.2 += 1;
@@ -182,7 +184,7 @@ pub async fn hit(conn: &mut PgConnection, hits: &[Hit]) -> Result<Vec<Option<Lim
         .iter()
         .map(|hit| {
             let mut limited = None;
-            for (scope, key, limit) in hit.keys.iter().filter(|(_, key, l)| l.max > 0 && !key.is_empty()) {
+            for (scope, key, limit) in active(hit) {
                 let (Some(row), Some(batch)) = (rows.get(key.as_str()), counted.get(key)) else {
                     continue;
                 };
@@ -191,7 +193,7 @@ pub async fn hit(conn: &mut PgConnection, hits: &[Hit]) -> Result<Vec<Option<Lim
                 let count = row.count - batch.2 + *seen;
                 let elapsed = hit.now - row.window_start;
                 if limited.is_none()
-                    && let Some(wait) = over_limit(*limit, i64::from(count), i64::from(row.previous), elapsed)
+                    && let Some(wait) = over_limit(limit, i64::from(count), i64::from(row.previous), elapsed)
                 {
                     limited = Some(Limited {
                         scope,
@@ -267,8 +269,8 @@ impl Service {
     /// Counts `request` against its user's and its agent's limits. Over
     /// either, the deny is recorded like every decision (on `conn`, or on a
     /// connection taken for it) and its message returned. A login counts
-    /// before it takes a connection, so that the logins waiting for one
-    /// are counted together, in one batch. The counters commit on their own, in a statement
+    /// before it takes a connection, so that the logins waiting for one are
+    /// counted together. The counters commit on their own, in a statement
     /// shared with the other requests counted at that moment ([`Counter`],
     /// on connections of its own): a request that later fails still
     /// counted, and the agent's counter, which all its logins share, is
