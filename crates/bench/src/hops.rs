@@ -3,7 +3,9 @@
 //! read before and after the scenario and differenced, so that a slow login
 //! shows whether it waited in the gateway, on NATS or in the challenge
 //! service. The figures are the services' own: only what was recorded during
-//! the run, to the resolution of their buckets.
+//! the run, to the resolution of their buckets. Beside them, how many logins
+//! shared each statement the services batch (`vigil_batch_size`): batches
+//! that stay near one item save nothing.
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
@@ -144,7 +146,16 @@ pub fn report_backlog(backlog: &Backlog) -> String {
     }
 }
 
-/// The `*_seconds` histograms in a Prometheus text exposition.
+/// The summaries of items per shared statement (`vigil_runtime::batch`):
+/// only their sum and count are read, and a hop of one reports its mean.
+const BATCH_SUMMARY: &str = "vigil_batch_size";
+
+fn is_batch(series: &str) -> bool {
+    series.starts_with(BATCH_SUMMARY) && series[BATCH_SUMMARY.len()..].chars().next().is_none_or(|c| c == '{')
+}
+
+/// The `*_seconds` histograms (and the batch summaries) in a Prometheus
+/// text exposition.
 pub fn parse(text: &str) -> BTreeMap<String, Series> {
     let mut out: BTreeMap<String, Series> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -162,7 +173,7 @@ pub fn parse(text: &str) -> BTreeMap<String, Series> {
         else {
             continue;
         };
-        if !base.ends_with("_seconds") {
+        if !base.ends_with("_seconds") && base != BATCH_SUMMARY {
             continue;
         }
         let mut le = None;
@@ -259,6 +270,19 @@ pub fn report(hops: &[Hop]) -> String {
         }
     };
     for (hop, what) in hops.iter().zip(&names) {
+        if is_batch(&hop.series) {
+            // Items per statement, not time: the mean is in `mean`'s seconds.
+            let _ = writeln!(
+                out,
+                "  {:<width$} {:>7} {:>6.2} items {:>6} {:>8}",
+                what,
+                hop.count,
+                hop.mean.as_secs_f64(),
+                "",
+                ""
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
             "  {:<width$} {:>7} {:>6.2} ms {:>8} {:>8}",
@@ -368,6 +392,28 @@ vigil_decisions_total{api="grpc"} 107
         assert_eq!((check.count, check.p99_under), (3, 0.001));
         // In the order of their names.
         assert_eq!(hops[0].series, check.series);
+    }
+
+    #[test]
+    fn batch_sizes_are_reported_as_items_per_statement() {
+        let before = "vigil_batch_size{batch=\"agent_nonces\",quantile=\"0.5\"} 1\n\
+                      vigil_batch_size_sum{batch=\"agent_nonces\"} 10\n\
+                      vigil_batch_size_count{batch=\"agent_nonces\"} 10\n\
+                      vigil_batch_size_other_sum 5\n";
+        let after = "vigil_batch_size{batch=\"agent_nonces\",quantile=\"0.5\"} 3\n\
+                     vigil_batch_size_sum{batch=\"agent_nonces\"} 310\n\
+                     vigil_batch_size_count{batch=\"agent_nonces\"} 110\n\
+                     vigil_batch_size_other_sum 9\n\
+                     vigil_batch_size_other_count 2\n";
+        let hops = between(&snapshot(before), &snapshot(after));
+        assert_eq!(hops.len(), 1, "{hops:?}");
+        assert_eq!(hops[0].count, 100);
+        let text = report(&hops);
+        assert!(
+            text.contains("challenge vigil_batch_size{batch=\"agent_nonces\"}") && text.contains("3.00 items"),
+            "300 items in 100 statements: {text}"
+        );
+        assert!(!text.contains(" ms"), "{text}");
     }
 
     #[test]
