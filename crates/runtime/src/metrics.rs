@@ -16,6 +16,12 @@ const SECONDS_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often recorded histogram samples are folded into their buckets. The
+/// recorder keeps every sample until then, and a `/metrics` read is the only
+/// other thing that folds them: with no Prometheus scraping (or scraping
+/// slowly) a service's memory grew by about 2 MiB a minute at 200 logins/s.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process-wide recorder (once; later calls return the same
 /// handle). `None` if another recorder was installed first, in which case
 /// `/metrics` answers empty rather than taking the service down.
@@ -26,7 +32,21 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
                 .and_then(|b| b.install_recorder());
             match built {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    let upkeep = handle.clone();
+                    // A thread, not a task: the recorder is installed before
+                    // (and outlives) any runtime.
+                    let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                        loop {
+                            std::thread::sleep(UPKEEP_EVERY);
+                            upkeep.run_upkeep();
+                        }
+                    });
+                    if let Err(error) = spawned {
+                        tracing::warn!(%error, "metrics upkeep not started; histograms fold only when /metrics is read");
+                    }
+                    Some(handle)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "metrics recorder not installed; /metrics stays empty");
                     None
@@ -44,7 +64,7 @@ pub fn router() -> Router {
 async fn render() -> impl IntoResponse {
     let body = install()
         .map(|handle| {
-            // Without the exporter's own listener nobody else drains histograms.
+            // Also publishes descriptions registered since the last upkeep.
             handle.run_upkeep();
             handle.render()
         })
