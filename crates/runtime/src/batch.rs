@@ -156,20 +156,16 @@ where
         }
         metrics::histogram!("vigil_batch_size", "batch" => options.name).record(calls.len() as f64);
         let items = calls.iter().map(|c| c.item.clone()).collect();
-        match run(items).await {
-            Ok(outputs) if outputs.len() == calls.len() => {
+        match run(items)
+            .await
+            .map(|outputs| checked(options.name, calls.len(), outputs))
+        {
+            Ok(Ok(outputs)) => {
                 for (call, output) in calls.into_iter().zip(outputs) {
                     let _ = call.reply.send(Ok(output));
                 }
             }
-            Ok(outputs) => {
-                let (items, returned) = (calls.len(), outputs.len());
-                tracing::error!(
-                    batch = options.name,
-                    items,
-                    returned,
-                    "batched statement returned the wrong count"
-                );
+            Ok(Err((items, returned))) => {
                 for call in calls {
                     let _ = call.reply.send(Err(BatchError::Mismatch { items, returned }));
                 }
@@ -178,11 +174,9 @@ where
                 tracing::warn!(batch = options.name, %error, items = calls.len(), "batch failed; running its items one by one");
                 for call in calls {
                     let answer = match run(vec![call.item.clone()]).await {
-                        Ok(mut outputs) if outputs.len() == 1 => outputs.pop().ok_or(BatchError::Stopped),
-                        Ok(outputs) => Err(BatchError::Mismatch {
-                            items: 1,
-                            returned: outputs.len(),
-                        }),
+                        Ok(outputs) => checked(options.name, 1, outputs)
+                            .map(|mut one| one.remove(0))
+                            .map_err(|(items, returned)| BatchError::Mismatch { items, returned }),
                         Err(error) => Err(BatchError::Failed(Arc::new(error))),
                     };
                     let _ = call.reply.send(answer);
@@ -196,6 +190,23 @@ where
             }
         }
     }
+}
+
+/// `outputs` if the statement returned one per item; otherwise the
+/// [`BatchError::Mismatch`] (a bug in the statement, logged here) that each
+/// of its callers gets.
+fn checked<O>(name: &'static str, items: usize, outputs: Vec<O>) -> Result<Vec<O>, (usize, usize)> {
+    if outputs.len() == items {
+        return Ok(outputs);
+    }
+    let returned = outputs.len();
+    tracing::error!(
+        batch = name,
+        items,
+        returned,
+        "batched statement returned the wrong count"
+    );
+    Err((items, returned))
 }
 
 #[cfg(test)]
@@ -282,12 +293,18 @@ mod tests {
         assert!(sizes.iter().all(|&s| s <= 8), "{sizes:?}");
     }
 
+    /// One worker; a batch that failed with `BadItem` (not `Gone`) is run
+    /// again item by item.
+    fn retrying_bad_items(sizes: &Arc<std::sync::Mutex<Vec<usize>>>) -> Batcher<u32, u32, TestError> {
+        Batcher::spawn(options(1, 64), doubler(sizes.clone()), |e| {
+            matches!(e, TestError::BadItem)
+        })
+    }
+
     #[tokio::test]
     async fn one_bad_item_fails_only_its_own_caller() {
         let sizes = Arc::new(std::sync::Mutex::new(vec![]));
-        let batcher = Batcher::spawn(options(1, 64), doubler(sizes.clone()), |e| {
-            matches!(e, TestError::BadItem)
-        });
+        let batcher = retrying_bad_items(&sizes);
         let busy = hold(&batcher).await;
         let answers = futures::future::join_all([12, 13, 14].map(|i| batcher.call(i))).await;
         assert_eq!(busy.await.unwrap().unwrap(), 2);
@@ -301,9 +318,7 @@ mod tests {
     #[tokio::test]
     async fn an_error_not_picked_for_retries_fails_the_whole_batch_once() {
         let sizes = Arc::new(std::sync::Mutex::new(vec![]));
-        let batcher = Batcher::spawn(options(1, 64), doubler(sizes.clone()), |e| {
-            matches!(e, TestError::BadItem)
-        });
+        let batcher = retrying_bad_items(&sizes);
         let busy = hold(&batcher).await;
         let answers = futures::future::join_all([98, 99, 100].map(|i| batcher.call(i))).await;
         assert_eq!(busy.await.unwrap().unwrap(), 2);
