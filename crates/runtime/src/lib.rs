@@ -7,6 +7,7 @@ pub mod connect;
 pub mod health;
 pub mod metrics;
 pub mod otlp;
+pub mod retention;
 pub mod shutdown;
 pub mod telemetry;
 

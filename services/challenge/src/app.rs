@@ -74,6 +74,11 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         shutdown.clone(),
     ));
     tasks.spawn(crate::ratelimit::prune(service.clone(), shutdown.clone()));
+    tasks.spawn(vigil_runtime::retention::run(
+        pool.clone(),
+        crate::retention::rules(&config),
+        shutdown.clone(),
+    ));
     tasks.spawn(consumer::run(
         js.clone(),
         pool.clone(),

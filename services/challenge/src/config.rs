@@ -59,6 +59,13 @@ pub struct Config {
     /// (`VIGIL_RPC_MAX_IN_FLIGHT`); more wait in arrival order and are
     /// dropped unanswered once their caller's deadline has passed.
     pub rpc_max_in_flight: usize,
+    /// Days a finished challenge is kept (`VIGIL_CHALLENGE_RETENTION_DAYS`,
+    /// default 90); 0 keeps challenges for ever.
+    pub challenge_retention_days: u32,
+    /// Days the audit records are kept: each login's decision and each
+    /// change to a user (`VIGIL_AUDIT_RETENTION_DAYS`, default 365); 0 keeps
+    /// them for ever.
+    pub audit_retention_days: u32,
 }
 
 impl Default for Config {
@@ -86,6 +93,8 @@ impl Default for Config {
             push_enroll_url: "http://127.0.0.1:8083/v1/push/enroll".into(),
             push_enrollment_ttl_secs: 600,
             rpc_max_in_flight: vigil_bus::rpc::DEFAULT_MAX_IN_FLIGHT,
+            challenge_retention_days: 90,
+            audit_retention_days: 365,
         }
     }
 }

@@ -16,6 +16,7 @@ mod otp_factors;
 mod policy;
 mod push;
 pub mod ratelimit;
+pub mod retention;
 mod service;
 mod state;
 mod store;

@@ -91,6 +91,11 @@ pub async fn run_with_clock(
         crate::templates::ProviderEvents,
         work_stop.clone(),
     ));
+    let retention = tokio::spawn(vigil_runtime::retention::run(
+        pool.clone(),
+        crate::retention::rules(&config),
+        work_stop.clone(),
+    ));
     let consumer = tokio::spawn(consumer::run(
         js,
         pool.clone(),
@@ -124,6 +129,7 @@ pub async fn run_with_clock(
     work_stop.cancel();
     consumer.await.context("delivery consumer panicked")?;
     providers.await.context("provider events consumer panicked")?;
+    retention.await.context("retention panicked")?;
     relay_stop.cancel();
     relay.await.context("outbox relay panicked")?;
     nats.flush().await.ok();

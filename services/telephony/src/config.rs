@@ -76,6 +76,10 @@ pub struct Config {
     /// SMS a second one replica sends. None holds a database connection
     /// while it waits.
     pub delivery_concurrency: usize,
+    /// Days a delivery is kept, with its attempts, its carrier's reports
+    /// and the replies to it (`VIGIL_DELIVERY_RETENTION_DAYS`, default 90);
+    /// 0 keeps them for ever.
+    pub delivery_retention_days: u32,
 }
 
 /// Most deliveries sent side by side: each is a task, an HTTP request in
@@ -242,6 +246,7 @@ impl Default for Config {
             default_expiry_seconds: 300,
             rpc_timeout_ms: 2000,
             delivery_concurrency: 16,
+            delivery_retention_days: 90,
         }
     }
 }

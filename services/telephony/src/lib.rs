@@ -22,6 +22,7 @@ mod error;
 mod metrics;
 mod model;
 mod push;
+pub mod retention;
 mod send;
 mod sms;
 mod templates;

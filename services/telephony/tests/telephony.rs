@@ -43,6 +43,8 @@ const BACKUP_FROM: &str = "+15550000099";
 mod push;
 #[path = "telephony/reliability.rs"]
 mod reliability;
+#[path = "telephony/retention.rs"]
+mod retention;
 #[path = "telephony/sms.rs"]
 mod sms;
 #[path = "telephony/voice.rs"]

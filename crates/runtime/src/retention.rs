@@ -1,0 +1,175 @@
+//! Forgets what is kept for a while only. Every login leaves rows behind (a
+//! challenge, an audit record, a delivery and its carrier's reports); kept
+//! for ever they grow a database by gigabytes a day at a busy site, and
+//! every index on them with it. Each service names its tables, how long
+//! each is kept, and the statement that deletes one batch of them.
+//!
+//! Batches are bounded, so that no statement holds many locks or runs long
+//! beside the logins, and their rows are taken `FOR UPDATE SKIP LOCKED`, so
+//! that replicas pruning at once share the work instead of queueing on it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Rows deleted by one statement at most.
+pub const BATCH: i64 = 1_000;
+
+/// How often a service looks for rows past their time: nothing waits on
+/// it, so rarely.
+const PERIOD: Duration = Duration::from_secs(5 * 60);
+
+/// What one table keeps, and for how long.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Names the rule in logs and in `vigil_retention_deleted_total{table}`.
+    pub table: &'static str,
+    /// How long a row is kept; `None` keeps rows for ever.
+    pub keep: Option<Duration>,
+    /// Deletes at most `$3` rows older than `$1` (a timestamptz) and returns
+    /// them as its row count. `$2` is [`v7_floor`] of `$1`: every table
+    /// pruned has UUIDv7 keys, so the rows to delete are a range of its
+    /// primary key, found without an index of their own.
+    pub delete: String,
+}
+
+impl Rule {
+    /// A rule keeping rows `days` days (0: for ever), deleted by `delete`.
+    pub fn days(table: &'static str, days: u32, delete: impl Into<String>) -> Self {
+        Self {
+            table,
+            keep: (days > 0).then(|| Duration::from_secs(u64::from(days) * 24 * 60 * 60)),
+            delete: delete.into(),
+        }
+    }
+
+    /// The usual rule: rows of `table` (keyed `id`) whose `stamp` column is
+    /// past the cutoff and that also match `also` (SQL: `""`, or
+    /// `" AND ..."`).
+    pub fn rows(table: &'static str, days: u32, stamp: &str, also: &str) -> Self {
+        Self::days(
+            table,
+            days,
+            format!(
+                "DELETE FROM {table} WHERE id IN (
+                   SELECT id FROM {table} WHERE id < $2 AND {stamp} < $1{also}
+                   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            ),
+        )
+    }
+}
+
+/// The smallest UUIDv7 of `at`'s millisecond: a v7 id minted before that
+/// millisecond sorts below it, in Rust as in PostgreSQL (both compare the
+/// bytes, and a v7 id starts with its big-endian Unix milliseconds).
+pub fn v7_floor(at: DateTime<Utc>) -> Uuid {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
+}
+
+/// Deletes, in batches of at most `batch` rows, every row `rules` no longer
+/// keep at `now`; returns how many rows each rule deleted.
+pub async fn prune(
+    pool: &PgPool,
+    rules: &[Rule],
+    now: DateTime<Utc>,
+    batch: i64,
+) -> Result<Vec<(&'static str, u64)>, sqlx::Error> {
+    let mut deleted = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let Some(keep) = rule.keep else { continue };
+        // A retention beyond the calendar's range keeps rows for ever.
+        let Some(cutoff) = chrono::Duration::from_std(keep)
+            .ok()
+            .and_then(|keep| now.checked_sub_signed(keep))
+        else {
+            continue;
+        };
+        let mut total = 0;
+        loop {
+            let gone = sqlx::query(&rule.delete)
+                .bind(cutoff)
+                .bind(v7_floor(cutoff))
+                .bind(batch)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            metrics::counter!("vigil_retention_deleted_total", "table" => rule.table).increment(gone);
+            total += gone;
+            if gone < u64::try_from(batch).unwrap_or(0) {
+                break;
+            }
+        }
+        deleted.push((rule.table, total));
+    }
+    Ok(deleted)
+}
+
+/// Prunes every [`PERIOD`] until shutdown; a failure is logged and tried
+/// again next time, since nothing is lost by deleting later.
+pub async fn run(pool: PgPool, rules: Vec<Rule>, shutdown: CancellationToken) {
+    if rules.iter().all(|rule| rule.keep.is_none()) {
+        tracing::info!("retention: every table is kept for ever");
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(PERIOD) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match prune(&pool, &rules, Utc::now(), BATCH).await {
+            Ok(deleted) => {
+                for (table, rows) in deleted.into_iter().filter(|(_, rows)| *rows > 0) {
+                    tracing::info!(table, rows, "retention: deleted rows past their time");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "retention: pruning failed; trying again later"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use uuid::{NoContext, Timestamp};
+
+    fn minted_at(at: DateTime<Utc>) -> Uuid {
+        let secs = u64::try_from(at.timestamp()).unwrap_or(0);
+        Uuid::new_v7(Timestamp::from_unix(NoContext, secs, at.timestamp_subsec_nanos()))
+    }
+
+    #[test]
+    fn ids_minted_before_the_cutoff_sort_below_its_floor_and_later_ones_do_not() {
+        let cutoff: DateTime<Utc> = "2026-08-01T12:00:00.250Z".parse().unwrap();
+        let floor = v7_floor(cutoff);
+        for _ in 0..100 {
+            assert!(minted_at(cutoff - chrono::Duration::milliseconds(1)) < floor);
+            assert!(minted_at(cutoff) >= floor);
+            assert!(minted_at(cutoff + chrono::Duration::milliseconds(1)) > floor);
+            assert!(Uuid::now_v7() > floor);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retention_beyond_the_calendar_deletes_nothing_and_does_not_panic() {
+        // Never connects: the rule is skipped before any statement.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nowhere.invalid/none")
+            .unwrap();
+        let rules = [Rule::days("t", u32::MAX, "DELETE FROM t")];
+        assert_eq!(prune(&pool, &rules, Utc::now(), 10).await.unwrap(), vec![]);
+    }
+
+    #[test]
+    fn zero_days_keeps_for_ever() {
+        assert_eq!(Rule::days("t", 0, "").keep, None);
+        assert_eq!(Rule::days("t", 2, "").keep, Some(Duration::from_secs(2 * 86_400)));
+    }
+}

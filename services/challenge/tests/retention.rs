@@ -1,0 +1,176 @@
+//! Retention on a real PostgreSQL: challenges and audit records past their
+//! time are deleted in batches, open challenges and recent rows are kept,
+//! and 0 days keeps everything.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::PgPool;
+use uuid::{NoContext, Timestamp, Uuid};
+use vigil_challenge::{Config, retention::rules};
+use vigil_runtime::retention::prune;
+use vigil_testkit::PgServer;
+
+async fn database() -> (PgServer, PgPool) {
+    let pg = PgServer::start().await.unwrap();
+    let url = pg.create_database("vigil_challenge").await.unwrap();
+    let pool = PgPool::connect(&url).await.unwrap();
+    sqlx::migrate!().run(&pool).await.unwrap();
+    (pg, pool)
+}
+
+/// A UUIDv7 minted at `at`, as the service mints its ids.
+fn minted_at(at: DateTime<Utc>) -> Uuid {
+    let secs = u64::try_from(at.timestamp()).unwrap();
+    Uuid::new_v7(Timestamp::from_unix(NoContext, secs, at.timestamp_subsec_nanos()))
+}
+
+async fn user(pool: &PgPool, at: DateTime<Utc>) -> Uuid {
+    let id = minted_at(at);
+    sqlx::query(
+        "INSERT INTO users (id, provider_id, username, status, created_at) VALUES ($1, 'prv_1', $2, 'enabled', $3)",
+    )
+    .bind(id)
+    .bind(format!("user-{id}"))
+    .bind(at)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+async fn challenge(pool: &PgPool, user: Uuid, state: &str, at: DateTime<Utc>) -> Uuid {
+    let id = minted_at(at);
+    sqlx::query(
+        "INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, max_attempts, created_at, expires_at)
+         VALUES ($1, 'prv_1', $2, 'agt_1', 'sms', $3, 'ENROLLED', 3, $4, $4 + INTERVAL '2 minutes')",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(state)
+    .bind(at)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+async fn audit(pool: &PgPool, user: Uuid, at: DateTime<Utc>) -> (Uuid, Uuid) {
+    let attempt = minted_at(at);
+    sqlx::query(
+        "INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, decision, reason, at)
+         VALUES ($1, 'prv_1', $2, 'alice', 'authenticate', 'ALLOW', 'APPROVED', $3)",
+    )
+    .bind(attempt)
+    .bind(user)
+    .bind(at)
+    .execute(pool)
+    .await
+    .unwrap();
+    let change = minted_at(at);
+    sqlx::query(
+        "INSERT INTO user_audit (id, provider_id, user_id, username, actor, action, at)
+         VALUES ($1, 'prv_1', $2, 'alice', 'admin', 'user_enabled', $3)",
+    )
+    .bind(change)
+    .bind(user)
+    .bind(at)
+    .execute(pool)
+    .await
+    .unwrap();
+    (attempt, change)
+}
+
+async fn exists(pool: &PgPool, table: &str, id: Uuid) -> bool {
+    sqlx::query_scalar::<_, bool>(&format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1)"))
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+fn config(challenge_days: u32, audit_days: u32) -> Config {
+    Config {
+        challenge_retention_days: challenge_days,
+        audit_retention_days: audit_days,
+        ..Config::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_past_their_time_go_in_batches_and_the_rest_stay() {
+    let (_pg, pool) = database().await;
+    let now = Utc::now();
+    let days = |n| now - Duration::days(n);
+    let alice = user(&pool, days(400)).await;
+
+    // 25 finished challenges past 90 days, in batches of 10 below.
+    let mut old = Vec::new();
+    for i in 0..25 {
+        let state = ["approved", "denied", "expired", "fraud", "failed"][i % 5];
+        old.push(
+            challenge(
+                &pool,
+                alice,
+                state,
+                days(100) + Duration::minutes(i64::try_from(i).unwrap()),
+            )
+            .await,
+        );
+    }
+    // Open challenges are never deleted, however old: the sweep ends them.
+    let old_pending = challenge(&pool, alice, "pending", days(100)).await;
+    let old_delivered = challenge(&pool, alice, "delivered", days(100)).await;
+    // A day inside the retention.
+    let recent = challenge(&pool, alice, "approved", days(89)).await;
+    // Audit records: past 365 days, and inside it.
+    let (old_attempt, old_change) = audit(&pool, alice, days(366)).await;
+    let (kept_attempt, kept_change) = audit(&pool, alice, days(364)).await;
+    // A challenge's audit record outlives the challenge.
+    let (attempt_of_old_challenge, _) = audit(&pool, alice, days(100)).await;
+
+    let deleted = prune(&pool, &rules(&config(90, 365)), now, 10).await.unwrap();
+    assert_eq!(
+        deleted,
+        vec![("challenges", 25), ("auth_attempts", 1), ("user_audit", 1)]
+    );
+    for id in old {
+        assert!(!exists(&pool, "challenges", id).await);
+    }
+    for id in [old_pending, old_delivered, recent] {
+        assert!(exists(&pool, "challenges", id).await);
+    }
+    assert!(!exists(&pool, "auth_attempts", old_attempt).await);
+    assert!(!exists(&pool, "user_audit", old_change).await);
+    for (table, id) in [
+        ("auth_attempts", kept_attempt),
+        ("user_audit", kept_change),
+        ("auth_attempts", attempt_of_old_challenge),
+    ] {
+        assert!(exists(&pool, table, id).await, "{table} {id}");
+    }
+
+    // Nothing left to delete: a second pass deletes nothing.
+    let again = prune(&pool, &rules(&config(90, 365)), now, 10).await.unwrap();
+    assert_eq!(again, vec![("challenges", 0), ("auth_attempts", 0), ("user_audit", 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_days_keeps_everything() {
+    let (_pg, pool) = database().await;
+    let now = Utc::now();
+    let alice = user(&pool, now - Duration::days(4000)).await;
+    let ancient = challenge(&pool, alice, "approved", now - Duration::days(3000)).await;
+    let (attempt, change) = audit(&pool, alice, now - Duration::days(3000)).await;
+
+    let deleted = prune(&pool, &rules(&config(0, 0)), now, 10).await.unwrap();
+    assert!(deleted.is_empty(), "{deleted:?}");
+    assert!(exists(&pool, "challenges", ancient).await);
+    assert!(exists(&pool, "auth_attempts", attempt).await);
+    assert!(exists(&pool, "user_audit", change).await);
+
+    // The two settings are independent: audit kept, challenges not.
+    let deleted = prune(&pool, &rules(&config(90, 0)), now, 10).await.unwrap();
+    assert_eq!(deleted, vec![("challenges", 1)]);
+    assert!(exists(&pool, "auth_attempts", attempt).await);
+}
