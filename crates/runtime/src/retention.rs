@@ -18,9 +18,10 @@ use uuid::Uuid;
 /// Rows deleted by one statement at most.
 pub const BATCH: i64 = 1_000;
 
-/// How often a service looks for rows past their time: nothing waits on
-/// it, so rarely.
-const PERIOD: Duration = Duration::from_secs(5 * 60);
+/// How often a service looks for rows past their time: often enough that
+/// a pass is short (a minute of logins), since a long one takes CPU from
+/// the logins for as long as it runs.
+const PERIOD: Duration = Duration::from_secs(60);
 
 /// What one table keeps, and for how long.
 #[derive(Debug, Clone)]
@@ -73,7 +74,10 @@ pub fn v7_floor(at: DateTime<Utc>) -> Uuid {
 }
 
 /// Deletes, in batches of at most `batch` rows, every row `rules` no longer
-/// keep at `now`; returns how many rows each rule deleted.
+/// keep at `now`; returns how many rows each rule deleted. After each full
+/// batch it rests as long as the batch took, so that a backlog (retention
+/// turned on over a year of rows) is worked off at half speed beside the
+/// logins rather than at their expense.
 pub async fn prune(
     pool: &PgPool,
     rules: &[Rule],
@@ -92,6 +96,7 @@ pub async fn prune(
         };
         let mut total = 0;
         loop {
+            let started = std::time::Instant::now();
             let gone = sqlx::query(&rule.delete)
                 .bind(cutoff)
                 .bind(v7_floor(cutoff))
@@ -104,14 +109,17 @@ pub async fn prune(
             if gone < u64::try_from(batch).unwrap_or(0) {
                 break;
             }
+            tokio::time::sleep(started.elapsed()).await;
         }
         deleted.push((rule.table, total));
     }
     Ok(deleted)
 }
 
-/// Prunes every [`PERIOD`] until shutdown; a failure is logged and tried
-/// again next time, since nothing is lost by deleting later.
+/// Prunes every [`PERIOD`] until shutdown, which stops a pass between two
+/// statements or in one (whose delete then does not happen); a failure is
+/// logged and tried again next time, since nothing is lost by deleting
+/// later.
 pub async fn run(pool: PgPool, rules: Vec<Rule>, shutdown: CancellationToken) {
     if rules.iter().all(|rule| rule.keep.is_none()) {
         tracing::info!("retention: every table is kept for ever");
@@ -122,10 +130,16 @@ pub async fn run(pool: PgPool, rules: Vec<Rule>, shutdown: CancellationToken) {
             () = tokio::time::sleep(PERIOD) => {}
             () = shutdown.cancelled() => return,
         }
-        match prune(&pool, &rules, Utc::now(), BATCH).await {
+        let started = std::time::Instant::now();
+        let pruned = tokio::select! {
+            pruned = prune(&pool, &rules, Utc::now(), BATCH) => pruned,
+            () = shutdown.cancelled() => return,
+        };
+        match pruned {
             Ok(deleted) => {
+                let seconds = started.elapsed().as_secs_f64();
                 for (table, rows) in deleted.into_iter().filter(|(_, rows)| *rows > 0) {
-                    tracing::info!(table, rows, "retention: deleted rows past their time");
+                    tracing::info!(table, rows, seconds, "retention: deleted rows past their time");
                 }
             }
             Err(error) => tracing::warn!(%error, "retention: pruning failed; trying again later"),
