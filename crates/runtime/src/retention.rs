@@ -106,7 +106,8 @@ pub async fn prune(
                 .rows_affected();
             metrics::counter!("vigil_retention_deleted_total", "table" => rule.table).increment(gone);
             total += gone;
-            if gone < u64::try_from(batch).unwrap_or(0) {
+            // A short batch was the last (and a batch of 0 would never end).
+            if gone == 0 || gone < u64::try_from(batch).unwrap_or(0) {
                 break;
             }
             tokio::time::sleep(started.elapsed()).await;
@@ -116,10 +117,10 @@ pub async fn prune(
     Ok(deleted)
 }
 
-/// Prunes every [`PERIOD`] until shutdown, which stops a pass between two
-/// statements or in one (whose delete then does not happen); a failure is
-/// logged and tried again next time, since nothing is lost by deleting
-/// later.
+/// Prunes every [`PERIOD`] until shutdown, which stops a pass at once: a
+/// statement in flight then deletes its rows or not, and either way the
+/// next start finds what is left. A failure is logged and tried again next
+/// time, since nothing is lost by deleting later.
 pub async fn run(pool: PgPool, rules: Vec<Rule>, shutdown: CancellationToken) {
     if rules.iter().all(|rule| rule.keep.is_none()) {
         tracing::info!("retention: every table is kept for ever");
@@ -137,9 +138,9 @@ pub async fn run(pool: PgPool, rules: Vec<Rule>, shutdown: CancellationToken) {
         };
         match pruned {
             Ok(deleted) => {
-                let seconds = started.elapsed().as_secs_f64();
+                let pass_seconds = started.elapsed().as_secs_f64();
                 for (table, rows) in deleted.into_iter().filter(|(_, rows)| *rows > 0) {
-                    tracing::info!(table, rows, seconds, "retention: deleted rows past their time");
+                    tracing::info!(table, rows, pass_seconds, "retention: deleted rows past their time");
                 }
             }
             Err(error) => tracing::warn!(%error, "retention: pruning failed; trying again later"),
