@@ -152,13 +152,9 @@ pub async fn run(pool: PgPool, rules: Vec<Rule>, shutdown: CancellationToken) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::*;
-    use uuid::{NoContext, Timestamp};
+    use vigil_testkit::uuid_v7_at as minted_at;
 
-    fn minted_at(at: DateTime<Utc>) -> Uuid {
-        let secs = u64::try_from(at.timestamp()).unwrap_or(0);
-        Uuid::new_v7(Timestamp::from_unix(NoContext, secs, at.timestamp_subsec_nanos()))
-    }
+    use super::*;
 
     #[test]
     fn ids_minted_before_the_cutoff_sort_below_its_floor_and_later_ones_do_not() {

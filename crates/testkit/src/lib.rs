@@ -13,6 +13,7 @@
 //! temp dirs such a death leaves behind are removed by the next fixture.
 
 mod bins;
+mod ids;
 mod nats;
 mod ports;
 mod postgres;
@@ -23,6 +24,7 @@ mod slapd;
 mod wait;
 
 pub use bins::workspace_bin;
+pub use ids::uuid_v7_at;
 pub use nats::NatsServer;
 pub use ports::{free_port, free_udp_port};
 pub use postgres::PgServer;

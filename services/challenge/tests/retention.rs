@@ -6,10 +6,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;
-use uuid::{NoContext, Timestamp, Uuid};
+use uuid::Uuid;
 use vigil_challenge::{Config, retention::rules};
 use vigil_runtime::retention::prune;
-use vigil_testkit::PgServer;
+use vigil_testkit::{PgServer, uuid_v7_at as minted_at};
 
 async fn database() -> (PgServer, PgPool) {
     let pg = PgServer::start().await.unwrap();
@@ -17,12 +17,6 @@ async fn database() -> (PgServer, PgPool) {
     let pool = PgPool::connect(&url).await.unwrap();
     sqlx::migrate!().run(&pool).await.unwrap();
     (pg, pool)
-}
-
-/// A UUIDv7 minted at `at`, as the service mints its ids.
-fn minted_at(at: DateTime<Utc>) -> Uuid {
-    let secs = u64::try_from(at.timestamp()).unwrap();
-    Uuid::new_v7(Timestamp::from_unix(NoContext, secs, at.timestamp_subsec_nanos()))
 }
 
 async fn user(pool: &PgPool, at: DateTime<Utc>) -> Uuid {

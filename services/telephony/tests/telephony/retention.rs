@@ -4,17 +4,12 @@
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;
-use uuid::{NoContext, Timestamp, Uuid};
+use uuid::Uuid;
 use vigil_runtime::retention::prune;
 use vigil_telephony::{Config, retention::rules};
+use vigil_testkit::uuid_v7_at as minted_at;
 
 use super::PG;
-
-/// A UUIDv7 minted at `at`, as the service mints its ids.
-fn minted_at(at: DateTime<Utc>) -> Uuid {
-    let secs = u64::try_from(at.timestamp()).unwrap_or(0);
-    Uuid::new_v7(Timestamp::from_unix(NoContext, secs, at.timestamp_subsec_nanos()))
-}
 
 /// A delivery made at `at`, with one attempt, one carrier report and one
 /// reply; returns its id and those of the report and the reply.
