@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
+use vigil_core::ids::v7_floor;
 
 use crate::streams::{DAY, STREAMS};
 
@@ -47,9 +47,8 @@ pub async fn prune(
     before: SystemTime,
     stop: &CancellationToken,
 ) -> Result<u64, sqlx::Error> {
-    let millis = before.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-    let first_id_at = Uuid::from_u128((millis & ((1 << 48) - 1)) << 80);
     let processed_before = DateTime::<Utc>::from(before);
+    let first_id_at = v7_floor(processed_before);
     let mut pruned = 0;
     loop {
         // The batch picked once, in an `ARRAY(...)` (see the outbox relay).
@@ -92,18 +91,17 @@ pub(crate) async fn keep_pruned(pool: PgPool, durable: String, stream: &'static 
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime};
 
     use chrono::{DateTime, Utc};
     use sqlx::PgPool;
     use tokio_util::sync::CancellationToken;
-    use uuid::{NoContext, Timestamp, Uuid};
+    use uuid::Uuid;
 
     use super::{DAY, prune, retention};
 
     fn v7_at(at: SystemTime) -> Uuid {
-        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-        Uuid::new_v7(Timestamp::from_unix(NoContext, since.as_secs(), since.subsec_nanos()))
+        vigil_testkit::uuid_v7_at(DateTime::<Utc>::from(at))
     }
 
     async fn record(pool: &PgPool, consumer: &str, ids: &[Uuid], processed_at: SystemTime) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 
 use std::{fmt, str::FromStr};
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,9 +101,37 @@ typed_id!(
     DeviceId, "dev"
 );
 
+/// The smallest UUIDv7 of `at`'s millisecond: a v7 id minted before that
+/// millisecond sorts below it, in Rust as in PostgreSQL (both compare the
+/// bytes, and a v7 id starts with its big-endian Unix milliseconds). So
+/// "created before `at`" is a range of a v7 primary key, needing no index of
+/// its own.
+pub fn v7_floor(at: DateTime<Utc>) -> Uuid {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use vigil_testkit::uuid_v7_at as minted_at;
+
     use super::*;
+
+    #[test]
+    fn ids_minted_before_the_floor_sort_below_it_and_later_ones_do_not() {
+        let cutoff: DateTime<Utc> = "2026-08-01T12:00:00.250Z".parse().unwrap();
+        let floor = v7_floor(cutoff);
+        for _ in 0..100 {
+            assert!(minted_at(cutoff - chrono::Duration::milliseconds(1)) < floor);
+            assert!(minted_at(cutoff) >= floor);
+            assert!(minted_at(cutoff + chrono::Duration::milliseconds(1)) > floor);
+            assert!(Uuid::now_v7() > floor);
+        }
+    }
 
     #[test]
     fn round_trips_and_refuses_other_prefixes() {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
+use vigil_core::ids::v7_floor;
 
 /// Rows deleted by one statement at most.
 pub const BATCH: i64 = 1_000;
@@ -61,16 +61,6 @@ impl Rule {
             ),
         )
     }
-}
-
-/// The smallest UUIDv7 of `at`'s millisecond: a v7 id minted before that
-/// millisecond sorts below it, in Rust as in PostgreSQL (both compare the
-/// bytes, and a v7 id starts with its big-endian Unix milliseconds).
-pub fn v7_floor(at: DateTime<Utc>) -> Uuid {
-    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
-    let mut bytes = [0u8; 16];
-    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    Uuid::from_bytes(bytes)
 }
 
 /// Deletes, in batches of at most `batch` rows, every row `rules` no longer
@@ -152,21 +142,7 @@ pub async fn run(pool: PgPool, rules: Vec<Rule>, shutdown: CancellationToken) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use vigil_testkit::uuid_v7_at as minted_at;
-
     use super::*;
-
-    #[test]
-    fn ids_minted_before_the_cutoff_sort_below_its_floor_and_later_ones_do_not() {
-        let cutoff: DateTime<Utc> = "2026-08-01T12:00:00.250Z".parse().unwrap();
-        let floor = v7_floor(cutoff);
-        for _ in 0..100 {
-            assert!(minted_at(cutoff - chrono::Duration::milliseconds(1)) < floor);
-            assert!(minted_at(cutoff) >= floor);
-            assert!(minted_at(cutoff + chrono::Duration::milliseconds(1)) > floor);
-            assert!(Uuid::now_v7() > floor);
-        }
-    }
 
     #[tokio::test]
     async fn a_retention_beyond_the_calendar_deletes_nothing_and_does_not_panic() {
