@@ -49,15 +49,18 @@ impl Rule {
 
     /// The usual rule: rows of `table` (keyed `id`) whose `stamp` column is
     /// past the cutoff and that also match `also` (SQL: `""`, or
-    /// `" AND ..."`).
+    /// `" AND ..."`). The batch is picked once, in an `ARRAY(...)`, as the
+    /// outbox relay picks its own: as `id IN (subquery)` a plan could run
+    /// the locking subquery again past the rows just deleted, and a batch
+    /// would no longer be bounded.
     pub fn rows(table: &'static str, days: u32, stamp: &str, also: &str) -> Self {
         Self::days(
             table,
             days,
             format!(
-                "DELETE FROM {table} WHERE id IN (
+                "DELETE FROM {table} WHERE id = ANY (ARRAY (
                    SELECT id FROM {table} WHERE id < $2 AND {stamp} < $1{also}
-                   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED))"
             ),
         )
     }

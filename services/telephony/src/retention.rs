@@ -12,20 +12,22 @@ pub fn rules(config: &Config) -> Vec<Rule> {
     vec![
         // The children first, in the same statement: their foreign keys
         // name the delivery (an index on each keeps these lookups short).
+        // The batch is picked once, as an array (see `Rule::rows`).
         Rule::days(
             "deliveries",
             days,
             "WITH doomed AS (
-               SELECT id FROM deliveries WHERE id < $2 AND created_at < $1
-               ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED
+               SELECT ARRAY (
+                 SELECT id FROM deliveries WHERE id < $2 AND created_at < $1
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) AS ids
              ), attempts AS (
-               DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM doomed)
+               DELETE FROM delivery_attempts WHERE delivery_id = ANY ((SELECT ids FROM doomed)::uuid[])
              ), callbacks AS (
-               DELETE FROM carrier_callbacks WHERE delivery_id IN (SELECT id FROM doomed)
+               DELETE FROM carrier_callbacks WHERE delivery_id = ANY ((SELECT ids FROM doomed)::uuid[])
              ), replies AS (
-               DELETE FROM inbound_messages WHERE delivery_id IN (SELECT id FROM doomed)
+               DELETE FROM inbound_messages WHERE delivery_id = ANY ((SELECT ids FROM doomed)::uuid[])
              )
-             DELETE FROM deliveries WHERE id IN (SELECT id FROM doomed)",
+             DELETE FROM deliveries WHERE id = ANY ((SELECT ids FROM doomed)::uuid[])",
         ),
         Rule::rows("carrier_callbacks", days, "received_at", " AND delivery_id IS NULL"),
         Rule::rows("inbound_messages", days, "received_at", " AND delivery_id IS NULL"),
