@@ -156,12 +156,19 @@ impl OutboxBatch {
     /// state change and its events in one round trip, on paths where every
     /// round trip counts.
     pub fn rows(&self) -> OutboxRows<'_> {
+        // One trace context for all: they are written under the same span.
+        self.rows_traced(trace::current_traceparent())
+    }
+
+    /// [`Self::rows`] under the trace context `traceparent`, taken where the
+    /// events were caused: for a statement that another task runs, such as
+    /// one that writes the events of many callers (`vigil_runtime::batch`).
+    pub fn rows_traced(&self, traceparent: Option<String>) -> OutboxRows<'_> {
         OutboxRows {
             ids: &self.ids,
             subjects: &self.subjects,
             envelopes: &self.envelopes,
-            // One trace context for all: they are written under the same span.
-            traceparent: trace::current_traceparent(),
+            traceparent,
         }
     }
 }

@@ -52,9 +52,11 @@ pub async fn connect_postgres(url: &str, max_connections: u32, patience: Duratio
 
 /// The connections of a service's statement batches (`crate::batch`), a pool
 /// of their own: a batch must never wait for a connection held by a caller
-/// that waits for that batch.
-pub async fn connect_batch_pool(url: &str) -> Result<PgPool, ConnectError> {
-    connect_postgres(url, crate::batch::WORKERS as u32, Duration::from_secs(30)).await
+/// that waits for that batch. One per worker of each of the service's
+/// `batchers`.
+pub async fn connect_batch_pool(url: &str, batchers: usize) -> Result<PgPool, ConnectError> {
+    let connections = u32::try_from(crate::batch::WORKERS * batchers.max(1)).unwrap_or(u32::MAX);
+    connect_postgres(url, connections, Duration::from_secs(30)).await
 }
 
 /// A connection from `pool`, the wait for it timed in

@@ -78,7 +78,7 @@ pub async fn run(
     let js = async_nats::jetstream::new(nats.clone());
     streams::ensure_streams(&js, config.stream_replicas).await?;
 
-    let batch_pool = vigil_runtime::connect_batch_pool(&config.database_url).await?;
+    let batch_pool = vigil_runtime::connect_batch_pool(&config.database_url, 1).await?;
     let outbox = Outbox::new();
     let gateway = Arc::new(Gateway {
         pool: pool.clone(),

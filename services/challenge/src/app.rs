@@ -42,7 +42,8 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
     let js = async_nats::jetstream::new(nats.clone());
     streams::ensure_streams(&js, config.stream_replicas).await?;
 
-    let batch_pool = vigil_runtime::connect_batch_pool(&config.database_url).await?;
+    // Three batchers: rate-limit counters, and the unlocked logins' reads and writes.
+    let batch_pool = vigil_runtime::connect_batch_pool(&config.database_url, 3).await?;
     let outbox = Outbox::new();
     let service = Arc::new(Service {
         pool: pool.clone(),
@@ -61,7 +62,8 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         keyring: config.keyring()?,
         otp_issuer: config.otp_issuer.clone(),
         limits: config.rate_limits(),
-        counter: crate::ratelimit::counter(batch_pool),
+        counter: crate::ratelimit::counter(batch_pool.clone()),
+        unlocked: crate::unlocked_logins::UnlockedLogins::spawn(batch_pool),
         push_enroll_url: config.push_enroll_url.clone(),
         push_enrollment_ttl: chrono::Duration::seconds(i64::from(config.push_enrollment_ttl_secs)),
     });

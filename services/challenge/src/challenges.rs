@@ -22,6 +22,7 @@ use crate::{
     service::{Service, ServiceError, factor_kind, factor_of, parse_provider, timestamp},
     state::{ChallengeState, parse_reason, reason_str},
     store::{self, ChallengeRow, UserDetail},
+    unlocked_logins::Claimed,
 };
 
 impl Service {
@@ -42,7 +43,6 @@ impl Service {
         {
             return Ok(deny(Reason::RateLimited, message));
         }
-        let mut conn = vigil_runtime::acquire(&self.pool).await?;
         let start = Start {
             req: &req,
             provider: &provider,
@@ -51,10 +51,11 @@ impl Service {
         };
         // A code typed with the login and right, from a user with nothing to
         // clear, is most logins: tried first without the user's lock, in
-        // statements of their own. The rest, and any doubt, take the lock.
+        // statements shared with the other such logins of the moment
+        // (`unlocked_logins`). The rest, and any doubt, take the lock.
         let remembers = req.policy.as_ref().is_some_and(|p| p.remember_minutes > 0);
         if !req.passcode.is_empty() && !remembers {
-            match self.start_as(&mut conn, &start, Lock::Optimistic).await? {
+            match self.start_as(None, &start).await? {
                 Outcome::Written { reply, urgent } => {
                     self.wake_relay(urgent);
                     return Ok(*reply);
@@ -63,8 +64,9 @@ impl Service {
                 Outcome::TakeLock => {}
             }
         }
+        let mut conn = vigil_runtime::acquire(&self.pool).await?;
         let mut tx = Connection::begin(&mut *conn).await?;
-        match self.start_as(&mut tx, &start, Lock::User).await? {
+        match self.start_as(Some(&mut tx), &start).await? {
             Outcome::Written { reply, urgent } => {
                 tx.commit().await?;
                 self.wake_relay(urgent);
@@ -96,13 +98,15 @@ impl Service {
     }
 
     /// Decides a login and writes what it decided, on `db`: a transaction
-    /// holding the user's lock, or, for [`Lock::Optimistic`], the bare
-    /// connection, where the only write is the statement that writes the
-    /// challenge, guarded by the user's row as read (see
-    /// [`store::Unlocked`]). An optimistic try that would write anything
-    /// else returns [`Outcome::TakeLock`] before it writes.
-    async fn start_as(&self, db: &mut PgConnection, start: &Start<'_>, lock: Lock) -> Result<Outcome, ServiceError> {
-        let optimistic = lock == Lock::Optimistic;
+    /// holding the user's lock. Without one (`None`), the login is tried
+    /// optimistically: only a right TOTP code goes through, its user read
+    /// and its challenge written by statements shared with other logins
+    /// (`unlocked_logins`), the write guarded by the user's row as read and
+    /// claiming the code's step (see [`store::Unlocked`]). An optimistic try
+    /// that would do anything else returns [`Outcome::TakeLock`] before it
+    /// writes.
+    async fn start_as(&self, mut db: Option<&mut PgConnection>, start: &Start<'_>) -> Result<Outcome, ServiceError> {
+        let optimistic = db.is_none();
         let Start {
             req,
             provider,
@@ -113,13 +117,16 @@ impl Service {
         let now = self.clock.now();
         let policy = req.policy.as_ref();
         // Under the lock the user row is locked so that a bypass is used once.
-        let facts = login::gather(db, provider, username, policy, !optimistic).await?;
+        let facts = match db.as_deref_mut() {
+            Some(db) => login::gather(db, provider, username, policy, true).await?,
+            None => login::gather_unlocked(&self.unlocked, provider, username, policy).await?,
+        };
         let verdict = policy::decide(facts.user_facts.as_ref(), facts.login, now);
         let user_id = facts.user.as_ref().map(|u| u.id);
         if verdict != Verdict::Challenge {
-            if optimistic {
+            let Some(db) = db else {
                 return Ok(Outcome::TakeLock);
-            }
+            };
             if verdict.is_bypass_use()
                 && let Some(id) = user_id
             {
@@ -213,6 +220,9 @@ impl Service {
             );
         }
         let device = if is_push {
+            let Some(db) = db.as_deref_mut() else {
+                return Ok(Outcome::TakeLock);
+            };
             match self.push_device(db, provider, user.id).await? {
                 Some(device) => Some(device),
                 None => return refuse(Reason::NotEnrolled, "the user has no enrolled push device".into()),
@@ -236,8 +246,11 @@ impl Service {
             let code = (factor.kind == "sms").then(|| self.codes.generate());
             (code, Some(phone))
         };
-        if let Some(phone) = &phone
-            && let Some(capped) = caps::take(
+        if let Some(phone) = &phone {
+            let Some(db) = db.as_deref_mut() else {
+                return Ok(Outcome::TakeLock);
+            };
+            if let Some(capped) = caps::take(
                 db,
                 provider,
                 &factor.kind,
@@ -246,27 +259,28 @@ impl Service {
                 now,
             )
             .await?
-        {
-            // A retried request whose first try took the last delivery of
-            // the hour: its challenge stands, and that is the answer.
-            if let Some(existing) = store::get_challenge(db, provider, challenge_id.as_uuid(), false).await? {
-                return Ok(Outcome::Refused(Box::new(
-                    self.start_reply(&existing, "challenge already started".into()),
-                )));
+            {
+                // A retried request whose first try took the last delivery of
+                // the hour: its challenge stands, and that is the answer.
+                if let Some(existing) = store::get_challenge(db, provider, challenge_id.as_uuid(), false).await? {
+                    return Ok(Outcome::Refused(Box::new(
+                        self.start_reply(&existing, "challenge already started".into()),
+                    )));
+                }
+                login::record(
+                    db,
+                    provider,
+                    username.as_str(),
+                    Some(user.id),
+                    "authenticate",
+                    policy,
+                    (Decision::Deny, Reason::DeliveryCapped),
+                    None,
+                    now,
+                )
+                .await?;
+                return Ok(Outcome::written(deny(Reason::DeliveryCapped, capped.message()), false));
             }
-            login::record(
-                db,
-                provider,
-                username.as_str(),
-                Some(user.id),
-                "authenticate",
-                policy,
-                (Decision::Deny, Reason::DeliveryCapped),
-                None,
-                now,
-            )
-            .await?;
-            return Ok(Outcome::written(deny(Reason::DeliveryCapped, capped.message()), false));
         }
         let mut row = ChallengeRow {
             id: challenge_id.as_uuid(),
@@ -289,25 +303,20 @@ impl Service {
         // is written once, in the state its answer leaves it. One audit
         // record, the answer's. Without the lock only a right code goes on,
         // its step claimed by the statement that writes the challenge.
-        let mut unlocked = None;
-        let answered = if optimistic {
-            match self.totp_step(provider, user.id, &factor.token, &req.passcode, now)? {
+        let mut claimed_step = None;
+        let answered = match db.as_deref_mut() {
+            None => match self.totp_step(provider, user.id, &factor.token, &req.passcode, now)? {
                 Ok(step) => {
-                    unlocked = Some(store::Unlocked {
-                        user_version: user.version,
-                        step: Some(step),
-                    });
+                    claimed_step = Some(step);
                     Some(Answered::approved())
                 }
                 Err(_) => return Ok(Outcome::TakeLock),
-            }
-        } else if one_shot {
-            Some(
+            },
+            Some(db) if one_shot => Some(
                 self.answer(db, provider, (&row, &user, &factor.token), &req.passcode, now)
                     .await?,
-            )
-        } else {
-            None
+            ),
+            Some(_) => None,
         };
         if let Some(answered) = &answered {
             row.attempts += i32::from(answered.wrong);
@@ -420,22 +429,39 @@ impl Service {
                 now,
             ),
         };
-        if !store::insert_challenge(db, &row, now, &attempt, &events.rows(), unlocked).await? {
-            // Without the lock: the step was claimed or the user changed
-            // since the read, or the challenge exists (a retried request).
-            // The lock sorts out which.
-            if optimistic {
-                return Ok(Outcome::TakeLock);
+        match (db, claimed_step) {
+            (Some(db), _) => {
+                if !store::insert_challenge(db, &row, now, &attempt, &events.rows()).await? {
+                    // A retried request: the challenge it created the first
+                    // time stands, and nothing of this attempt is kept.
+                    // (Found here rather than looked up first: one
+                    // statement fewer on every login.)
+                    return match store::get_challenge(db, provider, challenge_id.as_uuid(), false).await? {
+                        Some(existing) => Ok(Outcome::Refused(Box::new(
+                            self.start_reply(&existing, "challenge already started".into()),
+                        ))),
+                        None => refuse(Reason::ChallengeNotFound, "no such challenge".into()),
+                    };
+                }
             }
-            // A retried request: the challenge it created the first time
-            // stands, and nothing of this attempt is kept. (Found here rather
-            // than looked up first: one statement fewer on every login.)
-            return match store::get_challenge(db, provider, challenge_id.as_uuid(), false).await? {
-                Some(existing) => Ok(Outcome::Refused(Box::new(
-                    self.start_reply(&existing, "challenge already started".into()),
-                ))),
-                None => refuse(Reason::ChallengeNotFound, "no such challenge".into()),
-            };
+            (None, Some(step)) => {
+                let claimed = Claimed {
+                    row: row.clone(),
+                    now,
+                    attempt: (&attempt).into(),
+                    traceparent: vigil_bus::trace::current_traceparent(),
+                    events,
+                    user_version: user.version,
+                    step,
+                };
+                // Nothing written: the step was claimed or the user changed
+                // since the read, or the challenge exists (a retried
+                // request). The lock sorts out which.
+                if !self.unlocked.write(claimed).await? {
+                    return Ok(Outcome::TakeLock);
+                }
+            }
+            (None, None) => return Ok(Outcome::TakeLock),
         }
         let urgent = delivery.is_some();
         if let Some(answered) = answered {
@@ -834,15 +860,6 @@ impl Service {
         count_outcome(row, state, reason, now);
         Ok(true)
     }
-}
-
-/// Whether a start holds the user's lock (see [`Service::start_as`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lock {
-    /// No lock and no transaction: only a right TOTP code goes through.
-    Optimistic,
-    /// In a transaction that locks the user's row.
-    User,
 }
 
 /// A start request, parsed and past the rate limits.

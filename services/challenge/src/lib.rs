@@ -20,6 +20,7 @@ pub mod retention;
 mod service;
 mod state;
 mod store;
+mod unlocked_logins;
 mod users;
 
 pub use app::run;

@@ -16,6 +16,7 @@ use crate::{
     service::{Service, ServiceError, factor_of, parse_provider, timestamp},
     state::{parse_reason, reason_str},
     store::{self, UserDetail},
+    unlocked_logins::{UnlockedLogins, UserKey},
     users::user_record,
 };
 
@@ -47,23 +48,45 @@ pub async fn gather(
     provider: &str,
     username: &Username,
     policy: Option<&rpc::PolicyContext>,
-    lock_user: bool,
+    lock: bool,
 ) -> Result<Facts, ServiceError> {
-    let login = login_facts(policy);
-    let Some((user, factors)) = store::user_and_factors_by_name(conn, provider, username.as_str(), lock_user).await?
-    else {
-        return Ok(Facts {
+    let found = store::user_and_factors_by_name(conn, provider, username.as_str(), lock).await?;
+    let last_approved = match (policy, &found) {
+        (Some(p), Some((user, _))) if p.remember_minutes > 0 && !p.client_ip.is_empty() => {
+            store::last_approval(conn, provider, &p.agent_id, user.id, &p.client_ip).await?
+        }
+        _ => None,
+    };
+    Ok(facts(found, last_approved, login_facts(policy)))
+}
+
+/// [`gather`] for a login tried without the user's lock, which remembers
+/// no approval: its user read by a statement shared with other logins.
+pub async fn gather_unlocked(
+    logins: &UnlockedLogins,
+    provider: &str,
+    username: &Username,
+    policy: Option<&rpc::PolicyContext>,
+) -> Result<Facts, ServiceError> {
+    let key = UserKey {
+        provider_id: provider.to_owned(),
+        username: username.as_str().to_owned(),
+    };
+    Ok(facts(logins.read(key).await?, None, login_facts(policy)))
+}
+
+fn facts(
+    found: Option<(UserDetail, Vec<store::FactorRow>)>,
+    last_approved: Option<DateTime<Utc>>,
+    login: LoginFacts,
+) -> Facts {
+    let Some((user, factors)) = found else {
+        return Facts {
             user: None,
             user_facts: None,
             factors: vec![],
             login,
-        });
-    };
-    let last_approved = match policy {
-        Some(p) if p.remember_minutes > 0 && !p.client_ip.is_empty() => {
-            store::last_approval(conn, provider, &p.agent_id, user.id, &p.client_ip).await?
-        }
-        _ => None,
+        };
     };
     let user_facts = UserFacts {
         status: user.status.clone(),
@@ -73,12 +96,12 @@ pub async fn gather(
         last_approved,
         has_factors: !factors.is_empty(),
     };
-    Ok(Facts {
+    Facts {
         user: Some(user),
         user_facts: Some(user_facts),
         factors,
         login,
-    })
+    }
 }
 
 pub fn decision_str(decision: Decision) -> &'static str {

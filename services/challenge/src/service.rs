@@ -64,6 +64,9 @@ pub struct Service {
     pub limits: crate::ratelimit::Limits,
     /// Counts requests against those limits, many in one statement under load.
     pub counter: crate::ratelimit::Counter,
+    /// Reads and writes the logins tried without the user's lock, many in
+    /// one statement under load.
+    pub unlocked: crate::unlocked_logins::UnlockedLogins,
     /// Telephony's public URL devices enrol at, put in the enrolment QR payload.
     pub push_enroll_url: String,
     /// How long a push enrolment code works (10 minutes).

@@ -18,7 +18,7 @@ pub struct FactorRow {
     pub token: OtpToken,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChallengeRow {
     pub id: Uuid,
     pub provider_id: String,
@@ -181,7 +181,7 @@ fn claim_cte(user: &str, version: &str, step: &str, challenge: &str) -> String {
 }
 
 /// The user's row is still version `$version`.
-fn user_is_version(user: &str, version: &str) -> String {
+pub fn user_is_version(user: &str, version: &str) -> String {
     format!("EXISTS (SELECT 1 FROM users WHERE id = {user} AND xmin::text::bigint = {version})")
 }
 
@@ -189,44 +189,33 @@ fn user_is_version(user: &str, version: &str) -> String {
 /// login answered in the same call is written final, never pending and then
 /// updated), together with its audit record and its events, in one
 /// statement: a start is on every login, and each round trip is CPU on both
-/// ends. Nothing is written when that id exists already (a retried
-/// request), nor when an `unlocked` answer's checks fail; returns whether
-/// it was written.
+/// ends. Run under the user's lock; a login decided without it is written
+/// by `crate::unlocked_logins`. Nothing is written when that id exists
+/// already (a retried request); returns whether it was written.
 pub async fn insert_challenge(
     conn: &mut PgConnection,
     row: &ChallengeRow,
     now: DateTime<Utc>,
     attempt: &NewAttempt<'_>,
     events: &OutboxRows<'_>,
-    unlocked: Option<Unlocked>,
 ) -> Result<bool, sqlx::Error> {
-    // Under the lock the statement reads neither factors nor users. The
-    // claim checks that the challenge is new: a retried request must not
-    // spend a step it then writes nothing for.
-    static SQL: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
-        Checks::texts(|checks| {
-            let (claim, condition) = checks.parts(
-                "WHERE",
-                ("$3", "$33", "$34"),
-                "NOT EXISTS (SELECT 1 FROM challenges WHERE id = $1)",
-            );
-            let events = insert_rows_sql(29, "WHERE EXISTS (SELECT 1 FROM challenge)");
-            format!(
-                "WITH {claim}challenge AS (
-                   INSERT INTO challenges (id, provider_id, user_id, agent_id, factor, state, reason, code_hash, attempts, max_attempts, client_ip, created_at, expires_at, completed_at, remember_minutes, block_user_on_fraud, match_number)
-                   SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 {condition}
-                   ON CONFLICT (id) DO NOTHING
-                   RETURNING id
-                 ), attempt AS (
-                   INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
-                   SELECT $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 FROM challenge
-                 ), events AS ({events})
-                 SELECT count(*) FROM challenge"
-            )
-        })
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let events = insert_rows_sql(29, "WHERE EXISTS (SELECT 1 FROM challenge)");
+        format!(
+            "WITH challenge AS (
+               INSERT INTO challenges ({INSERTED_CHALLENGE_COLUMNS})
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+               ON CONFLICT (id) DO NOTHING
+               RETURNING id
+             ), attempt AS (
+               INSERT INTO auth_attempts ({ATTEMPT_COLUMNS})
+               SELECT $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28 FROM challenge
+             ), events AS ({events})
+             SELECT count(*) FROM challenge"
+        )
     });
     let completed_at = row.state().is_terminal().then_some(now);
-    let query = sqlx::query_as::<_, (i64,)>(Checks::of(unlocked).text(&SQL))
+    let query = sqlx::query_as::<_, (i64,)>(&SQL)
         .bind(row.id)
         .bind(&row.provider_id)
         .bind(row.user_id)
@@ -244,11 +233,19 @@ pub async fn insert_challenge(
         .bind(row.remember_minutes)
         .bind(row.block_user_on_fraud)
         .bind(row.match_number);
-    let (written,) = bind_unlocked(bind_attempt_and_events(query, attempt, events), unlocked, &[])
-        .fetch_one(conn)
-        .await?;
+    let (written,) = bind_attempt_and_events(query, attempt, events).fetch_one(conn).await?;
     Ok(written == 1)
 }
+
+/// The columns a new challenge is written with, in the order of
+/// [`insert_challenge`]'s parameters.
+pub const INSERTED_CHALLENGE_COLUMNS: &str = "id, provider_id, user_id, agent_id, factor, state, reason, code_hash, \
+     attempts, max_attempts, client_ip, created_at, expires_at, completed_at, remember_minutes, block_user_on_fraud, \
+     match_number";
+
+/// An audit record's columns, in the order [`bind_attempt_and_events`] binds them.
+pub const ATTEMPT_COLUMNS: &str =
+    "id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at";
 
 /// Binds an unlocked answer's checks after a statement's other parameters:
 /// the user's version, `between` (parameters of the statement's own), then
@@ -477,7 +474,7 @@ pub async fn settle_answer(
                      {condition}
                    RETURNING id
                  ), attempt AS (
-                   INSERT INTO auth_attempts (id, provider_id, user_id, username, operation, agent_id, client_ip, decision, reason, challenge_id, at)
+                   INSERT INTO auth_attempts ({ATTEMPT_COLUMNS})
                    SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 {recorded}
                  ), events AS ({events})
                  SELECT count(*) FROM settled"
@@ -586,37 +583,50 @@ pub async fn user_and_factors_by_name(
     username: &str,
     lock: bool,
 ) -> Result<Option<(UserDetail, Vec<FactorRow>)>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        user: UserDetail,
-        kind: Option<String>,
-        destination: Option<String>,
-        #[sqlx(flatten)]
-        token: OtpToken,
-    }
     // One row per factor (one with NULLs if none), the user repeated: a join
     // reads each table once, where subqueries per column read factors again
     // for each.
     static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
-        let user_columns = USER_COLUMNS
-            .split(',')
-            .map(|c| format!("u.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
-            "SELECT {user_columns}, f.kind, f.destination, f.secret_ciphertext, f.counter, f.last_step
-             FROM users u LEFT JOIN factors f ON f.user_id = u.id
+            "SELECT {} FROM users u LEFT JOIN factors f ON f.user_id = u.id
              WHERE u.provider_id = $1 AND u.username = $2
-             ORDER BY f.created_at, f.id"
+             ORDER BY f.created_at, f.id",
+            user_and_factor_columns()
         );
         [format!("{sql} FOR UPDATE OF u"), sql]
     });
-    let rows: Vec<Row> = sqlx::query_as(&SQL[usize::from(!lock)])
+    let rows: Vec<UserFactorRow> = sqlx::query_as(&SQL[usize::from(!lock)])
         .bind(provider_id)
         .bind(username)
         .fetch_all(conn)
         .await?;
+    Ok(user_with_factors(rows))
+}
+
+/// A user and one of its factors (NULLs if it has none), as
+/// [`user_and_factor_columns`] reads them from `users u LEFT JOIN factors f`.
+#[derive(sqlx::FromRow)]
+pub struct UserFactorRow {
+    #[sqlx(flatten)]
+    user: UserDetail,
+    kind: Option<String>,
+    destination: Option<String>,
+    #[sqlx(flatten)]
+    token: OtpToken,
+}
+
+/// The columns of a [`UserFactorRow`].
+pub fn user_and_factor_columns() -> String {
+    let user_columns = USER_COLUMNS
+        .split(',')
+        .map(|c| format!("u.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{user_columns}, f.kind, f.destination, f.secret_ciphertext, f.counter, f.last_step")
+}
+
+/// One user's rows (in factor order) as the user and its factors.
+pub fn user_with_factors(rows: impl IntoIterator<Item = UserFactorRow>) -> Option<(UserDetail, Vec<FactorRow>)> {
     let mut user = None;
     let factors = rows
         .into_iter()
@@ -629,7 +639,7 @@ pub async fn user_and_factors_by_name(
             })
         })
         .collect();
-    Ok(user.map(|user| (user, factors)))
+    user.map(|user| (user, factors))
 }
 
 pub async fn user_by_id(
@@ -869,7 +879,7 @@ pub async fn audit_user(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use sqlx::{Connection, PgConnection};
@@ -877,20 +887,27 @@ mod tests {
 
     use super::*;
 
-    const PROVIDER: &str = "prv_test";
+    pub const PROVIDER: &str = "prv_test";
 
-    async fn database() -> (PgServer, PgConnection) {
+    pub async fn database() -> (PgServer, PgConnection) {
+        let (pg, pool) = database_pool().await;
+        let conn = pool.acquire().await.unwrap().detach();
+        (pg, conn)
+    }
+
+    /// The challenge service's database, migrated, on a server of its own.
+    pub async fn database_pool() -> (PgServer, sqlx::PgPool) {
         let pg = PgServer::start().await.unwrap();
         let url = pg.create_database("vigil_challenge").await.unwrap();
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
         sqlx::migrate!().run(&pool).await.unwrap();
         vigil_bus::schema::install(&pool).await.unwrap();
-        (pg, PgConnection::connect(&url).await.unwrap())
+        (pg, pool)
     }
 
     /// A TOTP challenge answered with a right code, as a login in one call
     /// writes it.
-    fn approved_challenge(user: &UserDetail, now: DateTime<Utc>) -> ChallengeRow {
+    pub fn approved_challenge(user: &UserDetail, now: DateTime<Utc>) -> ChallengeRow {
         ChallengeRow {
             id: Uuid::now_v7(),
             provider_id: PROVIDER.into(),
@@ -910,7 +927,7 @@ mod tests {
         }
     }
 
-    fn approval(row: &ChallengeRow, operation: &'static str) -> NewAttempt<'static> {
+    pub fn approval(row: &ChallengeRow, operation: &'static str) -> NewAttempt<'static> {
         NewAttempt {
             provider_id: PROVIDER,
             user_id: Some(row.user_id),
@@ -925,27 +942,38 @@ mod tests {
         }
     }
 
+    /// A login in one call as it is written without the lock, alone in its
+    /// batch (see `crate::unlocked_logins`).
     async fn write(conn: &mut PgConnection, row: &ChallengeRow, unlocked: Unlocked) -> bool {
-        let attempt = approval(row, "authenticate");
-        insert_challenge(conn, row, Utc::now(), &attempt, &OutboxRows::default(), Some(unlocked))
+        let claimed = crate::unlocked_logins::tests::claimed(row, unlocked.user_version, unlocked.step.unwrap());
+        crate::unlocked_logins::write_claimed(conn, &[std::sync::Arc::new(claimed)])
             .await
-            .unwrap()
+            .unwrap()[0]
     }
 
     /// Alice, with a TOTP factor, as read without a lock.
     async fn enrolled_alice(conn: &mut PgConnection) -> UserDetail {
+        enrolled(conn, "alice").await
+    }
+
+    /// `username` of [`PROVIDER`], with a TOTP factor, as read without a lock.
+    pub async fn enrolled(conn: &mut PgConnection, username: &str) -> UserDetail {
         let now = Utc::now();
         let user_id = Uuid::now_v7();
         let new_user = NewUser {
             id: user_id,
             provider_id: PROVIDER,
-            username: "alice",
-            display_name: "Alice",
+            username,
+            display_name: username,
             now,
         };
         assert!(insert_user(conn, new_user).await.unwrap());
         insert_factor(conn, user_id, "totp", "", now).await.unwrap();
-        alice(conn).await
+        user_and_factors_by_name(conn, PROVIDER, username, false)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
     }
 
     async fn disable_alice(conn: &mut PgConnection) {
@@ -955,7 +983,7 @@ mod tests {
             .unwrap();
     }
 
-    async fn audit_records(conn: &mut PgConnection) -> i64 {
+    pub async fn audit_records(conn: &mut PgConnection) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM auth_attempts")
             .fetch_one(conn)
             .await
@@ -977,7 +1005,7 @@ mod tests {
             .unwrap()
     }
 
-    async fn challenges(conn: &mut PgConnection) -> i64 {
+    pub async fn challenges(conn: &mut PgConnection) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM challenges")
             .fetch_one(conn)
             .await
@@ -1049,7 +1077,7 @@ mod tests {
         open.reason = "ENROLLED".into();
         let attempt = approval(&open, "authenticate");
         assert!(
-            insert_challenge(&mut conn, &open, now, &attempt, &OutboxRows::default(), None)
+            insert_challenge(&mut conn, &open, now, &attempt, &OutboxRows::default())
                 .await
                 .unwrap()
         );
