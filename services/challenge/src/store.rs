@@ -181,7 +181,7 @@ fn claim_cte(user: &str, version: &str, step: &str, challenge: &str) -> String {
 }
 
 /// The user's row is still version `$version`.
-pub fn user_is_version(user: &str, version: &str) -> String {
+fn user_is_version(user: &str, version: &str) -> String {
     format!("EXISTS (SELECT 1 FROM users WHERE id = {user} AND xmin::text::bigint = {version})")
 }
 

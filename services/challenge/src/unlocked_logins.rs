@@ -150,7 +150,15 @@ pub async fn write_claimed(conn: &mut PgConnection, claimed: &[Arc<Claimed>]) ->
     // with whichever of the joined items it meets first); the others write
     // nothing and go to the lock, which decides them one after the other.
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let unchanged = store::user_is_version("i.user_id", "i.user_version");
+        // The user's row is locked (FOR KEY SHARE, the lock the challenge's
+        // foreign key takes anyway) before the factor's: the order a login
+        // under the lock takes them in. Taken the other way, a batch that
+        // had claimed a factor waited for the user's row, held by a locked
+        // login that waited for the factor: a deadlock, which PostgreSQL
+        // ends after a second by failing one of them. A user changed under
+        // that lock fails the version check once the lock is let go.
+        let unchanged = "EXISTS (SELECT 1 FROM users WHERE id = i.user_id AND xmin::text::bigint = i.user_version \
+                         FOR KEY SHARE)";
         let attempt_columns = ATTEMPT_COLUMNS
             .split(", ")
             .map(|c| format!("a.{c}"))
@@ -455,5 +463,45 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(outbox, 40);
+    }
+
+    /// A login under the user's lock and a batch with a login of the same
+    /// user take the user's row and the factor's in one order: the batch
+    /// waits for the lock, then finds the step spent, and neither fails.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_waits_for_a_login_under_the_users_lock_without_a_deadlock() {
+        let (_pg, pool) = database_pool().await;
+        let mut conn = pool.acquire().await.unwrap();
+        let alice = enrolled(&mut conn, "alice").await;
+        let mut locked = pool.begin().await.unwrap();
+        crate::store::user_and_factors_by_name(&mut locked, PROVIDER, "alice", true)
+            .await
+            .unwrap();
+        let batch = {
+            let pool = pool.clone();
+            let claimed = Arc::new(claimed(&approved_challenge(&alice, Utc::now()), alice.version, 100));
+            tokio::spawn(async move {
+                let mut conn = pool.acquire().await.unwrap();
+                write_claimed(&mut conn, &[claimed]).await
+            })
+        };
+        // Until the batch waits for a lock.
+        while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            == 0
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The login under the lock spends the step itself.
+        sqlx::query("UPDATE factors SET last_step = 100 WHERE user_id = $1")
+            .bind(alice.id)
+            .execute(&mut *locked)
+            .await
+            .unwrap();
+        locked.commit().await.unwrap();
+        assert_eq!(batch.await.unwrap().unwrap(), [false]);
+        assert_eq!(challenges(&mut conn).await, 0);
     }
 }
