@@ -453,10 +453,15 @@ pub async fn settle_answer(
 ) -> Result<bool, sqlx::Error> {
     static SQL: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
         Checks::texts(|checks| {
+            // The claim locks the challenge before the factor: a verify
+            // under the lock takes the challenge (and the user) first and
+            // the factor last. Taken the other way, an answer given twice
+            // at once, one on each path, deadlocked.
             let (claim, condition) = checks.parts(
                 "AND",
                 ("$22", "$21", "$23"),
-                "EXISTS (SELECT 1 FROM challenges WHERE id = $1 AND state IN ('pending', 'delivered'))",
+                "EXISTS (SELECT 1 FROM challenges WHERE id = $1 AND state IN ('pending', 'delivered') \
+                 FOR NO KEY UPDATE)",
             );
             // Under the lock the audit record is written whatever happens
             // to the challenge (a wrong code counts); unlocked, only with it.
@@ -1141,5 +1146,78 @@ pub(crate) mod tests {
         assert!(!settle(&mut conn, current(None)).await);
         assert_eq!(last_step(&mut conn).await, Some(101));
         assert_eq!(audit_records(&mut conn).await, 2);
+    }
+
+    /// An answer settled without the lock and a verify under it, for one
+    /// challenge, take the challenge's row and the factor's in one order:
+    /// the unlocked one waits, then finds the challenge answered, and
+    /// neither fails.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unlocked_answer_waits_for_a_verify_under_the_lock_without_a_deadlock() {
+        let (_pg, pool) = database_pool().await;
+        let mut conn = pool.acquire().await.unwrap();
+        let now = Utc::now();
+        let read = enrolled(&mut conn, "alice").await;
+        let mut open = approved_challenge(&read, now);
+        open.state = "pending".into();
+        open.reason = "ENROLLED".into();
+        let attempt = approval(&open, "authenticate");
+        assert!(
+            insert_challenge(&mut conn, &open, now, &attempt, &OutboxRows::default())
+                .await
+                .unwrap()
+        );
+        // The verify under the lock reads the challenge and its user, locked.
+        let mut locked = pool.begin().await.unwrap();
+        assert!(
+            read_verification(&mut locked, PROVIDER, open.id, true)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let unlocked = {
+            let pool = pool.clone();
+            let open = open.clone();
+            tokio::spawn(async move {
+                let mut conn = pool.acquire().await.unwrap();
+                let attempt = approval(&open, "verify");
+                let end = Some((ChallengeState::Approved, "APPROVED"));
+                let checks = Unlocked {
+                    user_version: read.version,
+                    step: Some(100),
+                };
+                settle_answer(
+                    &mut conn,
+                    &open,
+                    &attempt,
+                    false,
+                    end,
+                    &OutboxRows::default(),
+                    now,
+                    Some(checks),
+                )
+                .await
+            })
+        };
+        while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            == 0
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The verify under the lock spends the step and approves.
+        sqlx::query("UPDATE factors SET last_step = 100")
+            .execute(&mut *locked)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE challenges SET state = 'approved'")
+            .execute(&mut *locked)
+            .await
+            .unwrap();
+        locked.commit().await.unwrap();
+        assert!(!unlocked.await.unwrap().unwrap());
+        assert_eq!(audit_records(&mut conn).await, 1);
     }
 }

@@ -149,6 +149,8 @@ pub async fn write_claimed(conn: &mut PgConnection, claimed: &[Arc<Claimed>]) ->
     // first may claim a step (an update changes a row once per statement,
     // with whichever of the joined items it meets first); the others write
     // nothing and go to the lock, which decides them one after the other.
+    // The claim also checks that the challenge is new: a retried request
+    // must not spend a step it then writes nothing for.
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         // The user's row is locked (FOR KEY SHARE, the lock the challenge's
         // foreign key takes anyway) before the factor's: the order a login
