@@ -947,6 +947,32 @@ pub(crate) mod tests {
         }
     }
 
+    /// A TOTP challenge of `user` waiting for its answer, written.
+    async fn open_challenge(conn: &mut PgConnection, user: &UserDetail, now: DateTime<Utc>) -> ChallengeRow {
+        let mut open = approved_challenge(user, now);
+        open.state = "pending".into();
+        open.reason = "ENROLLED".into();
+        let attempt = approval(&open, "authenticate");
+        assert!(
+            insert_challenge(conn, &open, now, &attempt, &OutboxRows::default())
+                .await
+                .unwrap()
+        );
+        open
+    }
+
+    /// Returns once a statement of another connection waits for a row lock.
+    pub async fn until_a_statement_waits_for_a_lock(conn: &mut PgConnection) {
+        while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            == 0
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// A login in one call as it is written without the lock, alone in its
     /// batch (see `crate::unlocked_logins`).
     async fn write(conn: &mut PgConnection, row: &ChallengeRow, unlocked: Unlocked) -> bool {
@@ -1077,15 +1103,7 @@ pub(crate) mod tests {
         let (_pg, mut conn) = database().await;
         let now = Utc::now();
         let read = enrolled_alice(&mut conn).await;
-        let mut open = approved_challenge(&read, now);
-        open.state = "pending".into();
-        open.reason = "ENROLLED".into();
-        let attempt = approval(&open, "authenticate");
-        assert!(
-            insert_challenge(&mut conn, &open, now, &attempt, &OutboxRows::default())
-                .await
-                .unwrap()
-        );
+        let open = open_challenge(&mut conn, &read, now).await;
         let settle = async |conn: &mut PgConnection, unlocked: Unlocked| {
             let attempt = approval(&open, "verify");
             let end = Some((ChallengeState::Approved, "APPROVED"));
@@ -1158,15 +1176,7 @@ pub(crate) mod tests {
         let mut conn = pool.acquire().await.unwrap();
         let now = Utc::now();
         let read = enrolled(&mut conn, "alice").await;
-        let mut open = approved_challenge(&read, now);
-        open.state = "pending".into();
-        open.reason = "ENROLLED".into();
-        let attempt = approval(&open, "authenticate");
-        assert!(
-            insert_challenge(&mut conn, &open, now, &attempt, &OutboxRows::default())
-                .await
-                .unwrap()
-        );
+        let open = open_challenge(&mut conn, &read, now).await;
         // The verify under the lock reads the challenge and its user, locked.
         let mut locked = pool.begin().await.unwrap();
         assert!(
@@ -1199,14 +1209,7 @@ pub(crate) mod tests {
                 .await
             })
         };
-        while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap()
-            == 0
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        until_a_statement_waits_for_a_lock(&mut conn).await;
         // The verify under the lock spends the step and approves.
         sqlx::query("UPDATE factors SET last_step = 100")
             .execute(&mut *locked)

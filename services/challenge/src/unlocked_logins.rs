@@ -288,6 +288,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::store::tests::{
         PROVIDER, approval, approved_challenge, audit_records, challenges, database, database_pool, enrolled,
+        until_a_statement_waits_for_a_lock,
     };
 
     /// `row` approved by a code of `step`, as read at `user_version`, with
@@ -487,15 +488,7 @@ pub(crate) mod tests {
                 write_claimed(&mut conn, &[claimed]).await
             })
         };
-        // Until the batch waits for a lock.
-        while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap()
-            == 0
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        until_a_statement_waits_for_a_lock(&mut conn).await;
         // The login under the lock spends the step itself.
         sqlx::query("UPDATE factors SET last_step = 100 WHERE user_id = $1")
             .bind(alice.id)
