@@ -1029,11 +1029,35 @@ pub(crate) mod tests {
             .0
     }
 
-    async fn last_step(conn: &mut PgConnection) -> Option<i64> {
-        sqlx::query_scalar("SELECT last_step FROM factors WHERE kind = 'totp'")
+    /// The last TOTP step `user` used.
+    pub async fn last_step(conn: &mut PgConnection, user: &UserDetail) -> Option<i64> {
+        sqlx::query_scalar("SELECT last_step FROM factors WHERE user_id = $1 AND kind = 'totp'")
+            .bind(user.id)
             .fetch_one(conn)
             .await
             .unwrap()
+    }
+
+    /// `open` approved by a verify without the lock, on `unlocked`'s checks.
+    async fn approve_unlocked(
+        conn: &mut PgConnection,
+        open: &ChallengeRow,
+        now: DateTime<Utc>,
+        unlocked: Unlocked,
+    ) -> Result<bool, sqlx::Error> {
+        let attempt = approval(open, "verify");
+        let end = Some((ChallengeState::Approved, "APPROVED"));
+        settle_answer(
+            conn,
+            open,
+            &attempt,
+            false,
+            end,
+            &OutboxRows::default(),
+            now,
+            Some(unlocked),
+        )
+        .await
     }
 
     pub async fn challenges(conn: &mut PgConnection) -> i64 {
@@ -1059,14 +1083,14 @@ pub(crate) mod tests {
             user_version: read.version,
         };
         assert!(write(&mut conn, &first, claim(100)).await);
-        assert_eq!(last_step(&mut conn).await, Some(100));
+        assert_eq!(last_step(&mut conn, &read).await, Some(100));
 
         // The same step again, or an earlier one: nothing.
         assert!(!write(&mut conn, &approved_challenge(&read, now), claim(100)).await);
         assert!(!write(&mut conn, &approved_challenge(&read, now), claim(99)).await);
         // A retried request (its challenge exists): nothing, the step stays.
         assert!(!write(&mut conn, &first, claim(101)).await);
-        assert_eq!(last_step(&mut conn).await, Some(100));
+        assert_eq!(last_step(&mut conn, &read).await, Some(100));
         assert_eq!(challenges(&mut conn).await, 1);
 
         // Locking the user's row (another login under the lock) is no change.
@@ -1080,7 +1104,7 @@ pub(crate) mod tests {
         // The user disabled since the read: the claim does not hold.
         disable_alice(&mut conn).await;
         assert!(!write(&mut conn, &approved_challenge(&read, now), claim(101)).await);
-        assert_eq!(last_step(&mut conn).await, Some(100));
+        assert_eq!(last_step(&mut conn, &read).await, Some(100));
         assert_eq!(challenges(&mut conn).await, 1);
 
         // Read again, the user's new version holds.
@@ -1091,7 +1115,7 @@ pub(crate) mod tests {
             user_version: reread.version,
         };
         assert!(write(&mut conn, &approved_challenge(&reread, now), claim).await);
-        assert_eq!(last_step(&mut conn).await, Some(101));
+        assert_eq!(last_step(&mut conn, &read).await, Some(101));
         assert_eq!(challenges(&mut conn).await, 2);
     }
 
@@ -1105,20 +1129,7 @@ pub(crate) mod tests {
         let read = enrolled_alice(&mut conn).await;
         let open = open_challenge(&mut conn, &read, now).await;
         let settle = async |conn: &mut PgConnection, unlocked: Unlocked| {
-            let attempt = approval(&open, "verify");
-            let end = Some((ChallengeState::Approved, "APPROVED"));
-            settle_answer(
-                conn,
-                &open,
-                &attempt,
-                false,
-                end,
-                &OutboxRows::default(),
-                now,
-                Some(unlocked),
-            )
-            .await
-            .unwrap()
+            approve_unlocked(conn, &open, now, unlocked).await.unwrap()
         };
         let state = async |conn: &mut PgConnection| -> String {
             sqlx::query_scalar("SELECT state FROM challenges")
@@ -1144,7 +1155,7 @@ pub(crate) mod tests {
         disable_alice(&mut conn).await;
         assert!(!settle(&mut conn, as_read(Some(101))).await);
         assert!(!settle(&mut conn, as_read(None)).await);
-        assert_eq!(last_step(&mut conn).await, Some(100));
+        assert_eq!(last_step(&mut conn, &read).await, Some(100));
         assert_eq!(state(&mut conn).await, "pending");
         assert_eq!(audit_records(&mut conn).await, 1);
 
@@ -1156,13 +1167,13 @@ pub(crate) mod tests {
         };
         assert!(settle(&mut conn, current(Some(101))).await);
         assert_eq!(state(&mut conn).await, "approved");
-        assert_eq!(last_step(&mut conn).await, Some(101));
+        assert_eq!(last_step(&mut conn, &read).await, Some(101));
         assert_eq!(audit_records(&mut conn).await, 2);
 
         // Answered already: nothing more, and a later step is not spent.
         assert!(!settle(&mut conn, current(Some(102))).await);
         assert!(!settle(&mut conn, current(None)).await);
-        assert_eq!(last_step(&mut conn).await, Some(101));
+        assert_eq!(last_step(&mut conn, &read).await, Some(101));
         assert_eq!(audit_records(&mut conn).await, 2);
     }
 
@@ -1190,23 +1201,11 @@ pub(crate) mod tests {
             let open = open.clone();
             tokio::spawn(async move {
                 let mut conn = pool.acquire().await.unwrap();
-                let attempt = approval(&open, "verify");
-                let end = Some((ChallengeState::Approved, "APPROVED"));
                 let checks = Unlocked {
                     user_version: read.version,
                     step: Some(100),
                 };
-                settle_answer(
-                    &mut conn,
-                    &open,
-                    &attempt,
-                    false,
-                    end,
-                    &OutboxRows::default(),
-                    now,
-                    Some(checks),
-                )
-                .await
+                approve_unlocked(&mut conn, &open, now, checks).await
             })
         };
         until_a_statement_waits_for_a_lock(&mut conn).await;

@@ -288,7 +288,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::store::tests::{
         PROVIDER, approval, approved_challenge, audit_records, challenges, database, database_pool, enrolled,
-        until_a_statement_waits_for_a_lock,
+        last_step, until_a_statement_waits_for_a_lock,
     };
 
     /// `row` approved by a code of `step`, as read at `user_version`, with
@@ -312,14 +312,6 @@ pub(crate) mod tests {
             user_version,
             step,
         }
-    }
-
-    async fn last_step(conn: &mut PgConnection, user: &UserDetail) -> Option<i64> {
-        sqlx::query_scalar("SELECT last_step FROM factors WHERE user_id = $1")
-            .bind(user.id)
-            .fetch_one(conn)
-            .await
-            .unwrap()
     }
 
     /// Each login of a batch is written or not on its own checks, and what
