@@ -52,12 +52,18 @@ pub async fn gather(
 ) -> Result<Facts, ServiceError> {
     let found = store::user_and_factors_by_name(conn, provider, username.as_str(), lock).await?;
     let last_approved = match (policy, &found) {
-        (Some(p), Some((user, _))) if p.remember_minutes > 0 && !p.client_ip.is_empty() => {
+        (Some(p), Some((user, _))) if remembers_approvals(policy) => {
             store::last_approval(conn, provider, &p.agent_id, user.id, &p.client_ip).await?
         }
         _ => None,
     };
     Ok(facts(found, last_approved, login_facts(policy)))
+}
+
+/// Whether `policy` lets an approval be remembered, so that deciding a
+/// login also reads the user's last approval from that address.
+pub fn remembers_approvals(policy: Option<&rpc::PolicyContext>) -> bool {
+    policy.is_some_and(|p| p.remember_minutes > 0 && !p.client_ip.is_empty())
 }
 
 /// [`gather`] for a login tried without the user's lock, which remembers
@@ -234,12 +240,26 @@ impl Service {
                 ..Default::default()
             });
         }
-        let mut conn = vigil_runtime::acquire(&self.pool).await?;
+        // Most preauths record nothing (RADIUS records only a denial here;
+        // the login's start records the rest), so the user is read by the
+        // statement shared with the logins waiting at the same moment, and a
+        // connection is taken only to record. A policy that remembers
+        // approvals also reads the last one, on a connection of its own.
         let now = self.clock.now();
-        let facts = gather(&mut conn, &provider, &username, req.policy.as_ref(), false).await?;
+        let mut conn = None;
+        let facts = if remembers_approvals(req.policy.as_ref()) {
+            let conn = conn.insert(vigil_runtime::acquire(&self.pool).await?);
+            gather(conn, &provider, &username, req.policy.as_ref(), false).await?
+        } else {
+            gather_unlocked(&self.unlocked, &provider, &username, req.policy.as_ref()).await?
+        };
         let verdict = policy::decide(facts.user_facts.as_ref(), facts.login, now);
         let recorded = !req.dry_run && (!req.record_denials_only || verdict.decision() == Decision::Deny);
         if recorded {
+            let mut conn = match conn {
+                Some(conn) => conn,
+                None => vigil_runtime::acquire(&self.pool).await?,
+            };
             record(
                 &mut conn,
                 &provider,
