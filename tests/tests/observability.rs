@@ -169,11 +169,13 @@ async fn an_sms_login_shows_in_every_services_metrics() {
         Some(2.0),
         "both calls' agent checks timed:\n{text}"
     );
-    // The wait for a pooled connection, on both login paths of both services.
+    // The wait for a pooled connection, in both services. (A statement
+    // batch keeps its connection once it has one, so the gateway's two
+    // signed calls may wait only once, for their first nonce batch.)
     for service in ["auth-gateway", "challenge"] {
         let text = stack.metrics(service).await.unwrap();
         let waits = sample(&text, "vigil_db_acquire_seconds_count", &[]).unwrap_or_default();
-        assert!(waits >= 2.0, "{service}: {waits} connection waits timed:\n{text}");
+        assert!(waits >= 1.0, "{service}: {waits} connection waits timed:\n{text}");
     }
 
     // Every durable consumer reports its lag; every outbox its backlog.

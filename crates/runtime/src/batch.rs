@@ -9,7 +9,13 @@
 //! caller waits for nothing but its own statement, and batches grow only
 //! when callers would have queued for connections anyway.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, PoisonError},
+};
+
+use sqlx::{Postgres, pool::PoolConnection};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -111,20 +117,64 @@ where
     /// must be the batches' own (`crate::connect_batch_pool`). A statement
     /// error (a deadlock with another batch, a row gone under it) fails each
     /// item alone; a lost database fails the batch.
+    ///
+    /// The workers keep their connections between batches instead of giving
+    /// them back to the pool: sqlx checks every connection given back with a
+    /// round trip, and at a moderate rate, where a batch holds one or two
+    /// items, that was a round trip for nearly every statement. A kept
+    /// connection the server cut while it sat idle (a restart) fails its
+    /// next statement; that batch is run once more on a new connection.
+    /// Usually the statement had reached no database. If it had committed
+    /// before the cut, the second run writes no nonce or login twice (their
+    /// ids and TOTP steps are checked: the nonce's request is refused as a
+    /// replay, the login gets the answer its first run wrote), and
+    /// rate-limit counters count the batch twice, which errs towards
+    /// limiting.
     pub fn statements(name: &'static str, max_items: usize, pool: sqlx::PgPool, statement: Statement<I, O>) -> Self {
         let options = BatchOptions {
             name,
             workers: WORKERS,
             max_items,
         };
+        // At most one per worker: a worker takes one out for its batch and
+        // puts it back after, unless its statement failed (then it goes back
+        // to the pool, which checks it and closes it if it is broken).
+        let kept: Arc<std::sync::Mutex<Vec<PoolConnection<Postgres>>>> = Arc::default();
         let run: Arc<RunBatch<I, O, sqlx::Error>> = Arc::new(move |items: Vec<I>| {
-            let pool = pool.clone();
+            let (pool, kept) = (pool.clone(), kept.clone());
             Box::pin(async move {
-                let mut conn = crate::acquire(&pool).await?;
-                statement(&mut conn, &items).await
+                let keep = |conn| kept.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+                let held = kept.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                let mut conn = match held {
+                    Some(mut conn) => match statement(&mut conn, &items).await {
+                        Err(error) if connection_lost(&error) => {
+                            tracing::info!(batch = name, %error, "a kept batch connection was cut; running the batch on a new one");
+                            // Out of the pool at once (dropped, it would
+                            // hold its place until the pool had checked
+                            // it), so that a new one can be opened.
+                            drop(conn.detach());
+                            crate::acquire(&pool).await?
+                        }
+                        ran => return ran.inspect(|_| keep(conn)),
+                    },
+                    None => crate::acquire(&pool).await?,
+                };
+                let ran = statement(&mut conn, &items).await;
+                ran.inspect(|_| keep(conn))
             })
         });
         Self::spawn(options, run, |e| matches!(e, sqlx::Error::Database(_)))
+    }
+}
+
+/// Whether `error` says the connection is gone rather than the statement
+/// wrong: an I/O error, or the server ending the session (SQLSTATE class
+/// 57P, as at a shutdown or restart, and class 08).
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
     }
 }
 
