@@ -145,21 +145,24 @@ where
             Box::pin(async move {
                 let keep = |conn| kept.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
                 let held = kept.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                let was_kept = held.is_some();
                 let mut conn = match held {
-                    Some(mut conn) => match statement(&mut conn, &items).await {
-                        Err(error) if connection_lost(&error) => {
-                            tracing::info!(batch = name, %error, "a kept batch connection was cut; running the batch on a new one");
-                            // Out of the pool at once (dropped, it would
-                            // hold its place until the pool had checked
-                            // it), so that a new one can be opened.
-                            drop(conn.detach());
-                            crate::acquire(&pool).await?
-                        }
-                        ran => return ran.inspect(|_| keep(conn)),
-                    },
+                    Some(conn) => conn,
                     None => crate::acquire(&pool).await?,
                 };
-                let ran = statement(&mut conn, &items).await;
+                let mut ran = statement(&mut conn, &items).await;
+                if let Err(error) = &ran
+                    && was_kept
+                    && connection_lost(error)
+                {
+                    tracing::info!(batch = name, %error, "a kept batch connection was cut; running the batch on a new one");
+                    // Out of the pool at once (dropped, it would hold its
+                    // place until the pool had checked it), so that a new
+                    // one can be opened.
+                    drop(conn.detach());
+                    conn = crate::acquire(&pool).await?;
+                    ran = statement(&mut conn, &items).await;
+                }
                 ran.inspect(|_| keep(conn))
             })
         });
