@@ -139,75 +139,85 @@ pub async fn read_users(conn: &mut PgConnection, keys: &[UserKey]) -> Result<Vec
     Ok(found.into_iter().map(store::user_with_factors).collect())
 }
 
+/// The statement of [`write_claimed`].
+// Items are numbered (ORDINALITY) so that events follow their own item,
+// not just its challenge id. Of a user's logins in a batch only the
+// first may claim a step (an update changes a row once per statement,
+// with whichever of the joined items it meets first); the others write
+// nothing and go to the lock, which decides them one after the other.
+// The claim also checks that the challenge is new: a retried request
+// must not spend a step it then writes nothing for.
+//
+// That check ends in OFFSET 0, which keeps it a probe of the primary key
+// for each item. Without it PostgreSQL may join the batch to the whole
+// table instead (a hash anti join over a sequential scan): the plan it
+// caches for this statement is made once, often when the table is new
+// and its statistics say it is nearly empty, and such a plan then read
+// every challenge on every batch, slower as the table grew (6 ms a
+// batch at 13,000 challenges).
+static WRITE_CLAIMED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    // The user's row is locked (FOR KEY SHARE, the lock the challenge's
+    // foreign key takes anyway) before the factor's: the order a login
+    // under the lock takes them in. Taken the other way, a batch that
+    // had claimed a factor waited for the user's row, held by a locked
+    // login that waited for the factor: a deadlock, which PostgreSQL
+    // ends after a second by failing one of them. A user changed under
+    // that lock fails the version check once the lock is let go.
+    let unchanged = "EXISTS (SELECT 1 FROM users WHERE id = i.user_id AND xmin::text::bigint = i.user_version \
+                     FOR KEY SHARE)";
+    let attempt_columns = ATTEMPT_COLUMNS
+        .split(", ")
+        .map(|c| format!("a.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH item AS (
+           SELECT DISTINCT ON (i.id) i.*
+           FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+                       $8::bytea[], $9::int[], $10::int[], $11::text[], $12::timestamptz[], $13::timestamptz[],
+                       $14::timestamptz[], $15::int[], $16::bool[], $17::smallint[],
+                       $18::bigint[], $19::bigint[])
+                WITH ORDINALITY AS i ({INSERTED_CHALLENGE_COLUMNS}, user_version, step, n)
+           ORDER BY i.id, i.n
+         ), claim AS (
+           UPDATE factors f SET last_step = i.step
+           FROM (SELECT DISTINCT ON (user_id) * FROM item ORDER BY user_id, n) i
+           WHERE f.user_id = i.user_id AND f.kind = 'totp' AND (f.last_step IS NULL OR f.last_step < i.step)
+             AND {unchanged} AND NOT EXISTS (SELECT 1 FROM challenges c WHERE c.id = i.id OFFSET 0)
+           RETURNING i.n
+         ), challenge AS (
+           INSERT INTO challenges ({INSERTED_CHALLENGE_COLUMNS})
+           SELECT {INSERTED_CHALLENGE_COLUMNS} FROM item JOIN claim USING (n)
+           ON CONFLICT (id) DO NOTHING
+           RETURNING id
+         ), attempt AS (
+           INSERT INTO auth_attempts ({ATTEMPT_COLUMNS})
+           SELECT {attempt_columns}
+           FROM UNNEST($20::uuid[], $21::text[], $22::uuid[], $23::text[], $24::text[], $25::text[], $26::text[],
+                       $27::text[], $28::text[], $29::uuid[], $30::timestamptz[])
+                WITH ORDINALITY AS a ({ATTEMPT_COLUMNS}, n)
+           JOIN item i ON i.n = a.n JOIN challenge c ON c.id = i.id
+         ), events AS (
+           INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
+           SELECT e.id, e.subject, e.envelope, e.traceparent
+           FROM UNNEST($31::uuid[], $32::bigint[], $33::text[], $34::bytea[], $35::text[])
+                AS e (id, n, subject, envelope, traceparent)
+           JOIN item i ON i.n = e.n JOIN challenge c ON c.id = i.id
+         )
+         SELECT id FROM challenge"
+    )
+});
+
 /// Writes each claimed login whose checks hold (its challenge, its audit
 /// record, its events) in one statement, and returns for each whether it
 /// was written. An id twice in one batch (a retried request beside its
 /// first try) is written at most once, for its first item.
 pub async fn write_claimed(conn: &mut PgConnection, claimed: &[Arc<Claimed>]) -> Result<Vec<bool>, sqlx::Error> {
-    // Items are numbered (ORDINALITY) so that events follow their own item,
-    // not just its challenge id. Of a user's logins in a batch only the
-    // first may claim a step (an update changes a row once per statement,
-    // with whichever of the joined items it meets first); the others write
-    // nothing and go to the lock, which decides them one after the other.
-    // The claim also checks that the challenge is new: a retried request
-    // must not spend a step it then writes nothing for.
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        // The user's row is locked (FOR KEY SHARE, the lock the challenge's
-        // foreign key takes anyway) before the factor's: the order a login
-        // under the lock takes them in. Taken the other way, a batch that
-        // had claimed a factor waited for the user's row, held by a locked
-        // login that waited for the factor: a deadlock, which PostgreSQL
-        // ends after a second by failing one of them. A user changed under
-        // that lock fails the version check once the lock is let go.
-        let unchanged = "EXISTS (SELECT 1 FROM users WHERE id = i.user_id AND xmin::text::bigint = i.user_version \
-                         FOR KEY SHARE)";
-        let attempt_columns = ATTEMPT_COLUMNS
-            .split(", ")
-            .map(|c| format!("a.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "WITH item AS (
-               SELECT DISTINCT ON (i.id) i.*
-               FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
-                           $8::bytea[], $9::int[], $10::int[], $11::text[], $12::timestamptz[], $13::timestamptz[],
-                           $14::timestamptz[], $15::int[], $16::bool[], $17::smallint[],
-                           $18::bigint[], $19::bigint[])
-                    WITH ORDINALITY AS i ({INSERTED_CHALLENGE_COLUMNS}, user_version, step, n)
-               ORDER BY i.id, i.n
-             ), claim AS (
-               UPDATE factors f SET last_step = i.step
-               FROM (SELECT DISTINCT ON (user_id) * FROM item ORDER BY user_id, n) i
-               WHERE f.user_id = i.user_id AND f.kind = 'totp' AND (f.last_step IS NULL OR f.last_step < i.step)
-                 AND {unchanged} AND NOT EXISTS (SELECT 1 FROM challenges c WHERE c.id = i.id)
-               RETURNING i.n
-             ), challenge AS (
-               INSERT INTO challenges ({INSERTED_CHALLENGE_COLUMNS})
-               SELECT {INSERTED_CHALLENGE_COLUMNS} FROM item JOIN claim USING (n)
-               ON CONFLICT (id) DO NOTHING
-               RETURNING id
-             ), attempt AS (
-               INSERT INTO auth_attempts ({ATTEMPT_COLUMNS})
-               SELECT {attempt_columns}
-               FROM UNNEST($20::uuid[], $21::text[], $22::uuid[], $23::text[], $24::text[], $25::text[], $26::text[],
-                           $27::text[], $28::text[], $29::uuid[], $30::timestamptz[])
-                    WITH ORDINALITY AS a ({ATTEMPT_COLUMNS}, n)
-               JOIN item i ON i.n = a.n JOIN challenge c ON c.id = i.id
-             ), events AS (
-               INSERT INTO vigil_outbox (id, subject, envelope, traceparent)
-               SELECT e.id, e.subject, e.envelope, e.traceparent
-               FROM UNNEST($31::uuid[], $32::bigint[], $33::text[], $34::bytea[], $35::text[])
-                    AS e (id, n, subject, envelope, traceparent)
-               JOIN item i ON i.n = e.n JOIN challenge c ON c.id = i.id
-             )
-             SELECT id FROM challenge"
-        )
-    });
     let mut events = ClaimedEvents::default();
     for (n, c) in (1_i64..).zip(claimed) {
         events.add(n, c);
     }
-    let written: Vec<(Uuid,)> = sqlx::query_as(&SQL)
+    let written: Vec<(Uuid,)> = sqlx::query_as(&WRITE_CLAIMED)
         .bind(each(claimed, |c| c.row.id))
         .bind(each(claimed, |c| c.row.provider_id.as_str()))
         .bind(each(claimed, |c| c.row.user_id))
@@ -424,6 +434,55 @@ pub(crate) mod tests {
                 bobs
             ]
         );
+    }
+
+    /// The write looks up each login's challenge by its key in the plan made
+    /// for a new, empty table: the plan PostgreSQL caches for the statement
+    /// is often made then, and kept while the table grows. A plan that
+    /// scanned the table read every challenge on every batch.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_write_finds_challenges_by_their_key_in_a_plan_made_while_the_table_is_empty() {
+        let (_pg, mut conn) = database().await;
+        // Users and factors as a provider has them, known to the statistics;
+        // challenges none yet, the table never vacuumed.
+        for statement in [
+            "INSERT INTO users (id, provider_id, username, status, created_at)
+                 SELECT gen_random_uuid(), 'prv_plan', 'user' || n, 'enabled', now() FROM generate_series(1, 10000) n",
+            "INSERT INTO factors (id, user_id, kind, destination, created_at)
+                 SELECT gen_random_uuid(), id, 'totp', '', now() FROM users",
+            "ANALYZE users",
+            "ANALYZE factors",
+        ] {
+            sqlx::raw_sql(statement).execute(&mut conn).await.unwrap();
+        }
+        let params = (1..).take_while(|n| WRITE_CLAIMED.contains(&format!("${n}::"))).count();
+        let empty_arrays = vec!["'{}'"; params].join(", ");
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            sqlx::raw_sql(&format!(
+                "BEGIN; SET LOCAL plan_cache_mode = {mode}; PREPARE write_claimed AS {}",
+                *WRITE_CLAIMED
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE write_claimed ({empty_arrays})"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            let plan = plan.join("\n");
+            assert!(
+                !plan.contains("Seq Scan on challenges"),
+                "{mode}: each batch reads every challenge:\n{plan}"
+            );
+            assert!(
+                plan.contains("using challenges_pkey on challenges"),
+                "{mode}: a challenge is not looked up by its key:\n{plan}"
+            );
+            sqlx::raw_sql("DEALLOCATE write_claimed; ROLLBACK")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
     }
 
     /// Many logins at once through the batches, five of each user with one
