@@ -421,17 +421,8 @@ mod tests {
         ] {
             sqlx::raw_sql(statement).execute(&pool).await?;
         }
-        for mode in ["force_custom_plan", "force_generic_plan"] {
-            let mut tx = pool.begin_with(RELAY_TRANSACTION).await?;
-            sqlx::raw_sql(&format!(
-                "SET LOCAL plan_cache_mode = {mode}; PREPARE relay_batch (bigint) AS {RELAY_BATCH}"
-            ))
-            .execute(&mut *tx)
-            .await?;
-            let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE relay_batch (256)")
-                .fetch_all(&mut *tx)
-                .await?;
-            let plan = plan.join("\n");
+        let mut tx = pool.begin_with(RELAY_TRANSACTION).await?;
+        for (mode, plan) in vigil_testkit::prepared_plans(&mut tx, RELAY_BATCH, "256").await? {
             assert!(
                 !plan.contains("Seq Scan"),
                 "{mode}: the relay's batch reads the whole table:\n{plan}"
@@ -440,7 +431,6 @@ mod tests {
                 plan.contains("Index Cond: (id = ANY"),
                 "{mode}: the batch's rows are not deleted by their key:\n{plan}"
             );
-            tx.rollback().await?;
         }
         Ok(())
     }

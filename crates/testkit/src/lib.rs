@@ -15,6 +15,7 @@
 mod bins;
 mod ids;
 mod nats;
+mod plans;
 mod ports;
 mod postgres;
 mod process;
@@ -26,6 +27,7 @@ mod wait;
 pub use bins::workspace_bin;
 pub use ids::uuid_v7_at;
 pub use nats::NatsServer;
+pub use plans::prepared_plans;
 pub use ports::{free_port, free_udp_port};
 pub use postgres::PgServer;
 pub use process::ServiceProcess;

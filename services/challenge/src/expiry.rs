@@ -27,7 +27,7 @@ pub async fn run(service: Arc<Service>, every: Duration, shutdown: CancellationT
 }
 
 async fn sweep(service: &Service) -> Result<usize, ServiceError> {
-    let mut tx = service.pool.begin().await?;
+    let mut tx = service.pool.begin_with(crate::store::EXPIRY_TRANSACTION).await?;
     let expired = crate::store::expire_overdue(&mut tx, service.clock.now(), 500).await?;
     for row in &expired {
         let event = ChallengeCompleted {

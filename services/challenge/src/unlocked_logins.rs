@@ -457,19 +457,10 @@ pub(crate) mod tests {
         }
         let params = (1..).take_while(|n| WRITE_CLAIMED.contains(&format!("${n}::"))).count();
         let empty_arrays = vec!["'{}'"; params].join(", ");
-        for mode in ["force_custom_plan", "force_generic_plan"] {
-            sqlx::raw_sql(&format!(
-                "BEGIN; SET LOCAL plan_cache_mode = {mode}; PREPARE write_claimed AS {}",
-                *WRITE_CLAIMED
-            ))
-            .execute(&mut conn)
+        for (mode, plan) in vigil_testkit::prepared_plans(&mut conn, &WRITE_CLAIMED, &empty_arrays)
             .await
-            .unwrap();
-            let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE write_claimed ({empty_arrays})"))
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-            let plan = plan.join("\n");
+            .unwrap()
+        {
             assert!(
                 !plan.contains("Seq Scan on challenges"),
                 "{mode}: each batch reads every challenge:\n{plan}"
@@ -478,10 +469,6 @@ pub(crate) mod tests {
                 plan.contains("using challenges_pkey on challenges"),
                 "{mode}: a challenge is not looked up by its key:\n{plan}"
             );
-            sqlx::raw_sql("DEALLOCATE write_claimed; ROLLBACK")
-                .execute(&mut conn)
-                .await
-                .unwrap();
         }
     }
 
