@@ -230,6 +230,25 @@ pub fn nonce_spender(pool: sqlx::PgPool) -> NonceSpender {
     })
 }
 
+/// The statement of [`spend_nonces`]. Nonces are inserted in key order, so
+/// that two batches never wait on each other's rows in opposite orders. Each
+/// agent is looked up by its key, in subqueries that OFFSET 0 keeps from
+/// being turned into joins: as joins, a plan cached while the agents were
+/// few (a new installation's first minutes) read every agent on every batch
+/// once there were thousands.
+const SPEND_NONCES: &str = "WITH asked AS (
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS a(agent_id, nonce, seen_at, i)),
+     spent AS (
+         INSERT INTO agent_nonces (agent_id, nonce, seen_at)
+         SELECT a.agent_id, a.nonce, a.seen_at FROM asked a
+         WHERE EXISTS (SELECT 1 FROM agents g WHERE g.id = a.agent_id AND g.enabled OFFSET 0)
+         ORDER BY a.agent_id, a.nonce
+         ON CONFLICT DO NOTHING RETURNING agent_id, nonce)
+     SELECT s.agent_id IS NOT NULL, EXISTS (SELECT 1 FROM agents g WHERE g.id = a.agent_id AND g.enabled OFFSET 0)
+     FROM asked a
+     LEFT JOIN spent s ON s.agent_id = a.agent_id AND s.nonce = a.nonce
+     ORDER BY a.i";
+
 /// Spends each request's nonce, if its agent still exists and is enabled,
 /// and says for each what it found, in the requests' order. A nonce twice
 /// in one batch (a replay racing its original) is spent by the first only.
@@ -248,28 +267,12 @@ pub async fn spend_nonces(conn: &mut PgConnection, requests: &[NonceToSpend]) ->
     let agents: Vec<Uuid> = unique.iter().map(|r| r.agent_id).collect();
     let nonces: Vec<&str> = unique.iter().map(|r| r.nonce.as_str()).collect();
     let ats: Vec<DateTime<Utc>> = unique.iter().map(|r| r.at).collect();
-    // Inserted in key order, so that two batches never wait on each other's
-    // rows in opposite orders.
-    let found: Vec<(bool, bool)> = sqlx::query_as(
-        "WITH asked AS (
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS a(agent_id, nonce, seen_at, i)),
-         spent AS (
-             INSERT INTO agent_nonces (agent_id, nonce, seen_at)
-             SELECT a.agent_id, a.nonce, a.seen_at FROM asked a
-             WHERE EXISTS (SELECT 1 FROM agents g WHERE g.id = a.agent_id AND g.enabled)
-             ORDER BY a.agent_id, a.nonce
-             ON CONFLICT DO NOTHING RETURNING agent_id, nonce)
-         SELECT s.agent_id IS NOT NULL, g.id IS NOT NULL
-         FROM asked a
-         LEFT JOIN spent s ON s.agent_id = a.agent_id AND s.nonce = a.nonce
-         LEFT JOIN agents g ON g.id = a.agent_id AND g.enabled
-         ORDER BY a.i",
-    )
-    .bind(&agents)
-    .bind(&nonces)
-    .bind(&ats)
-    .fetch_all(conn)
-    .await?;
+    let found: Vec<(bool, bool)> = sqlx::query_as(SPEND_NONCES)
+        .bind(&agents)
+        .bind(&nonces)
+        .bind(&ats)
+        .fetch_all(conn)
+        .await?;
     let mut found = found.into_iter();
     Ok(first
         .into_iter()
@@ -512,6 +515,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored, 4, "a disabled or unknown agent spends nothing");
+    }
+
+    /// Each batch looks its agents up by key, also in the plan made while
+    /// there were none (the one a connection may cache from a new
+    /// installation's first minutes and keep while agents are added).
+    #[tokio::test]
+    async fn a_batch_finds_its_agents_by_key_in_a_plan_made_while_there_were_none() {
+        let (_pg, pool) = database().await;
+        let mut conn = pool.acquire().await.unwrap();
+        for (mode, plan) in vigil_testkit::prepared_plans(&mut conn, SPEND_NONCES, "'{}', '{}', '{}'")
+            .await
+            .unwrap()
+        {
+            assert!(!plan.contains("Seq Scan"), "{mode}: a batch reads every agent:\n{plan}");
+            assert!(
+                plan.contains("using agents_pkey on agents"),
+                "{mode}: agents are not looked up by their key:\n{plan}"
+            );
+        }
     }
 
     #[tokio::test]
