@@ -234,8 +234,8 @@ pub fn nonce_spender(pool: sqlx::PgPool) -> NonceSpender {
 /// that two batches never wait on each other's rows in opposite orders. Each
 /// agent is looked up by its key, in subqueries that OFFSET 0 keeps from
 /// being turned into joins: as joins, a plan cached while the agents were
-/// few (a new installation's first minutes) read every agent on every batch
-/// once there were thousands.
+/// few (a new installation's first minutes) would read every agent on every
+/// batch once there are thousands.
 const SPEND_NONCES: &str = "WITH asked AS (
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS a(agent_id, nonce, seen_at, i)),
      spent AS (

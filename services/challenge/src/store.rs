@@ -1075,9 +1075,6 @@ pub(crate) mod tests {
             .unwrap()
     }
 
-    /// A login decided without the user's lock writes its challenge only if
-    /// the code's step is unused and the user is as read; otherwise it
-    /// writes nothing at all, and the locked path decides again.
     /// A sweep's plan looks up the challenges it ends by their key, also when
     /// it is made while the table is new (the plan its connection caches
     /// from the service's first seconds).
@@ -1100,6 +1097,9 @@ pub(crate) mod tests {
         }
     }
 
+    /// A login decided without the user's lock writes its challenge only if
+    /// the code's step is unused and the user is as read; otherwise it
+    /// writes nothing at all, and the locked path decides again.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_step_claim_writes_only_for_an_unused_step_and_an_unchanged_user() {
         let (_pg, mut conn) = database().await;
