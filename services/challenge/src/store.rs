@@ -655,17 +655,24 @@ pub fn user_with_factors(rows: impl IntoIterator<Item = UserFactorRow>) -> Optio
     user.map(|user| (user, factors))
 }
 
+/// [`user_by_id`]'s statement, without and with the row lock.
+///
+/// `provider_id || ''` keeps the (provider, username) key out of the plan.
+/// While the table is small its cost ties with the primary key's, and
+/// PostgreSQL took it (seen in the test below): a plan cached then would
+/// read all of a provider's users on every answer once they are many.
+static USER_BY_ID: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $2 AND provider_id || '' = $1");
+    [sql.clone(), format!("{sql} FOR UPDATE")]
+});
+
 pub async fn user_by_id(
     conn: &mut PgConnection,
     provider_id: &str,
     id: Uuid,
     lock: bool,
 ) -> Result<Option<UserDetail>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE provider_id = $1 AND id = $2{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    sqlx::query_as(&sql)
+    sqlx::query_as(&USER_BY_ID[usize::from(lock)])
         .bind(provider_id)
         .bind(id)
         .fetch_optional(conn)
@@ -1094,6 +1101,23 @@ pub(crate) mod tests {
                 plan.contains("Index Cond: (id = ANY"),
                 "{mode}: the swept challenges are not found by their key:\n{plan}"
             );
+        }
+    }
+
+    /// An answer finds its user by key, also in a plan made while the users
+    /// were few: by (provider, username), it would read all of a provider's
+    /// users on every answer.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_answer_finds_its_user_by_key_in_a_plan_made_while_there_were_none() {
+        let (_pg, mut conn) = database().await;
+        for sql in USER_BY_ID.iter() {
+            let args = format!("'acme', '{}'", Uuid::nil());
+            for (mode, plan) in vigil_testkit::prepared_plans(&mut conn, sql, &args).await.unwrap() {
+                assert!(
+                    plan.contains("users_pkey"),
+                    "{mode}: an answer does not find its user by key:\n{plan}"
+                );
+            }
         }
     }
 
