@@ -21,6 +21,8 @@ pub struct ReceivedSpan {
     pub name: String,
     /// String attributes only.
     pub attributes: Vec<(String, String)>,
+    /// The trace ids of the spans this one links to (lowercase hex).
+    pub linked_traces: Vec<String>,
 }
 
 impl ReceivedSpan {
@@ -71,6 +73,10 @@ fn text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> Opt
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 async fn receive(State(spans): State<Spans>, body: Bytes) -> Result<Vec<u8>, StatusCode> {
     let request = ExportTraceServiceRequest::decode(body).map_err(|_| StatusCode::BAD_REQUEST)?;
     let mut received = Vec::new();
@@ -85,7 +91,8 @@ async fn receive(State(spans): State<Spans>, body: Bytes) -> Result<Vec<u8>, Sta
         for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
             received.push(ReceivedSpan {
                 service: service.clone(),
-                trace_id: span.trace_id.iter().map(|b| format!("{b:02x}")).collect(),
+                trace_id: hex(&span.trace_id),
+                linked_traces: span.links.iter().map(|l| hex(&l.trace_id)).collect(),
                 name: span.name,
                 attributes: span
                     .attributes

@@ -310,6 +310,32 @@ async fn one_sms_login_is_one_trace_across_all_four_services() {
             );
         }
     };
+    // Statements shared by the logins of a moment run in a batch's span of
+    // its own, linked to each login it served: the request's nonce in the
+    // gateway, the rate-limit count in challenge.
+    for (service, batch) in [("auth-gateway", "agent_nonces"), ("challenge", "rate_limit_windows")] {
+        let linked = wait_until(
+            Duration::from_secs(30),
+            "the batch span linked to the login",
+            || async {
+                collector
+                    .spans()
+                    .into_iter()
+                    .find(|s| {
+                        s.service == service
+                            && s.name == "batch"
+                            && s.attribute("batch") == Some(batch)
+                            && s.linked_traces.contains(&trace_id)
+                    })
+                    .map(|_| ())
+            },
+        )
+        .await;
+        assert!(
+            linked.is_ok(),
+            "no {service} {batch} batch span links to the login's trace"
+        );
+    }
     // The gateway's span for the call is the gRPC server span, named by method.
     assert!(
         spans

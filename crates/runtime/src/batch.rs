@@ -17,7 +17,10 @@ use std::{
 
 use sqlx::{Postgres, pool::PoolConnection};
 
+use opentelemetry::trace::TraceContextExt;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Batches in flight at once per batcher in the services: while one runs,
 /// the next fills.
@@ -53,6 +56,9 @@ pub struct BatchOptions {
 struct Call<I, O, E: std::error::Error + 'static> {
     item: I,
     reply: oneshot::Sender<Result<O, BatchError<E>>>,
+    /// The caller's span: the batch's span links to it, so that a login's
+    /// trace leads to the statement it waited on.
+    caller: tracing::Span,
 }
 
 type Queue<I, O, E> = Arc<Mutex<mpsc::Receiver<Call<I, O, E>>>>;
@@ -95,7 +101,11 @@ where
     pub async fn call(&self, item: I) -> Result<O, BatchError<E>> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Call { item, reply })
+            .send(Call {
+                item,
+                reply,
+                caller: tracing::Span::current(),
+            })
             .await
             .map_err(|_| BatchError::Stopped)?;
         answer.await.map_err(|_| BatchError::Stopped)?
@@ -208,8 +218,10 @@ where
             continue;
         }
         metrics::histogram!("vigil_batch_size", "batch" => options.name).record(calls.len() as f64);
+        let span = batch_span(options.name, &calls);
         let items = calls.iter().map(|c| c.item.clone()).collect();
         match run(items)
+            .instrument(span.clone())
             .await
             .map(|outputs| checked(options.name, calls.len(), outputs))
         {
@@ -226,7 +238,7 @@ where
             Err(error) if calls.len() > 1 && alone(&error) => {
                 tracing::warn!(batch = options.name, %error, items = calls.len(), "batch failed; running its items one by one");
                 for call in calls {
-                    let answer = match run(vec![call.item.clone()]).await {
+                    let answer = match run(vec![call.item.clone()]).instrument(span.clone()).await {
                         Ok(outputs) => checked(options.name, 1, outputs)
                             .map(|mut one| one.remove(0))
                             .map_err(|(items, returned)| BatchError::Mismatch { items, returned }),
@@ -243,6 +255,19 @@ where
             }
         }
     }
+}
+
+/// The span of one batch: a trace of its own (it serves many), linked to
+/// each caller's span, as OpenTelemetry models a batch.
+fn batch_span<I, O, E: std::error::Error + 'static>(name: &'static str, calls: &[Call<I, O, E>]) -> tracing::Span {
+    let span = tracing::info_span!(parent: None, "batch", batch = name, items = calls.len());
+    for call in calls {
+        let caller = call.caller.context().span().span_context().clone();
+        if caller.is_valid() {
+            span.add_link(caller);
+        }
+    }
+    span
 }
 
 /// `outputs` if the statement returned one per item; otherwise the
