@@ -15,10 +15,11 @@ use vigil_proto::{
 };
 
 use crate::{
-    caps, login,
+    caps,
+    login::{self, Counted},
     otp_factors::OtpCheck,
     policy::{self, Verdict},
-    push, ratelimit,
+    push,
     service::{Service, ServiceError, factor_kind, factor_of, parse_provider, timestamp},
     state::{ChallengeState, parse_reason, reason_str},
     store::{self, ChallengeRow, UserDetail},
@@ -33,29 +34,28 @@ impl Service {
         let Ok(username) = Username::parse(&req.username) else {
             return Ok(deny(Reason::InvalidRequest, "the username is not valid".into()));
         };
-        if !req.counted_by_preauth
-            && let Some(message) = self
-                .rate_limited(
-                    None,
-                    ratelimit::Request::login(&provider, username.as_str(), "authenticate", req.policy.as_ref()),
-                )
-                .await?
+        // A code typed with the login and right, from a user with nothing to
+        // clear, is most logins: tried first without the user's lock, in
+        // statements shared with the other such logins of the moment
+        // (`unlocked_logins`). The rest, and any doubt, take the lock.
+        let remembers = req.policy.as_ref().is_some_and(|p| p.remember_minutes > 0);
+        let optimistic = !req.passcode.is_empty() && !remembers;
+        let counted = (!req.counted_by_preauth).then_some("authenticate");
+        let read = match self
+            .count_and_read(&provider, &username, req.policy.as_ref(), counted, optimistic)
+            .await?
         {
-            return Ok(deny(Reason::RateLimited, message));
-        }
+            Counted::Limited(message) => return Ok(deny(Reason::RateLimited, message)),
+            Counted::Passed(read) => read,
+        };
         let start = Start {
             req: &req,
             provider: &provider,
             challenge_id,
             username: &username,
         };
-        // A code typed with the login and right, from a user with nothing to
-        // clear, is most logins: tried first without the user's lock, in
-        // statements shared with the other such logins of the moment
-        // (`unlocked_logins`). The rest, and any doubt, take the lock.
-        let remembers = req.policy.as_ref().is_some_and(|p| p.remember_minutes > 0);
-        if !req.passcode.is_empty() && !remembers {
-            match self.start_as(None, &start).await? {
+        if let Some(read) = read {
+            match self.start_as(Try::Unlocked(read), &start).await? {
                 Outcome::Written { reply, urgent } => {
                     self.wake_relay(urgent);
                     return Ok(*reply);
@@ -66,7 +66,7 @@ impl Service {
         }
         let mut conn = vigil_runtime::acquire(&self.pool).await?;
         let mut tx = Connection::begin(&mut *conn).await?;
-        match self.start_as(Some(&mut tx), &start).await? {
+        match self.start_as(Try::Locked(&mut tx), &start).await? {
             Outcome::Written { reply, urgent } => {
                 tx.commit().await?;
                 self.wake_relay(urgent);
@@ -97,16 +97,11 @@ impl Service {
         }
     }
 
-    /// Decides a login and writes what it decided, on `db`: a transaction
-    /// holding the user's lock. Without one (`None`), the login is tried
-    /// optimistically: only a right TOTP code goes through, its user read
-    /// and its challenge written by statements shared with other logins
-    /// (`unlocked_logins`), the write guarded by the user's row as read and
-    /// claiming the code's step (see [`store::Unlocked`]). An optimistic try
-    /// that would do anything else returns [`Outcome::TakeLock`] before it
-    /// writes.
-    async fn start_as(&self, mut db: Option<&mut PgConnection>, start: &Start<'_>) -> Result<Outcome, ServiceError> {
-        let optimistic = db.is_none();
+    /// Decides a login and writes what it decided: see [`Try`]. An
+    /// optimistic try that would do anything but approve a right TOTP code
+    /// returns [`Outcome::TakeLock`] before it writes.
+    async fn start_as(&self, how: Try<'_>, start: &Start<'_>) -> Result<Outcome, ServiceError> {
+        let optimistic = matches!(how, Try::Unlocked(_));
         let Start {
             req,
             provider,
@@ -117,9 +112,12 @@ impl Service {
         let now = self.clock.now();
         let policy = req.policy.as_ref();
         // Under the lock the user row is locked so that a bypass is used once.
-        let facts = match db.as_deref_mut() {
-            Some(db) => login::gather(db, provider, username, policy, true).await?,
-            None => login::gather_unlocked(&self.unlocked, provider, username, policy).await?,
+        let (mut db, facts) = match how {
+            Try::Locked(db) => {
+                let facts = login::gather(db, provider, username, policy, true).await?;
+                (Some(db), facts)
+            }
+            Try::Unlocked(facts) => (None, *facts),
         };
         let verdict = policy::decide(facts.user_facts.as_ref(), facts.login, now);
         let user_id = facts.user.as_ref().map(|u| u.id);
@@ -869,6 +867,18 @@ struct Start<'a> {
     provider: &'a str,
     challenge_id: ChallengeId,
     username: &'a Username,
+}
+
+/// How a start is decided.
+enum Try<'a> {
+    /// In this transaction, holding the user's lock.
+    Locked(&'a mut PgConnection),
+    /// Optimistically, on these facts read without a lock by a statement
+    /// shared with other logins: only a right TOTP code goes through, its
+    /// challenge written by a shared statement too (`unlocked_logins`),
+    /// guarded by the user's row as read and claiming the code's step (see
+    /// [`store::Unlocked`]).
+    Unlocked(Box<login::Facts>),
 }
 
 /// What a try at a start came to.

@@ -214,7 +214,49 @@ pub async fn record_answer(
     Ok(())
 }
 
+/// A login past the rate limits, or not.
+pub enum Counted {
+    Limited(String),
+    /// With the user's facts if they were read unlocked.
+    Passed(Option<Box<Facts>>),
+}
+
 impl Service {
+    /// Counts a login against the rate limits as `operation` (`None`: it
+    /// was counted already) and, if `unlocked`, reads its user by the
+    /// statement shared with other logins ([`gather_unlocked`]) at the same
+    /// time: the read needs nothing the count decides, so the login waits
+    /// for the database once instead of twice. A limited login's read is
+    /// dropped unused.
+    pub async fn count_and_read(
+        &self,
+        provider: &str,
+        username: &Username,
+        policy: Option<&rpc::PolicyContext>,
+        operation: Option<&'static str>,
+        unlocked: bool,
+    ) -> Result<Counted, ServiceError> {
+        let count = async {
+            match operation {
+                Some(operation) => {
+                    let request = ratelimit::Request::login(provider, username.as_str(), operation, policy);
+                    self.rate_limited(None, request).await
+                }
+                None => Ok(None),
+            }
+        };
+        let (limited, read) = if unlocked {
+            let (limited, read) = tokio::join!(count, gather_unlocked(&self.unlocked, provider, username, policy));
+            (limited, Some(read))
+        } else {
+            (count.await, None)
+        };
+        match limited? {
+            Some(message) => Ok(Counted::Limited(message)),
+            None => Ok(Counted::Passed(read.transpose()?.map(Box::new))),
+        }
+    }
+
     pub async fn preauth(&self, req: rpc::PreauthRequest) -> Result<rpc::PreauthReply, ServiceError> {
         let provider = parse_provider(&req.provider_id)?.to_string();
         let Ok(username) = Username::parse(&req.username) else {
@@ -225,33 +267,35 @@ impl Service {
                 ..Default::default()
             });
         };
-        if !req.dry_run
-            && let Some(message) = self
-                .rate_limited(
-                    None,
-                    ratelimit::Request::login(&provider, username.as_str(), "preauth", req.policy.as_ref()),
-                )
-                .await?
-        {
-            return Ok(rpc::PreauthReply {
-                decision: Decision::Deny as i32,
-                reason: Reason::RateLimited as i32,
-                message,
-                ..Default::default()
-            });
-        }
         // Most preauths record nothing (RADIUS records only a denial here;
         // the login's start records the rest), so the user is read by the
         // statement shared with the logins waiting at the same moment, and a
         // connection is taken only to record. A policy that remembers
         // approvals also reads the last one, on a connection of its own.
+        let remembers = remembers_approvals(req.policy.as_ref());
+        let counted = (!req.dry_run).then_some("preauth");
+        let read = match self
+            .count_and_read(&provider, &username, req.policy.as_ref(), counted, !remembers)
+            .await?
+        {
+            Counted::Limited(message) => {
+                return Ok(rpc::PreauthReply {
+                    decision: Decision::Deny as i32,
+                    reason: Reason::RateLimited as i32,
+                    message,
+                    ..Default::default()
+                });
+            }
+            Counted::Passed(read) => read,
+        };
         let now = self.clock.now();
         let mut conn = None;
-        let facts = if remembers_approvals(req.policy.as_ref()) {
-            let conn = conn.insert(vigil_runtime::acquire(&self.pool).await?);
-            gather(conn, &provider, &username, req.policy.as_ref(), false).await?
-        } else {
-            gather_unlocked(&self.unlocked, &provider, &username, req.policy.as_ref()).await?
+        let facts = match read {
+            Some(facts) => *facts,
+            None => {
+                let conn = conn.insert(vigil_runtime::acquire(&self.pool).await?);
+                gather(conn, &provider, &username, req.policy.as_ref(), false).await?
+            }
         };
         let verdict = policy::decide(facts.user_facts.as_ref(), facts.login, now);
         let recorded = !req.dry_run && (!req.record_denials_only || verdict.decision() == Decision::Deny);
