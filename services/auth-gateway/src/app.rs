@@ -102,7 +102,11 @@ pub async fn run(
 
     let tasks = TaskTracker::new();
     tasks.spawn(OutboxRelay::new(pool.clone(), js.clone(), outbox).run(shutdown.clone()));
-    tasks.spawn(prune_nonces(gateway.clone(), shutdown.clone()));
+    tasks.spawn(vigil_runtime::retention::run(
+        pool.clone(),
+        crate::retention::rules(&config),
+        shutdown.clone(),
+    ));
     tasks.spawn(watch::listen(gateway.watchers.clone(), nats.clone(), shutdown.clone()));
     // The gateway owns providers, so it posts their fraud notifications.
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -169,25 +173,6 @@ pub async fn run(
     tasks.wait().await;
     nats.flush().await.ok();
     Ok(())
-}
-
-/// Nonces older than the skew window can no longer verify; forget them.
-async fn prune_nonces(gateway: Arc<Gateway>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let before = gateway.clock.now() - chrono::Duration::seconds(2 * vigil_agent_auth::MAX_SKEW_SECS);
-        let pruned = match gateway.pool.acquire().await {
-            Ok(mut conn) => crate::store::prune_nonces(&mut conn, before).await,
-            Err(e) => Err(e),
-        };
-        if let Err(error) = pruned {
-            tracing::warn!(%error, "pruning agent nonces failed");
-        }
-    }
 }
 
 /// `grpc.health.v1`: the agent API serves only while NATS and PostgreSQL are

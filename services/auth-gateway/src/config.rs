@@ -54,6 +54,14 @@ pub struct Config {
     pub webhook_retry_base_ms: u64,
     pub webhook_max_attempts: u32,
     pub webhook_timeout_ms: u64,
+    /// Days an activation credential is kept once it has expired, used or
+    /// not (`VIGIL_ACTIVATION_RETENTION_DAYS`, default 30); 0 keeps them
+    /// for ever. The audit log records each registration either way.
+    pub activation_retention_days: u32,
+    /// Days the security audit log and the record of each fraud
+    /// notification sent are kept (`VIGIL_AUDIT_RETENTION_DAYS`, default
+    /// 365, as the challenge service's audit); 0 keeps them for ever.
+    pub audit_retention_days: u32,
 }
 
 impl Default for Config {
@@ -76,6 +84,8 @@ impl Default for Config {
             webhook_retry_base_ms: 5000,
             webhook_max_attempts: 8,
             webhook_timeout_ms: 10_000,
+            activation_retention_days: 30,
+            audit_retention_days: 365,
         }
     }
 }

@@ -17,6 +17,7 @@ mod metrics;
 mod radius;
 mod recent;
 mod registration;
+mod retention;
 mod store;
 mod watch;
 

@@ -325,15 +325,6 @@ pub async fn delete_agent(conn: &mut PgConnection, id: Uuid) -> Result<bool, sql
     Ok(deleted == 1)
 }
 
-/// Forgets nonces older than the skew window: they can no longer verify.
-pub async fn prune_nonces(conn: &mut PgConnection, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM agent_nonces WHERE seen_at < $1")
-        .bind(before)
-        .execute(conn)
-        .await?
-        .rows_affected())
-}
-
 #[derive(Debug, sqlx::FromRow)]
 pub struct ActivationRow {
     pub login: String,
@@ -430,12 +421,13 @@ pub async fn find_admin_token(conn: &mut PgConnection, token_hash: &[u8]) -> Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
 
-    async fn database() -> (vigil_testkit::PgServer, sqlx::PgPool) {
+    /// The gateway's database, migrated, on a server of its own.
+    pub(crate) async fn database() -> (vigil_testkit::PgServer, sqlx::PgPool) {
         let pg = vigil_testkit::PgServer::start().await.unwrap();
         let pool = sqlx::PgPool::connect(&pg.create_database("vigil_gateway").await.unwrap())
             .await
