@@ -75,7 +75,6 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         Duration::from_millis(500),
         shutdown.clone(),
     ));
-    tasks.spawn(crate::ratelimit::prune(service.clone(), shutdown.clone()));
     tasks.spawn(vigil_runtime::retention::run(
         pool.clone(),
         crate::retention::rules(&config),

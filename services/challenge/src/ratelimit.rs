@@ -206,35 +206,6 @@ pub async fn hit(conn: &mut PgConnection, hits: &[Hit]) -> Result<Vec<Option<Lim
         .collect())
 }
 
-/// Forgets rate-limit counters whose windows no longer overlap the present,
-/// and delivery-cap counts of hours long past, every minute.
-pub(crate) async fn prune(service: std::sync::Arc<Service>, shutdown: tokio_util::sync::CancellationToken) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
-            () = shutdown.cancelled() => return,
-        }
-        let pruned = sqlx::query(
-            "DELETE FROM rate_limit_windows WHERE window_start + 2 * window_ms * INTERVAL '1 millisecond' < $1",
-        )
-        .bind(service.clock.now())
-        .execute(&service.pool)
-        .await;
-        let pruned = match pruned {
-            Ok(_) => {
-                sqlx::query("DELETE FROM delivery_caps WHERE hour < $1")
-                    .bind(service.clock.now() - chrono::Duration::days(1))
-                    .execute(&service.pool)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(error) = pruned {
-            tracing::warn!(%error, "pruning rate-limit counters failed");
-        }
-    }
-}
-
 /// What is counted for one request.
 pub(crate) struct Request<'a> {
     pub provider: &'a str,

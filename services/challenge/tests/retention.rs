@@ -126,7 +126,13 @@ async fn rows_past_their_time_go_in_batches_and_the_rest_stay() {
     let deleted = prune(&pool, &rules(&config(90, 365)), now, 10).await.unwrap();
     assert_eq!(
         deleted,
-        vec![("challenges", 25), ("auth_attempts", 1), ("user_audit", 1)]
+        vec![
+            ("rate_limit_windows", 0),
+            ("delivery_caps", 0),
+            ("challenges", 25),
+            ("auth_attempts", 1),
+            ("user_audit", 1)
+        ]
     );
     for id in old {
         assert!(!exists(&pool, "challenges", id).await);
@@ -146,7 +152,16 @@ async fn rows_past_their_time_go_in_batches_and_the_rest_stay() {
 
     // Nothing left to delete: a second pass deletes nothing.
     let again = prune(&pool, &rules(&config(90, 365)), now, 10).await.unwrap();
-    assert_eq!(again, vec![("challenges", 0), ("auth_attempts", 0), ("user_audit", 0)]);
+    assert_eq!(
+        again,
+        vec![
+            ("rate_limit_windows", 0),
+            ("delivery_caps", 0),
+            ("challenges", 0),
+            ("auth_attempts", 0),
+            ("user_audit", 0)
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,13 +173,73 @@ async fn zero_days_keeps_everything() {
     let (attempt, change) = audit(&pool, alice, now - Duration::days(3000)).await;
 
     let deleted = prune(&pool, &rules(&config(0, 0)), now, 10).await.unwrap();
-    assert!(deleted.is_empty(), "{deleted:?}");
+    assert_eq!(deleted, vec![("rate_limit_windows", 0), ("delivery_caps", 0)]);
     assert!(exists(&pool, "challenges", ancient).await);
     assert!(exists(&pool, "auth_attempts", attempt).await);
     assert!(exists(&pool, "user_audit", change).await);
 
     // The two settings are independent: audit kept, challenges not.
     let deleted = prune(&pool, &rules(&config(90, 0)), now, 10).await.unwrap();
-    assert_eq!(deleted, vec![("challenges", 1)]);
+    assert_eq!(
+        deleted,
+        vec![("rate_limit_windows", 0), ("delivery_caps", 0), ("challenges", 1)]
+    );
     assert!(exists(&pool, "auth_attempts", attempt).await);
+}
+
+/// Counters go once they no longer count, in batches, whatever the
+/// retention settings: a rate-limit window once the one after it has
+/// passed too, an hour's delivery count a day after that hour.
+#[tokio::test(flavor = "multi_thread")]
+async fn counters_go_once_they_no_longer_count() {
+    let (_pg, pool) = database().await;
+    let now = Utc::now();
+    let window = |key: String, start: DateTime<Utc>, ms: i64| {
+        sqlx::query(
+            "INSERT INTO rate_limit_windows (key, window_start, window_ms, count, previous) VALUES ($1, $2, $3, 5, 5)",
+        )
+        .bind(key)
+        .bind(start)
+        .bind(ms)
+    };
+    // 12 minute windows that ended more than a window ago: done.
+    for i in 0..12 {
+        window(format!("user:prv_1:done{i}"), now - Duration::minutes(3), 60_000)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    // The window before the current one still weighs in the estimate.
+    window("user:prv_1:previous".into(), now - Duration::seconds(90), 60_000)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // An hour-long window that began long ago is not over.
+    window("agent:agt_1".into(), now - Duration::minutes(50), 3_600_000)
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (prefix, hour) in [("1555", now - Duration::days(2)), ("1556", now - Duration::hours(2))] {
+        sqlx::query(
+            "INSERT INTO delivery_caps (provider_id, channel, prefix, hour, count) VALUES ('prv_1', 'sms', $1, $2, 3)",
+        )
+        .bind(prefix)
+        .bind(hour)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    let deleted = prune(&pool, &rules(&config(0, 0)), now, 5).await.unwrap();
+    assert_eq!(deleted, vec![("rate_limit_windows", 12), ("delivery_caps", 1)]);
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM rate_limit_windows ORDER BY key")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, ["agent:agt_1", "user:prv_1:previous"]);
+    let prefixes: Vec<String> = sqlx::query_scalar("SELECT prefix FROM delivery_caps")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(prefixes, ["1556"]);
 }
