@@ -12,14 +12,16 @@ use vigil_runtime::retention::Rule;
 use crate::config::Config;
 
 /// How long a nonce is kept: twice the clock skew a signed request may
-/// have, so that a request can be replayed only after its signature has
-/// expired.
+/// have. Until then a replay is refused for its nonce; after, for its
+/// timestamp, which no longer verifies.
 pub const NONCE_KEEP: Duration = Duration::from_secs(2 * vigil_agent_auth::MAX_SKEW_SECS.unsigned_abs());
 
 pub fn rules(config: &Config) -> Vec<Rule> {
     vec![
         // Keyed by (agent, nonce), not UUIDv7: the batch is picked by row
-        // address, from the index on `seen_at` ($2 is not needed).
+        // address, from the index on `seen_at`. Nonces are never updated, so
+        // an address stays its row's. $2 (a UUIDv7 floor) has no use here
+        // and is only typed; so in the next two.
         Rule {
             table: "agent_nonces",
             keep: Some(NONCE_KEEP),

@@ -13,10 +13,11 @@ use crate::config::Config;
 
 pub fn rules(config: &Config) -> Vec<Rule> {
     vec![
-        // A window counts until the next one has passed too (the sliding
-        // estimate weighs the previous window): at $1, now, it is done.
-        // Keyed by text, so the batch is picked by key; `window_start < $1`
-        // lets the index on it find the candidates.
+        // A window still counts while the one after it runs (the sliding
+        // estimate weighs the previous window), so a row goes once two of
+        // its windows have passed; $1 is now. Keyed by text, so the batch is
+        // picked by key; `window_start < $1` lets the index on it find the
+        // candidates. $2 (a UUIDv7 floor) is only typed, as below.
         Rule {
             table: "rate_limit_windows",
             keep: Some(Duration::ZERO),
