@@ -235,10 +235,20 @@ async fn panicking_handler_is_counted_and_does_not_wedge_the_request() {
     let srv = start(Options::default()).await;
     let nas = Nas::new(srv.addr).await;
     let (req, _) = Nas::request(1, "panic", "x", SECRET);
+    // Each retransmission only once the try before it has failed: sent
+    // while that one is still in flight (a slow box), it is rightly dropped.
+    let failures = |n: u64| {
+        let srv = &srv;
+        vigil_testkit::wait_until(WAIT, "the handler's failure counted", move || async move {
+            (srv.counters.snapshot().handler_failures >= n).then_some(())
+        })
+    };
     nas.send(&req).await;
     assert!(nas.recv(Duration::from_millis(300)).await.is_none());
+    failures(1).await.unwrap();
     nas.send(&req).await;
     assert!(nas.recv(Duration::from_millis(300)).await.is_none());
+    failures(2).await.unwrap();
     assert_eq!(
         srv.calls(),
         2,
