@@ -27,7 +27,7 @@ mod wait;
 pub use bins::workspace_bin;
 pub use ids::uuid_v7_at;
 pub use nats::NatsServer;
-pub use plans::prepared_plans;
+pub use plans::{prepared_plans, retention_batch_plans};
 pub use ports::{free_port, free_udp_port};
 pub use postgres::PgServer;
 pub use process::ServiceProcess;

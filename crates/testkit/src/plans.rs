@@ -2,7 +2,7 @@
 //! prepared statement would be: a hot statement must keep its shape (a key
 //! lookup, say) whatever the statistics said when its plan was made.
 
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 
 /// `sql`'s plan as `EXPLAIN` prints it, for each way a prepared statement
 /// is planned: with the call's values (`force_custom_plan`) and once for
@@ -29,4 +29,17 @@ pub async fn prepared_plans(
         plans.push((mode, lines.join("\n")));
     }
     Ok(plans)
+}
+
+/// [`prepared_plans`] of a retention rule's `delete`, as
+/// `vigil_runtime::retention::prune` runs it: in a transaction begun with
+/// `begin` (that module's `BATCH_TRANSACTION`), for a cutoff of now, the
+/// nil UUID as the key floor and a batch of 1,000 rows.
+pub async fn retention_batch_plans(
+    conn: &mut PgConnection,
+    begin: &'static str,
+    delete: &str,
+) -> sqlx::Result<Vec<(&'static str, String)>> {
+    let mut tx = conn.begin_with(begin).await?;
+    prepared_plans(&mut tx, delete, "now(), '00000000-0000-0000-0000-000000000000', 1000").await
 }

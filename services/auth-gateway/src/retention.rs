@@ -14,7 +14,7 @@ use crate::config::Config;
 /// How long a nonce is kept: twice the clock skew a signed request may
 /// have. Until then a replay is refused for its nonce; after, for its
 /// timestamp, which no longer verifies.
-pub const NONCE_KEEP: Duration = Duration::from_secs(2 * vigil_agent_auth::MAX_SKEW_SECS.unsigned_abs());
+const NONCE_KEEP: Duration = Duration::from_secs(2 * vigil_agent_auth::MAX_SKEW_SECS.unsigned_abs());
 
 pub fn rules(config: &Config) -> Vec<Rule> {
     vec![
@@ -58,7 +58,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use chrono::{DateTime, Utc};
-    use sqlx::Connection;
     use sqlx::PgPool;
     use uuid::Uuid;
     use vigil_runtime::retention::{BATCH_TRANSACTION, prune};
@@ -119,11 +118,9 @@ mod tests {
     async fn a_nonce_batch_finds_its_rows_by_time_in_any_plan() {
         let (_pg, pool) = database().await;
         let mut conn = pool.acquire().await.unwrap();
-        let mut tx = conn.begin_with(BATCH_TRANSACTION).await.unwrap();
         let nonces = rules(&config(30, 365)).remove(0);
         assert_eq!(nonces.table, "agent_nonces");
-        let args = "now(), '00000000-0000-0000-0000-000000000000', 1000";
-        for (mode, plan) in vigil_testkit::prepared_plans(&mut tx, &nonces.delete, args)
+        for (mode, plan) in vigil_testkit::retention_batch_plans(&mut conn, BATCH_TRANSACTION, &nonces.delete)
             .await
             .unwrap()
         {

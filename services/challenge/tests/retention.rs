@@ -249,17 +249,12 @@ async fn counters_go_once_they_no_longer_count() {
 /// table was empty, in the transaction every batch runs in.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_counter_batch_finds_its_rows_by_index_in_any_plan() {
-    use sqlx::Connection;
     let (_pg, pool) = database().await;
     let mut conn = pool.acquire().await.unwrap();
-    let mut tx = conn
-        .begin_with(vigil_runtime::retention::BATCH_TRANSACTION)
-        .await
-        .unwrap();
     let counters = rules(&config(90, 365)).remove(0);
     assert_eq!(counters.table, "rate_limit_windows");
-    let args = "now(), '00000000-0000-0000-0000-000000000000', 1000";
-    for (mode, plan) in vigil_testkit::prepared_plans(&mut tx, &counters.delete, args)
+    let batch = vigil_runtime::retention::BATCH_TRANSACTION;
+    for (mode, plan) in vigil_testkit::retention_batch_plans(&mut conn, batch, &counters.delete)
         .await
         .unwrap()
     {
