@@ -56,8 +56,9 @@ pub struct BatchOptions {
 struct Call<I, O, E: std::error::Error + 'static> {
     item: I,
     reply: oneshot::Sender<Result<O, BatchError<E>>>,
-    /// The caller's span: the batch's span links to it, so that a login's
-    /// trace leads to the statement it waited on.
+    /// The caller's span (none unless spans are exported): the batch's span
+    /// links to it, so that a login's trace leads to the statement it
+    /// waited on.
     caller: tracing::Span,
 }
 
@@ -104,7 +105,11 @@ where
             .send(Call {
                 item,
                 reply,
-                caller: tracing::Span::current(),
+                caller: if spans_exported() {
+                    tracing::Span::current()
+                } else {
+                    tracing::Span::none()
+                },
             })
             .await
             .map_err(|_| BatchError::Stopped)?;
@@ -263,8 +268,7 @@ where
 /// their links cost the gateway and the challenge service some 4% more CPU
 /// each (measured), for nothing.
 fn batch_span<I, O, E: std::error::Error + 'static>(name: &'static str, calls: &[Call<I, O, E>]) -> tracing::Span {
-    static EXPORTED: std::sync::LazyLock<bool> = std::sync::LazyLock::new(crate::otlp::configured);
-    if !*EXPORTED {
+    if !spans_exported() {
         return tracing::Span::none();
     }
     let span = tracing::info_span!(parent: None, "batch", batch = name, items = calls.len());
@@ -275,6 +279,13 @@ fn batch_span<I, O, E: std::error::Error + 'static>(name: &'static str, calls: &
         }
     }
     span
+}
+
+/// Whether spans leave the process: without, a caller's span is not kept
+/// for its batch, and a batch has none.
+fn spans_exported() -> bool {
+    static EXPORTED: std::sync::LazyLock<bool> = std::sync::LazyLock::new(crate::otlp::configured);
+    *EXPORTED
 }
 
 /// `outputs` if the statement returned one per item; otherwise the
