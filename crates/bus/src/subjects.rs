@@ -10,8 +10,6 @@ pub const USER_DELETED: &str = "vigil.user.deleted";
 pub const CHALLENGE_CREATED: &str = "vigil.challenge.created";
 pub const CHALLENGE_COMPLETED: &str = "vigil.challenge.completed";
 pub const CHALLENGE_DELIVERED: &str = "vigil.challenge.delivered";
-/// Every challenge state change (delivered, completed): what a watching agent waits on.
-pub const CHALLENGE_STATE_CHANGES: &str = "vigil.challenge.>";
 pub const DELIVERY_REQUESTED: &str = "vigil.delivery.requested";
 pub const DELIVERY_STATUS: &str = "vigil.delivery.status";
 pub const DELIVERY_ANSWERED: &str = "vigil.delivery.answered";

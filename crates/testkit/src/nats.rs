@@ -71,6 +71,23 @@ impl NatsServer {
         self.port
     }
 
+    /// The subjects of every client subscription the server holds now (its
+    /// monitoring endpoint `/subsz`), one entry per subscription.
+    pub async fn subscribed_subjects(&self) -> anyhow::Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Subsz {
+            #[serde(default)]
+            subscriptions_list: Vec<Sub>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Sub {
+            subject: String,
+        }
+        let url = format!("http://127.0.0.1:{}/subsz?subs=1&limit=100000", self.monitor_port);
+        let subsz: Subsz = http_client()?.get(&url).send().await?.error_for_status()?.json().await?;
+        Ok(subsz.subscriptions_list.into_iter().map(|s| s.subject).collect())
+    }
+
     /// Kills the server (SIGKILL, like a crash) to simulate "NATS is down".
     /// The store dir is kept for [`NatsServer::restart`].
     pub fn stop(&mut self) {

@@ -1,10 +1,15 @@
 //! Waiting for a challenge to move, without polling: the challenge service
 //! publishes `vigil.challenge.delivered` and `vigil.challenge.completed`
-//! (through its outbox, so on JetStream subjects); one core-NATS
-//! subscription per gateway hears them and wakes whoever follows that
-//! challenge. The follower then re-reads the state with the agent's own
-//! provider, so an event never tells anyone more than GetAuthStatus would.
-//! Core NATS delivers at most once, so a slow re-read also runs now and then.
+//! (through its outbox, so on JetStream subjects); core-NATS subscriptions
+//! of the gateway hear them and wake whoever follows that challenge. The
+//! follower then re-reads the state with the agent's own provider, so an
+//! event never tells anyone more than GetAuthStatus would. Core NATS
+//! delivers at most once, so a slow re-read also runs now and then.
+//!
+//! The gateway subscribes only while it follows a challenge (and for
+//! [`LINGER`] after): most logins end in their first call and are never
+//! followed, and every gateway hearing every login's events would cost
+//! each of them, and the server, two messages a login for nothing.
 
 use std::{
     collections::HashMap,
@@ -13,7 +18,10 @@ use std::{
 };
 
 use futures::StreamExt;
-use tokio::{sync::watch, time::Instant};
+use tokio::{
+    sync::{Notify, watch},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 use vigil_bus::{envelope, subjects};
 use vigil_proto::{
@@ -34,11 +42,17 @@ const EXPIRY_GRACE: Duration = Duration::from_secs(5);
 /// `unavailable`: an agent is told "no" rather than kept waiting blind.
 const SILENCE_LIMIT: Duration = Duration::from_secs(10);
 const CANNOT_TELL: &str = "Vigil cannot tell whether the user answered; the login is denied";
+/// How long the subscriptions outlive the last follower: a gateway with a
+/// push login now and then does not subscribe anew for each.
+pub const LINGER: Duration = Duration::from_secs(30);
 
 /// Who is waiting on which challenge.
 #[derive(Default)]
 pub struct Watchers {
     senders: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Told when the first challenge is followed, so that the listener
+    /// subscribes (a permit is kept if it is busy).
+    followed: Notify,
 }
 
 /// A follower's interest in one challenge; dropping it forgets the challenge
@@ -55,11 +69,15 @@ impl Watchers {
     }
 
     pub fn subscribe(self: &Arc<Self>, challenge_id: &str) -> Subscription {
-        let rx = self
-            .map()
+        let mut map = self.map();
+        if map.is_empty() {
+            self.followed.notify_one();
+        }
+        let rx = map
             .entry(challenge_id.to_owned())
             .or_insert_with(|| watch::channel(0).0)
             .subscribe();
+        drop(map);
         Subscription {
             watchers: self.clone(),
             challenge_id: challenge_id.to_owned(),
@@ -74,7 +92,15 @@ impl Watchers {
         }
     }
 
-    #[cfg(test)]
+    /// Wakes every follower, to read its challenge's state again: events
+    /// published before the gateway's subscriptions reached the server
+    /// were heard by nobody.
+    fn notify_all(&self) {
+        for sender in self.map().values() {
+            sender.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
     fn followed(&self) -> usize {
         self.map().len()
     }
@@ -114,24 +140,53 @@ fn changed_challenge(payload: &[u8]) -> Option<String> {
         .map(|d| d.challenge_id)
 }
 
-/// Hears every challenge state change until `shutdown`, resubscribing
-/// after a lost connection.
+/// Hears challenge state changes until `shutdown`, while challenges are
+/// followed: subscribes when the first one is, and unsubscribes once none
+/// has been for [`LINGER`]. Resubscribes after a lost connection. Each time
+/// the subscriptions are new, every follower reads its state again.
 pub async fn listen(watchers: Arc<Watchers>, nats: async_nats::Client, shutdown: CancellationToken) {
+    listen_lingering(watchers, nats, shutdown, LINGER).await;
+}
+
+async fn listen_lingering(watchers: Arc<Watchers>, nats: async_nats::Client, shutdown: CancellationToken, linger: Duration) {
     loop {
-        match nats.subscribe(subjects::CHALLENGE_STATE_CHANGES).await {
-            Ok(mut changes) => loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    message = changes.next() => match message {
-                        Some(message) => {
-                            if let Some(id) = changed_challenge(&message.payload) {
-                                watchers.notify(&id);
+        while watchers.followed() == 0 {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = watchers.followed.notified() => {}
+            }
+        }
+        match subscribe(&nats).await {
+            Ok(mut changes) => {
+                watchers.notify_all();
+                let mut idle = tokio::time::interval_at(Instant::now() + linger, linger);
+                // Unfollowed at one tick and still at the next: a whole
+                // `linger` (or more) without a follower.
+                let mut unfollowed = false;
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        message = changes.next() => match message {
+                            Some(message) => {
+                                if let Some(id) = changed_challenge(&message.payload) {
+                                    watchers.notify(&id);
+                                }
                             }
+                            None => break,
+                        },
+                        _ = idle.tick() => {
+                            let now_unfollowed = watchers.followed() == 0;
+                            if unfollowed && now_unfollowed {
+                                tracing::debug!("no challenge followed; unsubscribing from state changes");
+                                break;
+                            }
+                            unfollowed = now_unfollowed;
                         }
-                        None => break,
-                    },
+                    }
                 }
-            },
+                // Dropping `changes` unsubscribes.
+                continue;
+            }
             Err(error) => tracing::warn!(%error, "cannot subscribe to challenge state changes; retrying"),
         }
         tokio::select! {
@@ -139,6 +194,18 @@ pub async fn listen(watchers: Arc<Watchers>, nats: async_nats::Client, shutdown:
             () = tokio::time::sleep(RETRY_EVERY) => {}
         }
     }
+}
+
+/// Both state-change subjects, once the server has them: a flush after
+/// the subscriptions returns when the server has answered everything sent
+/// before it, so every event published from then on is heard.
+async fn subscribe(
+    nats: &async_nats::Client,
+) -> Result<impl futures::Stream<Item = async_nats::Message> + Unpin + use<>, Box<dyn std::error::Error + Send + Sync>> {
+    let delivered = nats.subscribe(subjects::CHALLENGE_DELIVERED).await?;
+    let completed = nats.subscribe(subjects::CHALLENGE_COMPLETED).await?;
+    nats.flush().await?;
+    Ok(futures::stream::select(delivered, completed))
 }
 
 fn is_open(state: ChallengeState) -> bool {
@@ -171,7 +238,10 @@ pub async fn follow(
     limit: Duration,
     mut on_change: impl FnMut(&rpc::StatusReply) -> bool,
 ) -> rpc::StatusReply {
-    // Subscribed before the first read, so no change can slip in between.
+    // Followed before the first read, so no change can slip in between: a
+    // change heard from then on wakes this loop, and so do the gateway's
+    // subscriptions when they are new (made for this follower, say), for
+    // changes made before the server had them.
     let mut changes = gateway.watchers.subscribe(challenge_id);
     let mut deadline = Instant::now() + limit;
     let mut last: Option<(i32, i32)> = None;
@@ -251,6 +321,83 @@ mod tests {
         assert_eq!(watchers.followed(), 1, "still followed by the second");
         drop(second);
         assert_eq!(watchers.followed(), 0);
+    }
+
+    /// The subjects of `server`'s subscriptions to challenge state changes.
+    async fn state_subscriptions(server: &vigil_testkit::NatsServer) -> Vec<String> {
+        let mut subjects: Vec<String> = server
+            .subscribed_subjects()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.starts_with("vigil.challenge."))
+            .collect();
+        subjects.sort();
+        subjects
+    }
+
+    async fn until_subscriptions(server: &vigil_testkit::NatsServer, expected: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = state_subscriptions(server).await;
+            if now == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "subscriptions {now:?}, expected {expected:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn woken(subscription: &mut Subscription, why: &str) {
+        tokio::time::timeout(Duration::from_secs(5), subscription.changed())
+            .await
+            .unwrap_or_else(|_| panic!("not woken: {why}"));
+    }
+
+    /// A gateway hears state changes only while it follows a challenge, and
+    /// a follower whose first read came before the subscriptions reached
+    /// the server is woken to read again once they have.
+    #[tokio::test]
+    async fn the_gateway_subscribes_only_while_it_follows_a_challenge() {
+        let server = vigil_testkit::NatsServer::start().await.unwrap();
+        let nats = async_nats::connect(server.url()).await.unwrap();
+        let watchers = Arc::new(Watchers::default());
+        let shutdown = CancellationToken::new();
+        let linger = Duration::from_millis(200);
+        let listener = tokio::spawn(listen_lingering(watchers.clone(), nats.clone(), shutdown.clone(), linger));
+        let both = [subjects::CHALLENGE_COMPLETED, subjects::CHALLENGE_DELIVERED];
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(state_subscriptions(&server).await, Vec::<String>::new(), "nobody follows yet");
+
+        let mut follower = watchers.subscribe("chl_a");
+        woken(&mut follower, "the subscriptions are new").await;
+        until_subscriptions(&server, &both).await;
+
+        let completed = envelope::wrap(
+            "prv_x",
+            &ChallengeCompleted {
+                challenge_id: "chl_a".into(),
+                ..Default::default()
+            },
+            std::time::SystemTime::now(),
+        );
+        use prost::Message;
+        nats.publish(subjects::CHALLENGE_COMPLETED, completed.encode_to_vec().into())
+            .await
+            .unwrap();
+        woken(&mut follower, "its challenge completed").await;
+
+        drop(follower);
+        until_subscriptions(&server, &[]).await;
+
+        // Followed again: subscribed again, and the new follower is woken.
+        let mut again = watchers.subscribe("chl_b");
+        woken(&mut again, "the subscriptions are new again").await;
+        until_subscriptions(&server, &both).await;
+
+        shutdown.cancel();
+        listener.await.unwrap();
     }
 
     #[test]
