@@ -84,7 +84,13 @@ impl NatsServer {
             subject: String,
         }
         let url = format!("http://127.0.0.1:{}/subsz?subs=1&limit=100000", self.monitor_port);
-        let subsz: Subsz = http_client()?.get(&url).send().await?.error_for_status()?.json().await?;
+        let subsz: Subsz = http_client()?
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
         Ok(subsz.subscriptions_list.into_iter().map(|s| s.subject).collect())
     }
 

@@ -148,7 +148,12 @@ pub async fn listen(watchers: Arc<Watchers>, nats: async_nats::Client, shutdown:
     listen_lingering(watchers, nats, shutdown, LINGER).await;
 }
 
-async fn listen_lingering(watchers: Arc<Watchers>, nats: async_nats::Client, shutdown: CancellationToken, linger: Duration) {
+async fn listen_lingering(
+    watchers: Arc<Watchers>,
+    nats: async_nats::Client,
+    shutdown: CancellationToken,
+    linger: Duration,
+) {
     loop {
         while watchers.followed() == 0 {
             tokio::select! {
@@ -201,7 +206,8 @@ async fn listen_lingering(watchers: Arc<Watchers>, nats: async_nats::Client, shu
 /// before it, so every event published from then on is heard.
 async fn subscribe(
     nats: &async_nats::Client,
-) -> Result<impl futures::Stream<Item = async_nats::Message> + Unpin + use<>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<impl futures::Stream<Item = async_nats::Message> + Unpin + use<>, Box<dyn std::error::Error + Send + Sync>>
+{
     let delivered = nats.subscribe(subjects::CHALLENGE_DELIVERED).await?;
     let completed = nats.subscribe(subjects::CHALLENGE_COMPLETED).await?;
     nats.flush().await?;
@@ -343,7 +349,10 @@ mod tests {
             if now == expected {
                 return;
             }
-            assert!(Instant::now() < deadline, "subscriptions {now:?}, expected {expected:?}");
+            assert!(
+                Instant::now() < deadline,
+                "subscriptions {now:?}, expected {expected:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -364,11 +373,20 @@ mod tests {
         let watchers = Arc::new(Watchers::default());
         let shutdown = CancellationToken::new();
         let linger = Duration::from_millis(200);
-        let listener = tokio::spawn(listen_lingering(watchers.clone(), nats.clone(), shutdown.clone(), linger));
+        let listener = tokio::spawn(listen_lingering(
+            watchers.clone(),
+            nats.clone(),
+            shutdown.clone(),
+            linger,
+        ));
         let both = [subjects::CHALLENGE_COMPLETED, subjects::CHALLENGE_DELIVERED];
 
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(state_subscriptions(&server).await, Vec::<String>::new(), "nobody follows yet");
+        assert_eq!(
+            state_subscriptions(&server).await,
+            Vec::<String>::new(),
+            "nobody follows yet"
+        );
 
         let mut follower = watchers.subscribe("chl_a");
         woken(&mut follower, "the subscriptions are new").await;
