@@ -79,14 +79,25 @@ async fn connect_postgres_with(
 /// statement anew on every call (seen: a batched user read planned 5,586
 /// times in 5,580 calls).
 pub async fn connect_batch_pool(url: &str, batchers: usize) -> Result<PgPool, ConnectError> {
+    batch_pool_with(url, batchers, &[]).await
+}
+
+/// [`connect_batch_pool`] whose commits do not wait for the WAL to reach
+/// the disk (`synchronous_commit = off`): a crash of PostgreSQL may forget
+/// what they committed in the moment before it (up to three times
+/// `wal_writer_delay`), but no later commit, as WAL is flushed in order.
+/// For statements whose effect only matters to the requests that go on to
+/// a durable commit of their own, such as rate-limit counts: their count
+/// is on disk before their answer is.
+pub async fn connect_deferred_commit_batch_pool(url: &str, batchers: usize) -> Result<PgPool, ConnectError> {
+    batch_pool_with(url, batchers, &[("synchronous_commit", "off")]).await
+}
+
+async fn batch_pool_with(url: &str, batchers: usize, settings: &[(&str, &str)]) -> Result<PgPool, ConnectError> {
     let connections = u32::try_from(crate::batch::WORKERS * batchers.max(1)).unwrap_or(u32::MAX);
-    connect_postgres_with(
-        url,
-        connections,
-        Duration::from_secs(30),
-        &[("plan_cache_mode", "force_generic_plan")],
-    )
-    .await
+    let mut all = vec![("plan_cache_mode", "force_generic_plan")];
+    all.extend_from_slice(settings);
+    connect_postgres_with(url, connections, Duration::from_secs(30), &all).await
 }
 
 /// A connection from `pool`, the wait for it timed in
@@ -134,5 +145,32 @@ mod tests {
         assert_eq!(mode(batches).await, "force_generic_plan");
         let requests = connect_postgres(&url, 1, Duration::from_secs(5)).await.unwrap();
         assert_eq!(mode(requests).await, "auto");
+    }
+
+    /// Only the deferred batch pool's commits skip the wait for the disk.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_deferred_batch_connections_commit_without_waiting_for_the_disk() {
+        let pg = vigil_testkit::PgServer::start().await.unwrap();
+        let url = pg.create_database("vigil_connect").await.unwrap();
+        // The test server defers every commit; this database, as a
+        // production one, waits for the disk unless a connection says not.
+        let setup = connect_postgres(&url, 1, Duration::from_secs(5)).await.unwrap();
+        sqlx::query("ALTER DATABASE vigil_connect SET synchronous_commit = on")
+            .execute(&setup)
+            .await
+            .unwrap();
+        let setting = async |pool: PgPool| -> (String, String) {
+            sqlx::query_as("SELECT current_setting('synchronous_commit'), current_setting('plan_cache_mode')")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        let deferred = connect_deferred_commit_batch_pool(&url, 1).await.unwrap();
+        assert_eq!(deferred.options().get_max_connections(), 2);
+        assert_eq!(setting(deferred).await, ("off".into(), "force_generic_plan".into()));
+        let durable = connect_batch_pool(&url, 1).await.unwrap();
+        assert_eq!(setting(durable).await.0, "on");
+        let requests = connect_postgres(&url, 1, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(setting(requests).await.0, "on");
     }
 }

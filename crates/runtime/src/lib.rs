@@ -13,7 +13,9 @@ pub mod telemetry;
 
 pub use batch::{BatchError, BatchOptions, Batcher, RunBatch};
 pub use config::{ConfigError, load_config, load_config_from};
-pub use connect::{ConnectError, acquire, connect_batch_pool, connect_nats, connect_postgres};
+pub use connect::{
+    ConnectError, acquire, connect_batch_pool, connect_deferred_commit_batch_pool, connect_nats, connect_postgres,
+};
 pub use health::{HealthState, serve_health};
 pub use shutdown::shutdown_on_signal;
 

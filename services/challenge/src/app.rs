@@ -42,8 +42,11 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
     let js = async_nats::jetstream::new(nats.clone());
     streams::ensure_streams(&js, config.stream_replicas).await?;
 
-    // Three batchers: rate-limit counters, and the unlocked logins' reads and writes.
-    let batch_pool = vigil_runtime::connect_batch_pool(&config.database_url, 3).await?;
+    // Two batchers on durable connections: the unlocked logins' reads and
+    // writes. The rate-limit counters commit without waiting for the disk
+    // (`ratelimit::counter` says why that is safe).
+    let batch_pool = vigil_runtime::connect_batch_pool(&config.database_url, 2).await?;
+    let counter_pool = vigil_runtime::connect_deferred_commit_batch_pool(&config.database_url, 1).await?;
     let outbox = Outbox::new();
     let service = Arc::new(Service {
         pool: pool.clone(),
@@ -62,7 +65,7 @@ pub async fn run(config: Config, http: TcpListener, shutdown: CancellationToken)
         keyring: config.keyring()?,
         otp_issuer: config.otp_issuer.clone(),
         limits: config.rate_limits(),
-        counter: crate::ratelimit::counter(batch_pool.clone()),
+        counter: crate::ratelimit::counter(counter_pool),
         unlocked: crate::unlocked_logins::UnlockedLogins::spawn(batch_pool),
         push_enroll_url: config.push_enroll_url.clone(),
         push_enrollment_ttl: chrono::Duration::seconds(i64::from(config.push_enrollment_ttl_secs)),

@@ -115,7 +115,15 @@ pub struct Hit {
 /// batch instead of once per login.
 pub type Counter = vigil_runtime::Batcher<Hit, Option<Limited>, sqlx::Error>;
 
-/// `pool` must be the batches' own (`vigil_runtime::connect_batch_pool`).
+/// `pool` must be the batches' own, and may defer its commits
+/// (`vigil_runtime::connect_deferred_commit_batch_pool`): a login does not
+/// wait for the disk to count, nor does the next batch wait for it on the
+/// agent's row. A count is still on disk before the answer of any request
+/// that writes anything durable after it (its challenge, its attempt, a
+/// deny), as WAL is flushed in order. So a crash of PostgreSQL can forget
+/// only the counts of its last moment (up to three times
+/// `wal_writer_delay`) whose requests wrote nothing since: at most that
+/// moment's tries, to whoever can crash the database.
 pub fn counter(pool: sqlx::PgPool) -> Counter {
     vigil_runtime::Batcher::statements("rate_limit_windows", 128, pool, |conn, hits| Box::pin(hit(conn, hits)))
 }
