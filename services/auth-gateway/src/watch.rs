@@ -165,8 +165,8 @@ async fn listen_lingering(
             Ok(mut changes) => {
                 watchers.notify_all();
                 let mut idle = tokio::time::interval_at(Instant::now() + linger, linger);
-                // Unfollowed at one tick and still at the next: a whole
-                // `linger` (or more) without a follower.
+                // No follower at two ticks in a row, `linger` apart: idle
+                // (one that came and went in between has had its answer).
                 let mut unfollowed = false;
                 loop {
                     tokio::select! {
