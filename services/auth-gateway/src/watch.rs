@@ -142,8 +142,8 @@ fn changed_challenge(payload: &[u8]) -> Option<String> {
 
 /// Hears challenge state changes until `shutdown`, while challenges are
 /// followed: subscribes when the first one is, and unsubscribes once none
-/// has been for [`LINGER`]. Resubscribes after a lost connection. Each time
-/// the subscriptions are new, every follower reads its state again.
+/// has been for [`LINGER`]. Each time the subscriptions are new, or the
+/// connection is back after a loss, every follower reads its state again.
 pub async fn listen(watchers: Arc<Watchers>, nats: async_nats::Client, shutdown: CancellationToken) {
     listen_lingering(watchers, nats, shutdown, LINGER).await;
 }
@@ -168,8 +168,25 @@ async fn listen_lingering(
                 // No follower at two ticks in a row, `linger` apart: idle
                 // (one that came and went in between has had its answer).
                 let mut unfollowed = false;
+                // The client subscribes again by itself after a lost
+                // connection, but what was published meanwhile is lost: a
+                // connection back is a new subscription too. Counted, as a
+                // quick reconnection may never show as a state between two
+                // looks.
+                let statistics = nats.statistics();
+                let connects = || statistics.connects.load(std::sync::atomic::Ordering::Relaxed);
+                let mut connections = tokio::time::interval(RETRY_EVERY);
+                let mut seen = connects();
                 loop {
                     tokio::select! {
+                        _ = connections.tick() => {
+                            let now = connects();
+                            if now != seen {
+                                tracing::info!("NATS connection back; every follower reads its challenge again");
+                                watchers.notify_all();
+                            }
+                            seen = now;
+                        }
                         () = shutdown.cancelled() => return,
                         message = changes.next() => match message {
                             Some(message) => {
@@ -365,10 +382,11 @@ mod tests {
 
     /// A gateway hears state changes only while it follows a challenge, and
     /// a follower whose first read came before the subscriptions reached
-    /// the server is woken to read again once they have.
+    /// the server is woken to read again once they have, and again once a
+    /// lost connection is back.
     #[tokio::test]
     async fn the_gateway_subscribes_only_while_it_follows_a_challenge() {
-        let server = vigil_testkit::NatsServer::start().await.unwrap();
+        let mut server = vigil_testkit::NatsServer::start().await.unwrap();
         let nats = async_nats::connect(server.url()).await.unwrap();
         let watchers = Arc::new(Watchers::default());
         let shutdown = CancellationToken::new();
@@ -405,6 +423,12 @@ mod tests {
             .await
             .unwrap();
         woken(&mut follower, "its challenge completed").await;
+
+        // What was published while the connection was down is lost: once
+        // it is back, the follower reads again.
+        server.restart().await.unwrap();
+        woken(&mut follower, "the connection is back").await;
+        until_subscriptions(&server, &both).await;
 
         drop(follower);
         until_subscriptions(&server, &[]).await;
