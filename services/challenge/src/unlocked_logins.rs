@@ -107,24 +107,31 @@ impl UnlockedLogins {
     }
 }
 
+/// [`read_users`]'s statement. Each user is a lateral subquery fenced by
+/// `OFFSET 0`, so it stays a lookup by key for each name: as a join, the
+/// plan made while `users` was new and empty (the batches' connections
+/// cache one, `force_generic_plan`) hashed the names and read every user,
+/// until an analyze of the table made PostgreSQL plan again.
+static READ_USERS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT q.n, {} FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS q (provider_id, username, n)
+         CROSS JOIN LATERAL (
+             SELECT *, xmin FROM users WHERE provider_id = q.provider_id AND username = q.username OFFSET 0) u
+         LEFT JOIN factors f ON f.user_id = u.id
+         ORDER BY q.n, f.created_at, f.id",
+        store::user_and_factor_columns()
+    )
+});
+
 /// Reads each key's user and factors, in the keys' order.
 pub async fn read_users(conn: &mut PgConnection, keys: &[UserKey]) -> Result<Vec<Option<UserAndFactors>>, sqlx::Error> {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "SELECT q.n, {} FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS q (provider_id, username, n)
-             JOIN users u ON u.provider_id = q.provider_id AND u.username = q.username
-             LEFT JOIN factors f ON f.user_id = u.id
-             ORDER BY q.n, f.created_at, f.id",
-            store::user_and_factor_columns()
-        )
-    });
     #[derive(sqlx::FromRow)]
     struct Numbered {
         n: i64,
         #[sqlx(flatten)]
         row: UserFactorRow,
     }
-    let rows: Vec<Numbered> = sqlx::query_as(&SQL)
+    let rows: Vec<Numbered> = sqlx::query_as(&READ_USERS)
         .bind(keys.iter().map(|k| k.provider_id.as_str()).collect::<Vec<_>>())
         .bind(keys.iter().map(|k| k.username.as_str()).collect::<Vec<_>>())
         .fetch_all(conn)
@@ -436,6 +443,49 @@ pub(crate) mod tests {
         );
     }
 
+    /// 10,000 users of `prv_plan` with a TOTP factor each, known to the
+    /// statistics.
+    async fn provider_of_analyzed_users(conn: &mut PgConnection) {
+        for statement in [
+            "INSERT INTO users (id, provider_id, username, status, created_at)
+                 SELECT gen_random_uuid(), 'prv_plan', 'user' || n, 'enabled', now() FROM generate_series(1, 10000) n",
+            "INSERT INTO factors (id, user_id, kind, destination, created_at)
+                 SELECT gen_random_uuid(), id, 'totp', '', now() FROM users",
+            "ANALYZE users",
+            "ANALYZE factors",
+        ] {
+            sqlx::raw_sql(statement).execute(&mut *conn).await.unwrap();
+        }
+    }
+
+    /// The read finds users and their factors by key in the plans
+    /// PostgreSQL makes for it (the one cached for every call included),
+    /// both on new, empty tables, as just after an install, and on a
+    /// provider's analyzed users.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_read_finds_users_by_key_in_any_plan() {
+        let (_pg, mut conn) = database().await;
+        let arrays = "'{prv_plan}', '{user1}'";
+        let mut plans = vigil_testkit::prepared_plans(&mut conn, &READ_USERS, arrays)
+            .await
+            .unwrap();
+        provider_of_analyzed_users(&mut conn).await;
+        plans.extend(
+            vigil_testkit::prepared_plans(&mut conn, &READ_USERS, arrays)
+                .await
+                .unwrap(),
+        );
+        for (mode, plan) in plans {
+            for table in ["users", "factors"] {
+                assert!(
+                    !plan.contains(&format!("Seq Scan on {table}")),
+                    "{mode}: each batch reads all of {table}:\n{plan}"
+                );
+            }
+            assert!(plan.contains("on users"), "{mode}: no users read:\n{plan}");
+        }
+    }
+
     /// The write looks up each login's challenge by its key in the plan made
     /// for a new, empty table: the plan PostgreSQL caches for the statement
     /// is often made then, and kept while the table grows. A plan that
@@ -445,16 +495,7 @@ pub(crate) mod tests {
         let (_pg, mut conn) = database().await;
         // Users and factors as a provider has them, known to the statistics;
         // challenges none yet, the table never vacuumed.
-        for statement in [
-            "INSERT INTO users (id, provider_id, username, status, created_at)
-                 SELECT gen_random_uuid(), 'prv_plan', 'user' || n, 'enabled', now() FROM generate_series(1, 10000) n",
-            "INSERT INTO factors (id, user_id, kind, destination, created_at)
-                 SELECT gen_random_uuid(), id, 'totp', '', now() FROM users",
-            "ANALYZE users",
-            "ANALYZE factors",
-        ] {
-            sqlx::raw_sql(statement).execute(&mut conn).await.unwrap();
-        }
+        provider_of_analyzed_users(&mut conn).await;
         let params = (1..).take_while(|n| WRITE_CLAIMED.contains(&format!("${n}::"))).count();
         let empty_arrays = vec!["'{}'"; params].join(", ");
         for (mode, plan) in vigil_testkit::prepared_plans(&mut conn, &WRITE_CLAIMED, &empty_arrays)
