@@ -160,9 +160,14 @@ pub fn scenario(r: &ScenarioReport, ceilings: &Ceilings) -> String {
         let _ = writeln!(out, "  vigil adds {}", percentiles(&t.vigil));
     }
     if r.user_waits > 0 {
+        // Not a footnote: a run that ran out of codes measured its own
+        // users, and looked like a slow server (seen: a third of a 15 s run
+        // idle, every closed-loop figure of a month capped by it).
         let _ = writeln!(
             out,
-            "  note: {} requests waited for a user with a usable code; raise --users",
+            "  WARNING: the run ran out of users with a usable code ({} requests had to wait): its \
+             throughput is bounded by the benchmark's users, not by the server; rerun with more \
+             --users or a higher --expect-rate",
             r.user_waits
         );
     }
