@@ -162,7 +162,7 @@ pub fn scenario(r: &ScenarioReport, ceilings: &Ceilings) -> String {
     if r.user_waits > 0 {
         // Not a footnote: a run that ran out of codes measured its own
         // users, and looked like a slow server (seen: a third of a 15 s run
-        // idle, every closed-loop figure of a month capped by it).
+        // idle, every closed-loop figure of several sessions capped by it).
         let _ = writeln!(
             out,
             "  WARNING: the run ran out of users with a usable code ({} requests had to wait): its \
