@@ -161,7 +161,13 @@ async fn listen_lingering(
                 () = watchers.followed.notified() => {}
             }
         }
-        match subscribe(&nats).await {
+        // A flush waits for a connection that may not come back before
+        // the gateway stops.
+        let subscribed = tokio::select! {
+            () = shutdown.cancelled() => return,
+            subscribed = subscribe(&nats) => subscribed,
+        };
+        match subscribed {
             Ok(mut changes) => {
                 watchers.notify_all();
                 let mut idle = tokio::time::interval_at(Instant::now() + linger, linger);
