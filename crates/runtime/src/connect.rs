@@ -130,26 +130,11 @@ mod tests {
 
     use super::*;
 
+    /// Batch connections plan generically, and only the deferred ones
+    /// commit without waiting for the disk; the others keep PostgreSQL's
+    /// choices.
     #[tokio::test(flavor = "multi_thread")]
-    async fn batch_connections_plan_generically_and_the_others_as_postgresql_chooses() {
-        let pg = vigil_testkit::PgServer::start().await.unwrap();
-        let url = pg.create_database("vigil_connect").await.unwrap();
-        let mode = async |pool: PgPool| -> String {
-            sqlx::query_scalar("SHOW plan_cache_mode")
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        };
-        let batches = connect_batch_pool(&url, 2).await.unwrap();
-        assert_eq!(batches.options().get_max_connections(), 4);
-        assert_eq!(mode(batches).await, "force_generic_plan");
-        let requests = connect_postgres(&url, 1, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(mode(requests).await, "auto");
-    }
-
-    /// Only the deferred batch pool's commits skip the wait for the disk.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn only_deferred_batch_connections_commit_without_waiting_for_the_disk() {
+    async fn batch_connections_plan_generically_and_only_deferred_ones_skip_the_disk() {
         let pg = vigil_testkit::PgServer::start().await.unwrap();
         let url = pg.create_database("vigil_connect").await.unwrap();
         // The test server defers every commit; this database, as a
@@ -159,18 +144,20 @@ mod tests {
             .execute(&setup)
             .await
             .unwrap();
-        let setting = async |pool: PgPool| -> (String, String) {
-            sqlx::query_as("SELECT current_setting('synchronous_commit'), current_setting('plan_cache_mode')")
+        let settings = async |pool: PgPool| -> (String, String) {
+            sqlx::query_as("SELECT current_setting('plan_cache_mode'), current_setting('synchronous_commit')")
                 .fetch_one(&pool)
                 .await
                 .unwrap()
         };
+        let generic_and = |commit: &str| ("force_generic_plan".to_owned(), commit.to_owned());
+        let batches = connect_batch_pool(&url, 2).await.unwrap();
+        assert_eq!(batches.options().get_max_connections(), 4);
+        assert_eq!(settings(batches).await, generic_and("on"));
         let deferred = connect_deferred_commit_batch_pool(&url, 1).await.unwrap();
         assert_eq!(deferred.options().get_max_connections(), 2);
-        assert_eq!(setting(deferred).await, ("off".into(), "force_generic_plan".into()));
-        let durable = connect_batch_pool(&url, 1).await.unwrap();
-        assert_eq!(setting(durable).await.0, "on");
+        assert_eq!(settings(deferred).await, generic_and("off"));
         let requests = connect_postgres(&url, 1, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(setting(requests).await.0, "on");
+        assert_eq!(settings(requests).await, ("auto".to_owned(), "on".to_owned()));
     }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use vigil_radius::{Attribute, Code, Packet, ServerConfig, attr, sign_request};
+use vigil_radius::{Attribute, Code, CountersSnapshot, Packet, ServerConfig, attr, sign_request};
 
-use crate::support::{ManualClock, Nas, Options, SECRET, start};
+use crate::support::{ManualClock, Nas, Options, Running, SECRET, start};
 
 const WAIT: Duration = Duration::from_secs(3);
 
@@ -207,6 +207,15 @@ async fn unknown_source_is_dropped() {
     srv.stop().await;
 }
 
+/// Waits until `count` of the server's counters reaches `n`.
+async fn until_counted(srv: &Running, what: &str, n: u64, count: fn(&CountersSnapshot) -> u64) {
+    vigil_testkit::wait_until(WAIT, &format!("{what} counted"), || async move {
+        (count(&srv.counters.snapshot()) >= n).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_timeout_sends_nothing_and_frees_the_request() {
     let config = ServerConfig {
@@ -222,18 +231,13 @@ async fn handler_timeout_sends_nothing_and_frees_the_request() {
     let (req, _) = Nas::request(1, "stuck", "x", SECRET);
     // Each retransmission only once the try before it has timed out, which
     // a loaded box may take longer to notice than the timeout says.
-    let timeouts = |n: u64| {
-        let srv = &srv;
-        vigil_testkit::wait_until(WAIT, "the handler's timeout counted", move || async move {
-            (srv.counters.snapshot().handler_timeouts >= n).then_some(())
-        })
-    };
+    let timeouts = |n| until_counted(&srv, "the handler's timeout", n, |c| c.handler_timeouts);
     nas.send(&req).await;
     assert!(nas.recv(Duration::from_millis(600)).await.is_none());
-    timeouts(1).await.unwrap();
+    timeouts(1).await;
     nas.send(&req).await;
     assert!(nas.recv(Duration::from_millis(600)).await.is_none());
-    timeouts(2).await.unwrap();
+    timeouts(2).await;
     assert_eq!(srv.calls(), 2, "an abandoned request is handled afresh");
     assert_eq!(srv.counters.snapshot().handler_timeouts, 2);
     srv.stop().await;
@@ -246,18 +250,13 @@ async fn panicking_handler_is_counted_and_does_not_wedge_the_request() {
     let (req, _) = Nas::request(1, "panic", "x", SECRET);
     // Each retransmission only once the try before it has failed: sent
     // while that one is still in flight (a slow box), it is rightly dropped.
-    let failures = |n: u64| {
-        let srv = &srv;
-        vigil_testkit::wait_until(WAIT, "the handler's failure counted", move || async move {
-            (srv.counters.snapshot().handler_failures >= n).then_some(())
-        })
-    };
+    let failures = |n| until_counted(&srv, "the handler's failure", n, |c| c.handler_failures);
     nas.send(&req).await;
     assert!(nas.recv(Duration::from_millis(300)).await.is_none());
-    failures(1).await.unwrap();
+    failures(1).await;
     nas.send(&req).await;
     assert!(nas.recv(Duration::from_millis(300)).await.is_none());
-    failures(2).await.unwrap();
+    failures(2).await;
     assert_eq!(
         srv.calls(),
         2,
