@@ -52,7 +52,7 @@ pub struct Watchers {
     senders: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Told when the first challenge is followed, so that the listener
     /// subscribes (a permit is kept if it is busy).
-    followed: Notify,
+    first_followed: Notify,
 }
 
 /// A follower's interest in one challenge; dropping it forgets the challenge
@@ -71,7 +71,7 @@ impl Watchers {
     pub fn subscribe(self: &Arc<Self>, challenge_id: &str) -> Subscription {
         let mut map = self.map();
         if map.is_empty() {
-            self.followed.notify_one();
+            self.first_followed.notify_one();
         }
         let rx = map
             .entry(challenge_id.to_owned())
@@ -158,7 +158,7 @@ async fn listen_lingering(
         while watchers.followed() == 0 {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = watchers.followed.notified() => {}
+                () = watchers.first_followed.notified() => {}
             }
         }
         // A flush waits for a connection that may not come back before
