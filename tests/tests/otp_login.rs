@@ -170,6 +170,14 @@ async fn totp_hotp_and_backup_codes_log_in_once_each() {
         login(&mut agent, Factor::BackupCode, &fresh.backup_codes[1].replace('-', "")).await,
         Reason::Approved
     );
+
+    // Text logs written to a file, not a terminal, carry no colour codes.
+    for service in stack.services() {
+        let Some(log) = service.log_text() else { continue };
+        let log = log.unwrap();
+        assert!(log.contains(" INFO "), "{}", service.log_tail(5));
+        assert!(!log.contains('\u{1b}'), "{}", service.log_tail(5));
+    }
 }
 
 /// Many challenges answered at once with the same TOTP code: the code is

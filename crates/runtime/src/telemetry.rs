@@ -2,6 +2,8 @@
 //! propagated over gRPC and NATS ties every hop of a login into one trace;
 //! with `OTEL_EXPORTER_OTLP_ENDPOINT` set they are exported (see [`crate::otlp`]).
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -55,7 +57,13 @@ pub fn init(service: &'static str) -> TelemetryGuard {
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            // Colours only for a terminal: in a file or a log collector the
+            // escape codes would be noise around every field.
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .try_init()
     };
     if let Err(error) = result {

@@ -145,6 +145,12 @@ impl ServiceProcess {
         &self.log_path
     }
 
+    /// The whole log as written to its file; `None` when the output went to
+    /// the terminal instead (`TEST_LOG=1`).
+    pub fn log_text(&self) -> Option<std::io::Result<String>> {
+        (!self.inherited_output).then(|| std::fs::read_to_string(&self.log_path))
+    }
+
     /// The last `n` lines of the log.
     pub fn log_tail(&self, n: usize) -> String {
         if self.inherited_output {
