@@ -124,6 +124,30 @@ pub fn processes(title: &str, usage: &[Usage], per: Option<u64>) -> String {
     out
 }
 
+/// Why requests had to wait for a user, if any did. Not a footnote: a run
+/// that ran out of codes measured its own users, and looked like a slow
+/// server (seen: a third of a 15 s run idle, every closed-loop figure of
+/// several sessions capped by it). In an open loop that falls behind its
+/// rate the cause is the other way round: requests waiting for answers hold
+/// their users, and more users would only queue more requests.
+fn users_warning(load: Load, throughput: f64, waits: u64) -> Option<String> {
+    if waits == 0 {
+        return None;
+    }
+    Some(match load {
+        Load::Open { rate, .. } if throughput < rate * 0.95 => format!(
+            "the server fell behind the rate ({throughput:.1}/s of {rate}/s): requests waiting for \
+             answers held their users, and {waits} requests had to wait for one; this is an \
+             overloaded server's latency, not a shortage of users"
+        ),
+        _ => format!(
+            "the run ran out of users with a usable code ({waits} requests had to wait): its \
+             throughput is bounded by the benchmark's users, not by the server; rerun with more \
+             --users or a higher --expect-rate"
+        ),
+    })
+}
+
 pub fn scenario(r: &ScenarioReport, ceilings: &Ceilings) -> String {
     let t = &r.run.tally;
     let mut out = String::new();
@@ -159,17 +183,8 @@ pub fn scenario(r: &ScenarioReport, ceilings: &Ceilings) -> String {
     if !t.vigil.is_empty() {
         let _ = writeln!(out, "  vigil adds {}", percentiles(&t.vigil));
     }
-    if r.user_waits > 0 {
-        // Not a footnote: a run that ran out of codes measured its own
-        // users, and looked like a slow server (seen: a third of a 15 s run
-        // idle, every closed-loop figure of several sessions capped by it).
-        let _ = writeln!(
-            out,
-            "  WARNING: the run ran out of users with a usable code ({} requests had to wait): its \
-             throughput is bounded by the benchmark's users, not by the server; rerun with more \
-             --users or a higher --expect-rate",
-            r.user_waits
-        );
+    if let Some(warning) = users_warning(r.load, r.throughput(), r.user_waits) {
+        let _ = writeln!(out, "  WARNING: {warning}");
     }
     out.push_str(&processes("process (MiB)", &r.usage, Some(t.ok)));
     out.push_str(&crate::hops::report(&r.hops));
@@ -233,4 +248,29 @@ pub fn summary(reports: &[ScenarioReport], ceilings: &Ceilings) -> String {
 
 pub fn duration(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_for_users_is_blamed_on_the_users_unless_an_open_loop_fell_behind() {
+        let closed = Load::Closed { concurrency: 64 };
+        let open = Load::Open {
+            rate: 1000.0,
+            max_in_flight: 10_000,
+        };
+        assert_eq!(users_warning(closed, 3000.0, 0), None);
+        assert_eq!(users_warning(open, 360.0, 0), None);
+        let short = users_warning(closed, 3000.0, 128).unwrap_or_default();
+        assert!(short.starts_with("the run ran out of users"), "{short}");
+        let kept_up = users_warning(open, 990.0, 5).unwrap_or_default();
+        assert!(kept_up.starts_with("the run ran out of users"), "{kept_up}");
+        let behind = users_warning(open, 360.0, 3441).unwrap_or_default();
+        assert!(
+            behind.starts_with("the server fell behind the rate (360.0/s of 1000/s)"),
+            "{behind}"
+        );
+    }
 }
