@@ -771,21 +771,33 @@ impl Service {
         let Ok(challenge_id) = ChallengeId::parse(&req.challenge_id) else {
             return Ok(not_found);
         };
-        let mut tx = self.pool.begin().await?;
-        let Some(row) = store::get_challenge(&mut tx, &provider, challenge_id.as_uuid(), false).await? else {
+        // A plain read, outside any transaction: followers ask this of every
+        // challenge they watch, at each of its moves.
+        let mut connection = self.pool.acquire().await?;
+        let Some(row) = store::get_challenge(&mut connection, &provider, challenge_id.as_uuid(), false).await? else {
             return Ok(not_found);
         };
         let now = self.clock.now();
         // Report expiry the moment it is due, not when the sweep next runs.
         let (state, reason) = if !row.state().is_terminal() && now >= row.expires_at {
-            self.complete(&mut tx, &row, ChallengeState::Expired, Reason::Expired, now)
+            let mut tx = connection.begin().await?;
+            let ended = self
+                .complete(&mut tx, &row, ChallengeState::Expired, Reason::Expired, now)
                 .await?;
-            (ChallengeState::Expired, Reason::Expired)
+            tx.commit().await?;
+            if ended {
+                self.outbox.notify();
+                (ChallengeState::Expired, Reason::Expired)
+            } else {
+                // Ended just before, by an answer or the sweep: as it is now.
+                let Some(ended) = store::get_challenge(&mut connection, &provider, row.id, false).await? else {
+                    return Ok(not_found);
+                };
+                (ended.state(), parse_reason(&ended.reason))
+            }
         } else {
             (row.state(), parse_reason(&row.reason))
         };
-        tx.commit().await?;
-        self.outbox.notify();
         Ok(rpc::StatusReply {
             state: state.to_proto() as i32,
             reason: reason as i32,
