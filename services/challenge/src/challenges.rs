@@ -780,13 +780,10 @@ impl Service {
         let now = self.clock.now();
         // Report expiry the moment it is due, not when the sweep next runs.
         let (state, reason) = if !row.state().is_terminal() && now >= row.expires_at {
-            let mut tx = connection.begin().await?;
             let ended = self
-                .complete(&mut tx, &row, ChallengeState::Expired, Reason::Expired, now)
+                .complete_alone(&mut connection, &row, ChallengeState::Expired, Reason::Expired, now)
                 .await?;
-            tx.commit().await?;
             if ended {
-                self.outbox.notify();
                 (ChallengeState::Expired, Reason::Expired)
             } else {
                 // Ended just before, by an answer or the sweep: as it is now.
@@ -850,6 +847,25 @@ impl Service {
             tracing::warn!(user_id = %UserId::from_uuid(user.id), "user locked out after repeated failures");
         }
         Ok(state.locked_until.is_some())
+    }
+
+    /// [`Self::complete`] in a transaction of its own, committed, and the
+    /// relay woken if the challenge moved.
+    pub async fn complete_alone(
+        &self,
+        connection: &mut PgConnection,
+        row: &ChallengeRow,
+        state: ChallengeState,
+        reason: Reason,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ServiceError> {
+        let mut tx = connection.begin().await?;
+        let moved = self.complete(&mut tx, row, state, reason, now).await?;
+        tx.commit().await?;
+        if moved {
+            self.outbox.notify();
+        }
+        Ok(moved)
     }
 
     /// Ends `row` in a terminal state and records the event, in `tx`.

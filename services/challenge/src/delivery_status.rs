@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use vigil_bus::{Handler, HandlerError, Received, envelope};
 use vigil_core::{ChallengeId, UserId};
 use vigil_proto::{
@@ -60,16 +60,10 @@ impl Handler for DeliveryStatusHandler {
             return Ok(());
         }
         tracing::warn!(challenge_id = %status.challenge_id, error = %status.error, "delivery failed; challenge fails");
-        let mut tx = connection.begin().await?;
-        let moved = self
-            .0
-            .complete(&mut tx, &row, next, Reason::DeliveryFailed, now)
+        self.0
+            .complete_alone(connection, &row, next, Reason::DeliveryFailed, now)
             .await
             .map_err(|e| HandlerError::Retry(e.to_string()))?;
-        tx.commit().await?;
-        if moved {
-            self.0.outbox.notify();
-        }
         Ok(())
     }
 }
