@@ -148,6 +148,36 @@ fn users_warning(load: Load, throughput: f64, waits: u64) -> Option<String> {
     })
 }
 
+/// The error kinds of a login the gateway denied `unavailable` (over gRPC,
+/// over RADIUS): shed past its in-flight bound, or left without an answer
+/// from the challenge service.
+const UNAVAILABLE: [&str; 2] = ["deny:unavailable", "reject:unavailable"];
+
+/// A warning when more than 1% of the requests were denied `unavailable`.
+/// A closed loop with more requests in flight than the gateway admits
+/// (`VIGIL_MAX_IN_FLIGHT`, 32 per CPU and at least 64 by default) has most
+/// of them shed and sent again at once: the shed requests' work counts in
+/// every process's CPU, so CPU per successful login looks two or three
+/// times dearer than it is (seen: 128 in flight on a 2-core box).
+fn shed_warning(load: Load, tally: &crate::stats::Tally) -> Option<String> {
+    let denied: u64 = UNAVAILABLE.iter().filter_map(|kind| tally.errors.get(*kind)).sum();
+    if denied == 0 || denied * 100 <= tally.requests {
+        return None;
+    }
+    let why = match load {
+        Load::Closed { concurrency } => format!(
+            "with {concurrency} in flight this closed loop may be past the gateway's in-flight bound \
+             (VIGIL_MAX_IN_FLIGHT): rerun with --concurrency at or under it"
+        ),
+        Load::Open { .. } => "the gateway shed logins past its in-flight bound or got no answer in time".to_owned(),
+    };
+    Some(format!(
+        "{denied} of {} requests were denied unavailable, and the CPU per successful login includes \
+         their work; {why}",
+        tally.requests
+    ))
+}
+
 pub fn scenario(r: &ScenarioReport, ceilings: &Ceilings) -> String {
     let t = &r.run.tally;
     let mut out = String::new();
@@ -183,7 +213,13 @@ pub fn scenario(r: &ScenarioReport, ceilings: &Ceilings) -> String {
     if !t.vigil.is_empty() {
         let _ = writeln!(out, "  vigil adds {}", percentiles(&t.vigil));
     }
-    if let Some(warning) = users_warning(r.load, r.throughput(), r.user_waits) {
+    for warning in [
+        users_warning(r.load, r.throughput(), r.user_waits),
+        shed_warning(r.load, t),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let _ = writeln!(out, "  WARNING: {warning}");
     }
     out.push_str(&processes("process (MiB)", &r.usage, Some(t.ok)));
@@ -272,5 +308,27 @@ mod tests {
             behind.starts_with("the server fell behind the rate (360.0/s of 1000/s)"),
             "{behind}"
         );
+    }
+
+    #[test]
+    fn logins_denied_unavailable_beyond_one_percent_are_called_out() {
+        let closed = Load::Closed { concurrency: 128 };
+        let mut tally = crate::stats::Tally {
+            requests: 43_906,
+            ok: 12_596,
+            ..Default::default()
+        };
+        assert_eq!(shed_warning(closed, &tally), None, "nothing denied");
+        tally.errors.insert("deny:wrong_code".into(), 31_310);
+        assert_eq!(shed_warning(closed, &tally), None, "other denials are not shedding");
+        tally.errors.insert("deny:unavailable".into(), 400);
+        assert_eq!(shed_warning(closed, &tally), None, "under 1%");
+        tally.errors.insert("reject:unavailable".into(), 200);
+        let shed = shed_warning(closed, &tally).unwrap_or_default();
+        assert!(
+            shed.starts_with("600 of 43906 requests were denied unavailable"),
+            "{shed}"
+        );
+        assert!(shed.contains("with 128 in flight"), "{shed}");
     }
 }
