@@ -161,7 +161,7 @@ const UNAVAILABLE: [&str; 2] = ["deny:unavailable", "reject:unavailable"];
 /// times dearer than it is (seen: 128 in flight on a 2-core box).
 fn shed_warning(load: Load, tally: &crate::stats::Tally) -> Option<String> {
     let denied: u64 = UNAVAILABLE.iter().filter_map(|kind| tally.errors.get(*kind)).sum();
-    if denied == 0 || denied * 100 <= tally.requests {
+    if denied * 100 <= tally.requests {
         return None;
     }
     let why = match load {
