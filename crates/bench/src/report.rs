@@ -156,8 +156,8 @@ const UNAVAILABLE: [&str; 2] = ["deny:unavailable", "reject:unavailable"];
 /// A warning when more than 1% of the requests were denied `unavailable`.
 /// A closed loop with more requests in flight than the gateway admits
 /// (`VIGIL_MAX_IN_FLIGHT`, 32 per CPU and at least 64 by default) has most
-/// of them shed and sent again at once: the shed requests' work counts in
-/// every process's CPU, so CPU per successful login looks two or three
+/// of them shed, each followed at once by the next request in its slot: the
+/// shed requests' work counts in every process's CPU, so CPU per successful login looks two or three
 /// times dearer than it is (seen: 128 in flight on a 2-core box).
 fn shed_warning(load: Load, tally: &crate::stats::Tally) -> Option<String> {
     let denied: u64 = UNAVAILABLE.iter().filter_map(|kind| tally.errors.get(*kind)).sum();
